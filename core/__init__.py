@@ -1,0 +1,1 @@
+"""Pure domain code: schemas, normalization, identity decisions, EMQ. No I/O here."""

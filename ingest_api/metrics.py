@@ -1,0 +1,37 @@
+"""Prometheus metrics of the ingest API (per process; see docs/OPERATIONS.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class IngestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stratum_ingest_requests_total", "HTTP requests", ["route", "status"],
+                                registry=self.registry)
+        self.events = Counter("stratum_ingest_events_total", "Events by outcome", ["outcome"],
+                              registry=self.registry)
+        self.latency = Histogram(
+            "stratum_ingest_request_seconds", "Request latency", ["route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.queue_depth = Gauge("stratum_queue_depth", "Jobs waiting in the events queue", registry=self.registry)
+        self._accepted = self.events.labels("accepted")
+        self._rejected = self.events.labels("rejected")
+        self._duplicate = self.events.labels("duplicate")
+
+    def count_events(self, accepted: int, rejected: int, duplicate: int) -> None:
+        if accepted:
+            self._accepted.inc(accepted)
+        if rejected:
+            self._rejected.inc(rejected)
+        if duplicate:
+            self._duplicate.inc(duplicate)
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

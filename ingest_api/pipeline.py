@@ -1,0 +1,77 @@
+"""What every ingest route shares after parsing: authenticate, queue, answer.
+
+Routes turn their wire format into ``core.intake`` results; ``queue_events`` writes the
+accepted ones as one job (dedupe marks included) and reports which were duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis.exceptions
+import uuid_utils
+from redis.asyncio import Redis
+
+from core.intake import Accepted
+from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, encode_batch_header, encode_event
+from ingest_api.auth import Source
+from ingest_api.enqueue import BatchEnqueuer, PendingEvent
+from ingest_api.errors import RateLimited, Unavailable
+
+
+def new_event_id() -> str:
+    """A time-ordered UUID (v7): event ids sort by arrival."""
+    return str(uuid_utils.uuid7())
+
+
+@dataclass(frozen=True)
+class QueueOutcome:
+    # per accepted event, in order: None if queued, else the event id seen first
+    duplicates_of: list[str | None]
+
+
+async def queue_events(
+    enqueuer: BatchEnqueuer,
+    source: Source,
+    accepted: list[Accepted],
+    received_at: datetime,
+    request_id: str,
+    retry_after_s: int,
+    default_rate_limit: int,
+) -> QueueOutcome:
+    """Queue the accepted events durably, or raise Unavailable / RateLimited (then nothing
+    was queued and no dedupe mark was set)."""
+    if not accepted:
+        return QueueOutcome([])
+    header = encode_batch_header(
+        QueuedBatch(
+            version=QUEUE_FORMAT_VERSION, tenant_id=source.tenant_id, source_id=source.id,
+            source_type=source.type, phone_region=source.phone_region, received_at=received_at,
+            request_id=request_id, events=[],
+        )
+    )
+    pending = [PendingEvent(encode_event(a.event), a.event.event_id, a.client_dedupe_key) for a in accepted]
+    try:
+        rate_limit = source.rate_limit if source.rate_limit is not None else default_rate_limit
+        result = await enqueuer.enqueue(new_event_id(), source.tenant_id, source.id, rate_limit, header, pending)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise Unavailable(f"queue unreachable, nothing was accepted: {type(exc).__name__}",
+                          retry_after_s=retry_after_s, code="queue_unavailable") from None
+    except redis.exceptions.ResponseError as exc:
+        # OOM and similar refusals: Redis ran nothing, so nothing was queued.
+        raise Unavailable(f"queue refused the write, nothing was accepted: {exc}",
+                          retry_after_s=retry_after_s, code="queue_unavailable") from None
+    if result.queue_full:
+        raise Unavailable("queue is above its high-water mark; retry later",
+                          retry_after_s=retry_after_s, code="queue_full")
+    if result.rate_limited:
+        raise RateLimited(f"source is over its limit of {rate_limit} events per second", retry_after_s=1)
+    return QueueOutcome(result.duplicates_of)
+
+
+async def redis_ready(redis_client: Redis) -> bool:
+    try:
+        return bool(await redis_client.ping())
+    except (redis.exceptions.RedisError, OSError):
+        return False

@@ -1,0 +1,44 @@
+"""Per-process state of the ingest API: settings, pools, and the operations routes share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from litestar import Request
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from core.intake import Accepted
+from ingest_api.auth import Source, SourceDirectory, key_from_headers
+from ingest_api.enqueue import BatchEnqueuer
+from ingest_api.metrics import IngestMetrics
+from ingest_api.pipeline import QueueOutcome, queue_events
+from stratum.settings import Settings
+
+
+@dataclass
+class IngestState:
+    settings: Settings
+    pool: AsyncConnectionPool
+    redis: Redis
+    enqueuer: BatchEnqueuer
+    sources: SourceDirectory
+    metrics: IngestMetrics
+
+    async def header_key(self, request: Request) -> str | None:
+        """The write key of the Authorization header, checked before the body is read."""
+        key = key_from_headers(request.headers.get("authorization"))
+        if key is not None:
+            await self.sources.authenticate(key)
+        return key
+
+    async def queue(self, source: Source, accepted: list[Accepted], received_at: datetime,
+                    request_id: str) -> QueueOutcome:
+        s = self.settings
+        return await queue_events(self.enqueuer, source, accepted, received_at, request_id,
+                                  s.retry_after_s, s.default_rate_limit_per_s)
+
+
+async def authenticate_request(st: IngestState, header_key: str | None, body_key: str | None) -> Source:
+    return await st.sources.authenticate(header_key or body_key)

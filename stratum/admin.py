@@ -1,0 +1,104 @@
+"""Tenants, keys, operators and sources: the administrative writes shared by the CLI and
+the read API. Functions take an open psycopg connection and run inside the caller's
+transaction; keys are returned once and only their hashes are stored."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import phonenumbers
+import psycopg
+
+from core.errors import StratumError
+from stratum.keys import OPERATOR_KEY_PREFIX, TENANT_KEY_PREFIX, WRITE_KEY_PREFIX, hash_key, new_key
+
+SOURCE_TYPES = ("website", "server", "sgtm", "import", "crm")
+KEY_ROLES = ("admin", "read")
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    owner_id: uuid.UUID
+    key_id: uuid.UUID
+    key: str
+
+
+def create_tenant(conn: psycopg.Connection, name: str) -> CreatedKey:
+    """A new tenant and its first admin key."""
+    if not name.strip():
+        raise StratumError("tenant name must not be empty", code="invalid_name")
+    tenant_id = uuid.uuid4()
+    conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name.strip()))
+    created = create_tenant_key(conn, tenant_id, "admin")
+    return CreatedKey(tenant_id, created.key_id, created.key)
+
+
+def create_tenant_key(conn: psycopg.Connection, tenant_id: uuid.UUID, role: str) -> CreatedKey:
+    if role not in KEY_ROLES:
+        raise StratumError(f"role must be one of {', '.join(KEY_ROLES)}", code="invalid_role")
+    if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() is None:
+        raise StratumError(f"no tenant {tenant_id}", code="not_found")
+    key_id, key = uuid.uuid4(), new_key(TENANT_KEY_PREFIX)
+    conn.execute(
+        "INSERT INTO api_keys (id, tenant_id, role, key_hash) VALUES (%s, %s, %s, %s)",
+        (key_id, tenant_id, role, hash_key(key)),
+    )
+    return CreatedKey(tenant_id, key_id, key)
+
+
+def revoke_key(conn: psycopg.Connection, key_id: uuid.UUID) -> bool:
+    """Revoke a tenant or operator key. True if a live key was revoked."""
+    row = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
+        (key_id,),
+    ).fetchone()
+    return row is not None
+
+
+def create_operator(conn: psycopg.Connection, name: str) -> CreatedKey:
+    operator_id, key_id, key = uuid.uuid4(), uuid.uuid4(), new_key(OPERATOR_KEY_PREFIX)
+    conn.execute("INSERT INTO operators (id, name) VALUES (%s, %s)", (operator_id, name))
+    conn.execute(
+        "INSERT INTO api_keys (id, operator_id, role, key_hash) VALUES (%s, %s, 'operator', %s)",
+        (key_id, operator_id, hash_key(key)),
+    )
+    return CreatedKey(operator_id, key_id, key)
+
+
+def validate_phone_region(region: str | None) -> str | None:
+    if region is None:
+        return None
+    region = region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise StratumError(f"unknown phone region {region!r}; use an ISO 3166 code like US", code="invalid_phone_region")
+    return region
+
+
+def create_source(
+    conn: psycopg.Connection,
+    tenant_id: uuid.UUID,
+    name: str,
+    source_type: str = "website",
+    phone_region: str | None = None,
+    rate_limit: int | None = None,
+    allowed_origins: list[str] | None = None,
+) -> CreatedKey:
+    """A new source with its write key (shown once)."""
+    if source_type not in SOURCE_TYPES:
+        raise StratumError(f"type must be one of {', '.join(SOURCE_TYPES)}", code="invalid_source_type")
+    if not name.strip():
+        raise StratumError("source name must not be empty", code="invalid_name")
+    if rate_limit is not None and rate_limit <= 0:
+        raise StratumError("rate_limit must be a positive number of events per second", code="invalid_rate_limit")
+    region = validate_phone_region(phone_region)
+    if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() is None:
+        raise StratumError(f"no tenant {tenant_id}", code="not_found")
+    source_id, key = uuid.uuid4(), new_key(WRITE_KEY_PREFIX)
+    conn.execute(
+        "INSERT INTO sources (id, tenant_id, name, type, write_key_hash, phone_region, rate_limit, allowed_origins)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (source_id, tenant_id, name.strip(), source_type, hash_key(key), region, rate_limit, allowed_origins or []),
+    )
+    return CreatedKey(source_id, source_id, key)
+

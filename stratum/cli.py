@@ -1,0 +1,239 @@
+"""The ``stratum`` command line (CONTRACT section 3).
+
+Commands that print JSON print exactly one JSON object on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import StratumError
+from stratum.settings import Settings, get_settings
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, default=str))
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an id (UUID)") from None
+
+
+def migrate(settings: Settings, *, quiet: bool = False) -> None:
+    """Create the database if missing, then ``alembic upgrade head``."""
+    from alembic import command
+    from alembic.config import Config
+
+    import migrations
+    from stratum.db.connect import create_database_if_missing, database_name
+    from stratum.settings import sqlalchemy_url
+
+    if create_database_if_missing(settings.database_url) and not quiet:
+        print(f"created database {database_name(settings.database_url)}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["database_url"] = sqlalchemy_url(settings.database_url)
+    command.upgrade(cfg, "head")
+    if not quiet:
+        print(f"database {database_name(settings.database_url)} is at the latest schema")
+
+
+def _admin(settings: Settings, fn, *args, **kwargs):
+    from stratum.db.connect import connect
+
+    with connect(settings.database_url) as conn:
+        result = fn(conn, *args, **kwargs)
+        conn.commit()
+        return result
+
+
+def cmd_tenant_create(args, settings: Settings) -> None:
+    from stratum.admin import create_tenant
+
+    created = _admin(settings, create_tenant, args.name)
+    _print_json({"tenant_id": str(created.owner_id), "api_key": created.key})
+
+
+def cmd_tenant_key_create(args, settings: Settings) -> None:
+    from stratum.admin import create_tenant_key
+
+    created = _admin(settings, create_tenant_key, args.tenant, args.role)
+    _print_json({"key_id": str(created.key_id), "api_key": created.key})
+
+
+def cmd_tenant_key_revoke(args, settings: Settings) -> None:
+    from stratum.admin import revoke_key
+
+    if not _admin(settings, revoke_key, args.key_id):
+        raise StratumError(f"no live key {args.key_id}", code="not_found")
+    _print_json({"key_id": str(args.key_id), "revoked": True})
+
+
+def cmd_operator_create(args, settings: Settings) -> None:
+    from stratum.admin import create_operator
+
+    created = _admin(settings, create_operator, args.name)
+    _print_json({"operator_id": str(created.owner_id), "api_key": created.key})
+
+
+def cmd_source_create(args, settings: Settings) -> None:
+    from stratum.admin import create_source
+
+    created = _admin(settings, create_source, args.tenant, args.name, args.type, args.phone_region)
+    _print_json({"source_id": str(created.owner_id), "write_key": created.key})
+
+
+def cmd_migrate(args, settings: Settings) -> None:
+    migrate(settings)
+
+
+def _serve(target: str, host: str, port: int, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
+            log_access=False).serve()
+
+
+def cmd_ingest_api(args, settings: Settings) -> None:
+    _serve("ingest_api.app:create_app", args.host or settings.ingest_host, args.port or settings.ingest_port,
+           args.workers)
+
+
+def cmd_read_api(args, settings: Settings) -> None:
+    _serve("read_api.app:create_app", args.host or settings.read_host, args.port or settings.read_port,
+           args.workers)
+
+
+def cmd_worker(args, settings: Settings) -> None:
+    from workers.worker import run_worker
+
+    sys.exit(0 if run_worker(settings, burst=args.burst, queues=args.queues) else 1)
+
+
+def cmd_scheduler(args, settings: Settings) -> None:
+    from workers.scheduler import run_scheduler
+
+    run_scheduler(settings, once=args.once)
+
+
+def cmd_status(args, settings: Settings) -> None:
+    from workers.status import queue_status
+
+    status = queue_status(settings)
+    if not args.json:
+        for name, q in status["queues"].items():
+            print(f"{name}: queued={q['queued']} started={q['started']} scheduled={q['scheduled']} "
+                  f"failed={q['failed']} oldest_queued_age_s={q['oldest_queued_age_s']}")
+        print(f"workers: {status['workers']}")
+    _print_json(status)
+
+
+def cmd_replay_failed(args, settings: Settings) -> None:
+    from workers.status import replay_failed
+
+    if not args.all and not args.job_ids:
+        raise StratumError("name JOB_IDs to replay, or --all", code="invalid_arguments")
+    replayed = replay_failed(settings, None if args.all else args.job_ids)
+    _print_json({"replayed": replayed})
+
+
+def cmd_dev(args, settings: Settings) -> None:
+    from stratum.dev import run_dev
+
+    run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stratum", description="Stratum CDP command line")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("dev", help="run the whole pipeline on this machine")
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--data-dir", default=".stratum", help="where embedded services keep their data")
+    d.set_defaults(func=cmd_dev)
+
+    sub.add_parser("migrate", help="create the database if missing, then upgrade to the latest schema"
+                   ).set_defaults(func=cmd_migrate)
+
+    t = sub.add_parser("tenant", help="tenants and their API keys").add_subparsers(dest="tenant_cmd", required=True)
+    tc = t.add_parser("create", help="new tenant with an admin API key")
+    tc.add_argument("name")
+    tc.set_defaults(func=cmd_tenant_create)
+    tk = t.add_parser("key", help="tenant API keys").add_subparsers(dest="key_cmd", required=True)
+    tkc = tk.add_parser("create")
+    tkc.add_argument("--tenant", required=True, type=_uuid)
+    tkc.add_argument("--role", choices=["admin", "read"], default="admin")
+    tkc.set_defaults(func=cmd_tenant_key_create)
+    tkr = tk.add_parser("revoke")
+    tkr.add_argument("key_id", type=_uuid)
+    tkr.set_defaults(func=cmd_tenant_key_revoke)
+
+    o = sub.add_parser("operator", help="operator keys").add_subparsers(dest="operator_cmd", required=True)
+    oc = o.add_parser("create")
+    oc.add_argument("name")
+    oc.set_defaults(func=cmd_operator_create)
+
+    s = sub.add_parser("source", help="sources and write keys").add_subparsers(dest="source_cmd", required=True)
+    sc = s.add_parser("create")
+    sc.add_argument("--tenant", required=True, type=_uuid)
+    sc.add_argument("--name", required=True)
+    sc.add_argument("--type", default="website", choices=["website", "server", "sgtm", "import", "crm"])
+    sc.add_argument("--phone-region", default=None, help="default region for national phone numbers, e.g. US")
+    sc.set_defaults(func=cmd_source_create)
+
+    for name, func, help_ in (("ingest-api", cmd_ingest_api, "serve the ingest API"),
+                              ("read-api", cmd_read_api, "serve the read API")):
+        a = sub.add_parser(name, help=help_)
+        a.add_argument("--host", default=None)
+        a.add_argument("--port", type=int, default=None)
+        a.add_argument("--workers", type=int, default=1)
+        a.set_defaults(func=func)
+
+    w = sub.add_parser("worker", help="run one worker")
+    w.add_argument("--burst", action="store_true", help="drain the queues, then exit 0")
+    w.add_argument("--queues", nargs="*", default=None)
+    w.set_defaults(func=cmd_worker)
+
+    sch = sub.add_parser("scheduler", help="run the periodic jobs")
+    sch.add_argument("--once", action="store_true", help="run every periodic job once, then exit")
+    sch.set_defaults(func=cmd_scheduler)
+
+    st = sub.add_parser("status", help="queues, workers, failures")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    rf = sub.add_parser("replay-failed", help="re-enqueue failed jobs")
+    rf.add_argument("--all", action="store_true")
+    rf.add_argument("job_ids", nargs="*")
+    rf.set_defaults(func=cmd_replay_failed)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args, get_settings())
+    except StratumError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        import psycopg
+        import redis
+
+        if isinstance(exc, psycopg.OperationalError | redis.exceptions.ConnectionError):
+            print(f"error: cannot reach a service: {exc}", file=sys.stderr)
+            sys.exit(3)
+        raise
+
+
+if __name__ == "__main__":
+    main()

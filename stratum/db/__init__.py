@@ -1,0 +1,1 @@
+"""Database schema (SQLAlchemy models for Alembic) and connection helpers."""

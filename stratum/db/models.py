@@ -1,0 +1,222 @@
+"""The schema as SQLAlchemy metadata. Alembic migrations are written by hand to match it,
+and ``alembic check`` (run by the test suite) fails if the two drift apart.
+
+Runtime code uses psycopg with plain SQL on the hot paths; these models are the schema's
+single description.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = text("now()")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    # Identity-rule overrides: per-type limits, extra blocked values (CONTRACT section 6).
+    Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE")),
+    Column("operator_id", UUID(as_uuid=True), ForeignKey("operators.id", ondelete="CASCADE")),
+    Column("role", Text, nullable=False),
+    # SHA-256 hex of the key; the key itself is shown once and never stored.
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('admin', 'read', 'operator')", name="role"),
+    CheckConstraint("(tenant_id IS NULL) <> (operator_id IS NULL)", name="owner"),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("write_key_hash", Text, nullable=False, unique=True),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("phone_region", Text),
+    Column("rate_limit", Integer),
+    Column("allowed_origins", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("config", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("events_received", BigInteger, nullable=False, server_default=text("0")),
+    Column("events_rejected", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("type IN ('website', 'server', 'sgtm', 'import', 'crm')", name="type"),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("lifecycle", Text, nullable=False, server_default=text("'anonymous'")),
+    Column("traits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Per trait key, the event time of the value kept: merges keep the newest value per key.
+    Column("trait_times", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("event_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("purchase_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("revenue", Numeric(18, 4), nullable=False, server_default=text("0")),
+    Column("identifier_count", Integer, nullable=False, server_default=text("0")),
+    Column("merge_count", Integer, nullable=False, server_default=text("0")),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("merged_into", UUID(as_uuid=True)),
+    Column("merged_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("lifecycle IN ('anonymous', 'known', 'customer', 'churned')", name="lifecycle"),
+    Index("ix_profiles_tenant_id_lifecycle", "tenant_id", "lifecycle"),
+    Index("ix_profiles_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
+)
+
+profile_identifiers = Table(
+    "profile_identifiers",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("type", Text, primary_key=True),
+    # SHA-256 hex of the normalized value; raw values are never stored.
+    Column("hash", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    CheckConstraint("type IN ('external_id', 'email', 'phone', 'device_id', 'anonymous_id')", name="type"),
+)
+
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("from_type", Text, nullable=False),
+    Column("from_hash", Text, nullable=False),
+    Column("to_type", Text, nullable=False),
+    Column("to_hash", Text, nullable=False),
+    Column("link_type", Text, nullable=False),
+    Column("event_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Index("ix_identity_links_profile_id", "profile_id"),
+)
+
+profile_merges = Table(
+    "profile_merges",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("survivor_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("absorbed_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("trigger_type", Text, nullable=False),
+    Column("trigger_hash", Text, nullable=False),
+    Column("event_id", UUID(as_uuid=True)),
+    Column("snapshot", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("consent_type", Text, primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("source_id", UUID(as_uuid=True)),
+)
+
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("consent_type", Text, nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("source_id", UUID(as_uuid=True)),
+    Column("event_id", UUID(as_uuid=True)),
+    Column("ip", Text),
+    Column("user_agent", Text),
+)
+
+# One row per stored event, outside the partitioned table: Postgres only enforces unique
+# indexes that include the partition key, so "once per (tenant, dedupe key) forever" lives
+# here. Workers insert here first (ON CONFLICT DO NOTHING) and COPY only the winners into
+# ``events``, in the same transaction. See docs/SCHEMA.md.
+event_keys = Table(
+    "event_keys",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    Column("dedupe_key", Text, primary_key=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+)
+
+# Partitioned by month on event_time (PARTITION BY RANGE); partitions are created by the
+# scheduler ahead of time and by workers on demand, with a DEFAULT partition as last resort.
+events = Table(
+    "events",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True)),
+    Column("dedupe_key", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("event_name", Text, nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("context", JSONB, nullable=False),
+    Column("identifiers", JSONB, nullable=False),
+    Column("emq", SmallInteger, nullable=False),
+    Column("decisions", JSONB),
+    Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
+    Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
+    postgresql_partition_by="RANGE (event_time)",
+)

@@ -1,0 +1,144 @@
+"""The one place that reads the environment.
+
+Every knob has a default, a ``STRATUM_``-prefixed variable and a line in
+docs/CONFIGURATION.md. Everything else in the code base receives a ``Settings``
+(or the values it needs) explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+_PREFIX = "STRATUM_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(_PREFIX + name, default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{_PREFIX}{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{_PREFIX}{name} must be a number, got {raw!r}") from exc
+
+
+def _list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(_PREFIX + name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql:///stratum"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    queue_name: str = "stratum-events"
+    # Ingest
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8000
+    read_host: str = "127.0.0.1"
+    read_port: int = 8001
+    max_events_per_request: int = 1000
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_event_bytes: int = 32 * 1024
+    max_future_skew_s: int = 24 * 3600
+    dedupe_window_s: int = 3600
+    idempotency_ttl_s: int = 24 * 3600
+    idempotency_lock_s: int = 30
+    queue_high_water: int = 50_000
+    retry_after_s: int = 5
+    default_rate_limit_per_s: int = 2_000
+    dead_letter_ttl_s: int = 7 * 24 * 3600
+    # Workers
+    job_timeout_s: int = 300
+    failed_job_ttl_s: int = 7 * 24 * 3600
+    worker_coalesce_max_events: int = 5_000
+    db_retry_attempts: int = 5
+    # Scheduler
+    partitions_ahead_months: int = 3
+    retention_months: int = 13
+    scheduler_interval_s: float = 10.0
+    # Read API
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    profile_cache_ttl_s: int = 300
+    # Identity rules defaults (per-tenant overrides live in the tenant's settings)
+    extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def settings_from_env() -> Settings:
+    """Build settings from ``STRATUM_*`` variables (unset ones keep their defaults)."""
+    d = Settings()
+    return Settings(
+        database_url=_env("DATABASE_URL", d.database_url),
+        redis_url=_env("REDIS_URL", d.redis_url),
+        queue_name=_env("QUEUE_NAME", d.queue_name),
+        ingest_host=_env("INGEST_HOST", d.ingest_host),
+        ingest_port=_int("INGEST_PORT", d.ingest_port),
+        read_host=_env("READ_HOST", d.read_host),
+        read_port=_int("READ_PORT", d.read_port),
+        max_events_per_request=_int("MAX_EVENTS_PER_REQUEST", d.max_events_per_request),
+        max_request_bytes=_int("MAX_REQUEST_BYTES", d.max_request_bytes),
+        max_event_bytes=_int("MAX_EVENT_BYTES", d.max_event_bytes),
+        max_future_skew_s=_int("MAX_FUTURE_SKEW_S", d.max_future_skew_s),
+        dedupe_window_s=_int("DEDUPE_WINDOW_S", d.dedupe_window_s),
+        idempotency_ttl_s=_int("IDEMPOTENCY_TTL_S", d.idempotency_ttl_s),
+        idempotency_lock_s=_int("IDEMPOTENCY_LOCK_S", d.idempotency_lock_s),
+        queue_high_water=_int("QUEUE_HIGH_WATER", d.queue_high_water),
+        retry_after_s=_int("RETRY_AFTER_S", d.retry_after_s),
+        default_rate_limit_per_s=_int("DEFAULT_RATE_LIMIT_PER_S", d.default_rate_limit_per_s),
+        dead_letter_ttl_s=_int("DEAD_LETTER_TTL_S", d.dead_letter_ttl_s),
+        job_timeout_s=_int("JOB_TIMEOUT_S", d.job_timeout_s),
+        failed_job_ttl_s=_int("FAILED_JOB_TTL_S", d.failed_job_ttl_s),
+        worker_coalesce_max_events=_int("WORKER_COALESCE_MAX_EVENTS", d.worker_coalesce_max_events),
+        db_retry_attempts=_int("DB_RETRY_ATTEMPTS", d.db_retry_attempts),
+        partitions_ahead_months=_int("PARTITIONS_AHEAD_MONTHS", d.partitions_ahead_months),
+        retention_months=_int("RETENTION_MONTHS", d.retention_months),
+        scheduler_interval_s=_float("SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
+        db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
+        db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
+        profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        extra_blocked_values=_list("BLOCKED_VALUES"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once. Tests build their own with ``Settings(...)``."""
+    return settings_from_env()
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Map a plain ``postgresql://`` URL onto the psycopg 3 driver for SQLAlchemy."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix):]
+    raise ValueError(f"STRATUM_DATABASE_URL must be a postgresql:// URL, got {database_url!r}")
+
+
+def libpq_url(database_url: str) -> str:
+    """The URL as libpq (psycopg) takes it: without a SQLAlchemy driver suffix."""
+    scheme, sep, rest = database_url.partition("://")
+    if not sep:
+        raise ValueError(f"STRATUM_DATABASE_URL must be a postgresql:// URL, got {database_url!r}")
+    return "postgresql://" + rest if scheme.startswith("postgres") else database_url

@@ -1,0 +1,1 @@
+"""RQ workers: normalize, resolve identities, persist events exactly once."""

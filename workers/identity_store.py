@@ -1,0 +1,204 @@
+"""Loading the identity graph snapshot and applying a plan, inside the caller's transaction.
+
+Concurrency protocol (any number of workers, READ COMMITTED):
+1. take a transaction-level advisory lock per identifier of the batch, in sorted order,
+   so two workers never create or link the same identifier at once;
+2. read which profiles hold those identifiers and lock those profile rows FOR UPDATE in
+   id order (a merge locks both sides, so it cannot race a link to the absorbed profile);
+3. read the graph again: if another worker's merge moved an identifier in between, raise
+   ``SnapshotChanged`` and the whole transaction is retried.
+All locks are taken in one global order (advisory keys, then profile ids), so waits
+cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import psycopg
+
+from core.identifiers import KNOWN_TYPES, Identifier
+from core.identity import Plan, ProfileState
+from core.profiles import merge_trait_sets
+
+
+class SnapshotChanged(Exception):
+    """The graph moved between reading and locking; retry the transaction."""
+
+
+def advisory_key(tenant_id: str, id_type: str, id_hash: str) -> int:
+    digest = hashlib.blake2b(f"{tenant_id}:{id_type}:{id_hash}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass
+class ProfileRow:
+    id: str
+    lifecycle: str
+    traits: dict[str, Any]
+    trait_times: dict[str, str]
+    event_count: int
+    purchase_count: int
+    revenue: Decimal
+    merge_count: int
+    first_seen: datetime
+    last_seen: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+    new: bool = False
+
+    def planner_state(self) -> ProfileState:
+        return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new)
+
+    @property
+    def known(self) -> bool:
+        return any(self.counts.get(t, 0) > 0 for t in KNOWN_TYPES)
+
+
+@dataclass
+class Snapshot:
+    graph: dict[tuple[str, str], str]
+    profiles: dict[str, ProfileRow]
+
+
+_GRAPH_SQL = """
+SELECT pi.type, pi.hash, pi.profile_id::text
+FROM unnest(%s::text[], %s::text[]) AS k(type, hash)
+JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.type AND pi.hash = k.hash
+"""
+
+_LOCK_PROFILES_SQL = """
+SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
+       first_seen, last_seen, merged_into
+FROM profiles WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
+"""
+
+_COUNTS_SQL = """
+SELECT profile_id::text, type, count(*) FROM profile_identifiers
+WHERE profile_id = ANY(%s::uuid[]) GROUP BY 1, 2
+"""
+
+
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    if not keys:
+        return {}
+    rows = conn.execute(_GRAPH_SQL, ([k[0] for k in keys], [k[1] for k in keys], tenant_id)).fetchall()
+    return {(t, h): pid for t, h, pid in rows}
+
+
+def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
+    """Lock the batch's identifiers and the profiles holding them; return the graph."""
+    keys = sorted(identifiers)
+    locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
+    if locks:
+        conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", (locks,))
+    graph = _read_graph(conn, tenant_id, keys)
+    profile_ids = sorted(set(graph.values()))
+    profiles: dict[str, ProfileRow] = {}
+    if profile_ids:
+        for row in conn.execute(_LOCK_PROFILES_SQL, (profile_ids,)).fetchall():
+            if row[10] is not None:
+                raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
+            profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                          row[8], row[9])
+        if len(profiles) != len(profile_ids) or _read_graph(conn, tenant_id, keys) != graph:
+            raise SnapshotChanged("identifiers moved while locking")
+        for pid, id_type, n in conn.execute(_COUNTS_SQL, (profile_ids,)).fetchall():
+            profiles[pid].counts[id_type] = n
+    return Snapshot(graph, profiles)
+
+
+def _profile_snapshot(p: ProfileRow) -> dict[str, Any]:
+    return {
+        "id": p.id, "lifecycle": p.lifecycle, "traits": p.traits, "counters": {
+            "events": p.event_count, "purchases": p.purchase_count, "revenue": str(p.revenue)},
+        "identifier_counts": p.counts, "first_seen": p.first_seen.isoformat(),
+        "last_seen": p.last_seen.isoformat(), "merge_count": p.merge_count,
+    }
+
+
+def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles: dict[str, ProfileRow]) -> None:
+    """Move everything of each absorbed profile to its survivor and record the merge."""
+    for m in plan.merges:
+        s, a = profiles[m.survivor], profiles.pop(m.absorbed)
+        snapshot = _profile_snapshot(a)
+        conn.execute("UPDATE profile_identifiers SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
+        conn.execute("UPDATE events SET profile_id = %s WHERE tenant_id = %s AND profile_id = %s",
+                     (s.id, tenant_id, a.id))
+        conn.execute(
+            "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
+            " SELECT %s, consent_type, tenant_id, granted, updated_at, source_id FROM consents WHERE profile_id = %s"
+            " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+            " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
+            " WHERE EXCLUDED.updated_at > consents.updated_at",
+            (s.id, a.id),
+        )
+        conn.execute("DELETE FROM consents WHERE profile_id = %s", (a.id,))
+        conn.execute("UPDATE consent_history SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
+        conn.execute("UPDATE identity_links SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
+        # Earlier merges into the absorbed profile now resolve straight to the survivor.
+        conn.execute("UPDATE profiles SET merged_into = %s WHERE merged_into = %s", (s.id, a.id))
+        conn.execute("UPDATE profiles SET merged_into = %s, merged_at = now(), updated_at = now() WHERE id = %s",
+                     (s.id, a.id))
+        conn.execute(
+            "INSERT INTO profile_merges (tenant_id, survivor_id, absorbed_id, trigger_type, trigger_hash, event_id, snapshot)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (tenant_id, s.id, a.id, m.trigger.type, m.trigger.hash, None, msgspec.json.encode(snapshot).decode()),
+        )
+        merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
+        s.event_count += a.event_count
+        s.purchase_count += a.purchase_count
+        s.revenue += a.revenue
+        s.merge_count += a.merge_count + 1
+        s.first_seen = min(s.first_seen, a.first_seen)
+        s.last_seen = max(s.last_seen, a.last_seen)
+        for t, n in a.counts.items():
+            s.counts[t] = s.counts.get(t, 0) + n
+        if a.lifecycle == "customer" or (a.lifecycle == "known" and s.lifecycle == "anonymous"):
+            s.lifecycle = a.lifecycle
+
+
+def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids: list[str],
+                     event_times: list[datetime], link_types: list[str], profiles: dict[str, ProfileRow]) -> None:
+    if not plan.links:
+        return
+    conn.execute(
+        "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen)"
+        " SELECT %s, t, h, p, ts, ts FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[])"
+        " AS u(t, h, p, ts)",
+        (tenant_id, [lk.identifier.type for lk in plan.links], [lk.identifier.hash for lk in plan.links],
+         [lk.profile_id for lk in plan.links], [event_times[lk.event_index] for lk in plan.links]),
+    )
+    edges = [lk for lk in plan.links if lk.via is not None]
+    if edges:
+        conn.execute(
+            "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
+            " SELECT %s, p, ft, fh, tt, th, lt, e FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::uuid[]) AS u(p, ft, fh, tt, th, lt, e)",
+            (tenant_id, [lk.profile_id for lk in edges], [lk.via.type for lk in edges], [lk.via.hash for lk in edges],
+             [lk.identifier.type for lk in edges], [lk.identifier.hash for lk in edges],
+             [link_types[lk.event_index] for lk in edges], [event_ids[lk.event_index] for lk in edges]),
+        )
+    for lk in plan.links:
+        p = profiles[lk.profile_id]
+        p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1
+
+
+def touch_identifiers(conn: psycopg.Connection, tenant_id: str, seen: dict[tuple[str, str], datetime]) -> None:
+    """Advance last_seen of identifiers already in the graph."""
+    if not seen:
+        return
+    keys = sorted(seen)
+    conn.execute(
+        "UPDATE profile_identifiers pi SET last_seen = u.ts FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+        " AS u(t, h, ts) WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND pi.last_seen < u.ts",
+        ([k[0] for k in keys], [k[1] for k in keys], [seen[k] for k in keys], tenant_id),
+    )
+
+
+def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:
+    return {(i.type, i.hash) for ids in events_identifiers for i in ids}

@@ -1,0 +1,78 @@
+"""The job functions RQ runs. ``process_batch`` is the only one the ingest API enqueues."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+
+import psycopg
+
+from core.schemas import decode_batch
+from stratum.db.partitions import ensure_partitions, month_start
+from workers import runtime
+from workers.identity_store import SnapshotChanged
+from workers.persist import BatchOutcome, persist_tenant_events
+from workers.prepare import PreparedEvent, prepare_batch
+
+log = logging.getLogger(__name__)
+
+# Errors worth another attempt: lost connections, deadlocks, serialization failures, and
+# our own "graph moved under us". Anything else is a poison batch and fails the job.
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+    SnapshotChanged,
+)
+
+
+def process_batch(*payloads: bytes) -> dict[str, int]:
+    """Persist one or more queued batches (msgpack ``QueuedBatch`` bytes) exactly once.
+
+    Safe to run again for the same payload: already stored events count as duplicates.
+    """
+    rt = runtime.current()
+    by_tenant: dict[str, list[PreparedEvent]] = defaultdict(list)
+    for payload in payloads:
+        batch = decode_batch(payload)
+        config = rt.tenant_config(batch.tenant_id)
+        by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked))
+    total = BatchOutcome()
+    for tenant_id, events in by_tenant.items():
+        outcome = _persist_with_retry(rt, tenant_id, events)
+        total.stored += outcome.stored
+        total.duplicates += outcome.duplicates
+        total.profiles_created += outcome.profiles_created
+        total.merges += outcome.merges
+    return {"stored": total.stored, "duplicates": total.duplicates,
+            "profiles_created": total.profiles_created, "merges": total.merges}
+
+
+def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
+    attempts = max(1, rt.settings.db_retry_attempts)
+    months = {month_start(e.event.event_time) for e in events}
+    for attempt in range(1, attempts + 1):
+        try:
+            conn = rt.connection()
+            missing = months - rt.known_partitions
+            if missing:
+                ensure_partitions(conn, missing)
+                rt.known_partitions |= missing
+            config = rt.tenant_config(tenant_id)
+            with conn.transaction():
+                return persist_tenant_events(conn, tenant_id, events, config.rules)
+        except TRANSIENT as exc:
+            if isinstance(exc, psycopg.OperationalError) and not isinstance(
+                exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure | psycopg.errors.LockNotAvailable
+            ):
+                rt.reset_connection()
+            if attempt == attempts:
+                raise
+            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning("batch for tenant %s: %s (attempt %d/%d), retrying in %.2fs",
+                        tenant_id, type(exc).__name__, attempt, attempts, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

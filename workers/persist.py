@@ -1,0 +1,194 @@
+"""Writing a batch: dedupe, identity resolution, events (COPY) and profile upkeep, in one
+transaction. Running it twice for the same events changes nothing the second time."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import msgspec
+import psycopg
+
+from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
+from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from workers.identity_store import (
+    ProfileRow,
+    apply_merges,
+    identifiers_of,
+    link_identifiers,
+    load_snapshot,
+    touch_identifiers,
+)
+from workers.prepare import PreparedEvent
+
+_json = msgspec.json.Encoder()
+
+_EVENT_COLUMNS = (
+    "tenant_id, event_id, event_time, received_at, source_id, profile_id, dedupe_key, event_type,"
+    " event_name, properties, context, identifiers, emq, decisions"
+)
+
+_LINK_TYPES = {"alias": "alias", "identify": "identify"}
+
+
+@dataclass
+class BatchOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    profiles_created: int = 0
+    merges: int = 0
+
+
+def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
+    """Insert the events' dedupe keys; return the events that won them (first time seen)."""
+    ordered = sorted(events, key=lambda e: e.event.dedupe_key)
+    rows = conn.execute(
+        "INSERT INTO event_keys (tenant_id, dedupe_key, event_id, event_time)"
+        " SELECT %s, k, e, t FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u(k, e, t)"
+        " ON CONFLICT DO NOTHING RETURNING event_id::text",
+        (tenant_id, [e.event.dedupe_key for e in ordered], [e.event.event_id for e in ordered],
+         [e.event.event_time for e in ordered]),
+    ).fetchall()
+    won = {r[0] for r in rows}
+    return [e for e in events if e.event.event_id in won]
+
+
+def persist_tenant_events(
+    conn: psycopg.Connection,
+    tenant_id: str,
+    events: list[PreparedEvent],
+    rules: IdentityRules,
+    new_profile_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> BatchOutcome:
+    """Store one tenant's events inside the caller's transaction.
+
+    Raises SnapshotChanged (retry the transaction) when a concurrent merge moved the graph.
+    """
+    out = BatchOutcome()
+    fresh = _claim_dedupe_keys(conn, tenant_id, events)
+    out.duplicates = len(events) - len(fresh)
+    if not fresh:
+        return out
+
+    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
+    profiles: dict[str, ProfileRow] = snapshot.profiles
+    event_profiles: list[str | None] = [None] * len(fresh)
+    decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
+
+    # Website write keys are public: their events may not merge known profiles (CONTRACT 6).
+    groups: dict[bool, list[int]] = defaultdict(list)
+    for i, e in enumerate(fresh):
+        groups[e.source_type in TRUSTED_SOURCE_TYPES].append(i)
+    graph = dict(snapshot.graph)
+    for trusted, indexes in sorted(groups.items()):
+        states = {pid: p.planner_state() for pid, p in profiles.items()}
+        plan = plan_identities(
+            [(fresh[i].identifiers, fresh[i].event.event_time) for i in indexes], graph, states, rules,
+            trusted_source=trusted, new_profile_id=new_profile_id,
+        )
+        for pid, st in plan.created.items():
+            profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
+                                       new=True)
+            out.profiles_created += 1
+        # Profiles created and absorbed within this plan never reach the database.
+        created_here = set(plan.created) | {m.absorbed for m in plan.merges if m.absorbed not in snapshot.profiles
+                                            and m.absorbed not in graph.values()}
+        _insert_profiles(conn, tenant_id, [profiles[p] for p in created_here if p in profiles])
+        for m in plan.merges:
+            profiles[m.absorbed].new = False
+        apply_merges(conn, tenant_id, plan, profiles)
+        out.merges += len(plan.merges)
+        ids = [fresh[i].event.event_id for i in indexes]
+        times = [fresh[i].event.event_time for i in indexes]
+        link_types = [_LINK_TYPES.get(fresh[i].event.event_type, "co_occurrence") for i in indexes]
+        link_identifiers(conn, tenant_id, plan, ids, times, link_types, profiles)
+        for local, pid in enumerate(plan.event_profiles):
+            event_profiles[indexes[local]] = pid
+        for d in plan.decisions:
+            decisions[indexes[d.event_index]].append(d.as_dict())
+        for lk in plan.links:
+            graph[(lk.identifier.type, lk.identifier.hash)] = lk.profile_id
+        absorbed = {m.absorbed: m.survivor for m in plan.merges}
+        if absorbed:
+            graph = {k: absorbed.get(v, v) for k, v in graph.items()}
+
+    seen: dict[tuple[str, str], datetime] = {}
+    for e in fresh:
+        for ident in e.identifiers:
+            key = (ident.type, ident.hash)
+            if key in snapshot.graph and (key not in seen or seen[key] < e.event.event_time):
+                seen[key] = e.event.event_time
+    touch_identifiers(conn, tenant_id, seen)
+
+    _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
+    _update_profiles(conn, fresh, event_profiles, profiles)
+    out.stored = len(fresh)
+    return out
+
+
+def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
+    if not rows:
+        return
+    conn.execute(
+        "INSERT INTO profiles (id, tenant_id, first_seen, last_seen)"
+        " SELECT u.id, %s, u.ts, u.ts FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, ts)",
+        (tenant_id, [r.id for r in rows], [r.first_seen for r in rows]),
+    )
+    for r in rows:
+        r.new = False
+
+
+def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
+                 profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
+    with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+        for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+            ev = e.event
+            copy.write_row((
+                tenant_id, ev.event_id, ev.event_time, e.received_at, e.source_id, pid, ev.dedupe_key,
+                ev.event_type, ev.event_name, _json.encode(e.properties).decode(),
+                _json.encode(e.context).decode(),
+                _json.encode([[i.type, i.hash] for i in e.identifiers]).decode(), ev.emq,
+                _json.encode(dec).decode() if dec else None,
+            ))
+
+
+def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
+                     profiles: dict[str, ProfileRow]) -> None:
+    touched: set[str] = set()
+    for e, pid in zip(events, profile_ids, strict=True):
+        if pid is None:
+            continue
+        p = profiles[pid]
+        ev = e.event
+        touched.add(pid)
+        p.event_count += 1
+        if is_purchase(ev.event_name):
+            p.purchase_count += 1
+            p.revenue += revenue_of(e.properties)
+        p.first_seen = min(p.first_seen, ev.event_time)
+        p.last_seen = max(p.last_seen, ev.event_time)
+        if e.traits:
+            merge_traits(p.traits, p.trait_times, e.traits, ev.event_time)
+    for pid in touched:
+        p = profiles[pid]
+        p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
+    # Survivors of merges changed too, even without events of their own in this batch.
+    rows = [profiles[pid] for pid in sorted(set(profiles))]
+    if not rows:
+        return
+    conn.execute(
+        "UPDATE profiles p SET lifecycle = u.lc, traits = u.tr, trait_times = u.tt, event_count = u.ec,"
+        " purchase_count = u.pc, revenue = u.rv, identifier_count = u.ic, merge_count = u.mc,"
+        " first_seen = u.fs, last_seen = u.ls, updated_at = now()"
+        " FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::jsonb[], %s::bigint[], %s::bigint[], %s::numeric[],"
+        " %s::int[], %s::int[], %s::timestamptz[], %s::timestamptz[])"
+        " AS u(id, lc, tr, tt, ec, pc, rv, ic, mc, fs, ls) WHERE p.id = u.id",
+        ([r.id for r in rows], [r.lifecycle for r in rows], [_json.encode(r.traits).decode() for r in rows],
+         [_json.encode(r.trait_times).decode() for r in rows], [r.event_count for r in rows],
+         [r.purchase_count for r in rows], [r.revenue for r in rows], [sum(r.counts.values()) for r in rows],
+         [r.merge_count for r in rows], [r.first_seen for r in rows], [r.last_seen for r in rows]),
+    )

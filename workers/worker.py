@@ -1,0 +1,40 @@
+"""Running an RQ worker for the events queue."""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import SimpleWorker
+
+from stratum.queue import MsgpackSerializer, events_queue
+from stratum.settings import Settings
+from workers import runtime
+
+# Heartbeat period of a worker: a worker silent for this long is dead (its jobs are reaped
+# by the scheduler, workers/reaper.py).
+WORKER_TTL_S = 20
+
+
+def build_worker(settings: Settings, connection: Redis, queues: list[str] | None = None) -> SimpleWorker:
+    """An RQ worker that runs jobs in its own process (no fork per job).
+
+    Forking per job would cost a new database connection and cold caches for every batch;
+    a crash of the process is covered by the reaper instead (jobs are idempotent).
+    """
+    runtime.install(runtime.WorkerRuntime(settings))
+    names = queues or [settings.queue_name]
+    return SimpleWorker(
+        [events_queue(connection, n) for n in names],
+        connection=connection,
+        serializer=MsgpackSerializer,
+        worker_ttl=WORKER_TTL_S,
+        job_monitoring_interval=5,
+    )
+
+
+def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | None = None) -> bool:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    connection = Redis.from_url(settings.redis_url)
+    worker = build_worker(settings, connection, queues)
+    return worker.work(burst=burst, logging_level="INFO")
