@@ -188,15 +188,17 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
         p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1
 
 
-def touch_identifiers(conn: psycopg.Connection, tenant_id: str, seen: dict[tuple[str, str], datetime]) -> None:
-    """Advance last_seen of identifiers already in the graph."""
+def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
+                      seen: dict[tuple[str, str], tuple[datetime, datetime]]) -> None:
+    """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen."""
     if not seen:
         return
     keys = sorted(seen)
     conn.execute(
-        "UPDATE profile_identifiers pi SET last_seen = u.ts FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
-        " AS u(t, h, ts) WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND pi.last_seen < u.ts",
-        ([k[0] for k in keys], [k[1] for k in keys], [seen[k] for k in keys], tenant_id),
+        "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
+        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) AS u(t, h, fs, ls)"
+        " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)",
+        ([k[0] for k in keys], [k[1] for k in keys], [seen[k][0] for k in keys], [seen[k][1] for k in keys], tenant_id),
     )
 
 

@@ -116,12 +116,13 @@ def persist_tenant_events(
         if absorbed:
             graph = {k: absorbed.get(v, v) for k, v in graph.items()}
 
-    seen: dict[tuple[str, str], datetime] = {}
+    seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
+        t = e.event.event_time
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
-            if key in snapshot.graph and (key not in seen or seen[key] < e.event.event_time):
-                seen[key] = e.event.event_time
+            lo_hi = seen.get(key)
+            seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     touch_identifiers(conn, tenant_id, seen)
 
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)

@@ -22,7 +22,6 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
     Forking per job would cost a new database connection and cold caches for every batch;
     a crash of the process is covered by the reaper instead (jobs are idempotent).
     """
-    runtime.install(runtime.WorkerRuntime(settings))
     names = queues or [settings.queue_name]
     return SimpleWorker(
         [events_queue(connection, n) for n in names],
@@ -35,6 +34,7 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
 
 def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | None = None) -> bool:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime.install(runtime.WorkerRuntime(settings))
     connection = Redis.from_url(settings.redis_url)
     worker = build_worker(settings, connection, queues)
     return worker.work(burst=burst, logging_level="INFO")

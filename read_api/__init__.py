@@ -1,0 +1,1 @@
+"""The read API: profiles, identity graphs, consents, sources, exports, stats, and the web pages."""
