@@ -6,7 +6,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -15,10 +15,16 @@ from redis.asyncio import Redis
 
 from ingest_api.auth import SourceDirectory
 from ingest_api.enqueue import BatchEnqueuer
-from ingest_api.errors import IngestError, http_exception_response, ingest_error_response, unexpected_error_response
+from ingest_api.errors import (
+    IngestError,
+    http_exception_response,
+    ingest_error_response,
+    unexpected_error_response,
+)
 from ingest_api.metrics import IngestMetrics
 from ingest_api.native import post_events
 from ingest_api.pipeline import redis_ready
+from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
 from stratum.settings import Settings, get_settings, libpq_url
 
@@ -103,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers = [post_events, health, ready, metrics]
+    handlers = [post_events, *SEGMENT_ROUTES, health, ready, metrics]
     known_paths = frozenset(p for h in handlers for p in h.paths)
     return Litestar(
         route_handlers=handlers,

@@ -50,12 +50,15 @@ for i = 1, n do
   local base = 10 + (i - 1) * 3
   local dup = false
   if ARGV[base + 3] == '1' then
-    local prev = redis.call('SET', KEYS[k], ARGV[base + 2], 'NX', 'GET', 'EX', ttl)
-    k = k + 1
+    -- GET then SET rather than SET NX GET: the latter needs Redis 7, and a script is atomic anyway
+    local prev = redis.call('GET', KEYS[k])
     if prev then
       out[i] = prev
       dup = true
+    else
+      redis.call('SET', KEYS[k], ARGV[base + 2], 'EX', ttl)
     end
+    k = k + 1
   end
   if not dup then
     out[i] = ''

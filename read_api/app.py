@@ -13,7 +13,12 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from read_api.auth import KeyDirectory
-from read_api.errors import ApiError, api_error_response, http_exception_response, unexpected_error_response
+from read_api.errors import (
+    ApiError,
+    api_error_response,
+    http_exception_response,
+    unexpected_error_response,
+)
 from read_api.profiles import find_profile, get_profile
 from read_api.state import ReadState
 from stratum.settings import Settings, get_settings, libpq_url

@@ -149,7 +149,7 @@ def cmd_replay_failed(args, settings: Settings) -> None:
 def cmd_dev(args, settings: Settings) -> None:
     from stratum.dev import run_dev
 
-    run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir))
+    sys.exit(run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir), check=args.check))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dev", help="run the whole pipeline on this machine")
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--data-dir", default=".stratum", help="where embedded services keep their data")
+    d.add_argument("--check", action="store_true", help="stop after the demo traffic is verified (exit 0 if it was)")
     d.set_defaults(func=cmd_dev)
 
     sub.add_parser("migrate", help="create the database if missing, then upgrade to the latest schema"

@@ -1,0 +1,196 @@
+"""Segment/RudderStack wire format (CONTRACT 4.2) to queued events. Pure.
+
+Identity mapping: ``userId`` -> external_id, ``anonymousId`` -> anonymous_id,
+``traits.email``/``context.traits.email`` -> email, ``traits.phone``/``context.traits.phone``
+-> phone, ``context.device.id`` -> device_id; ``alias`` links ``previousId`` (read as an
+anonymous_id) with ``userId``. ``null`` ids are absent ids. An invalid email or phone in
+traits never rejects an event; it just does not identify.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from core.emq import emq_score
+from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.identifiers import normalize_identifier
+from core.intake import Accepted, Rejection, check_event_time, contains_nul
+from core.schemas import QueuedEvent
+
+SEGMENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+Id = str | int | float | None
+
+
+class SegmentMessage(msgspec.Struct):
+    type: str | None = None
+    messageId: Id = None  # noqa: N815 - wire names
+    userId: Id = None  # noqa: N815
+    anonymousId: Id = None  # noqa: N815
+    previousId: Id = None  # noqa: N815
+    groupId: Id = None  # noqa: N815
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: str | None = None
+    originalTimestamp: str | None = None  # noqa: N815
+    sentAt: str | None = None  # noqa: N815
+
+
+_decoder = msgspec.json.Decoder(SegmentMessage)
+
+
+def _id_text(value: Id) -> str | None:
+    """Ids may arrive as numbers; ``null`` and empty are absent."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else value
+    text = str(value)
+    return text if text.strip() else None
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """ISO 8601; a timestamp without a zone is read as UTC. Raises ValueError if unparsable."""
+    if value is None or value == "":
+        return None
+    ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def corrected_time(msg: SegmentMessage, batch_sent_at: str | None, received_at: datetime) -> datetime:
+    """``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client said when it
+    sent the batch; otherwise the client's timestamp; otherwise the receipt time."""
+    original = parse_timestamp(msg.originalTimestamp) or parse_timestamp(msg.timestamp)
+    sent = parse_timestamp(msg.sentAt) or parse_timestamp(batch_sent_at)
+    if original is None:
+        return received_at
+    if sent is None:
+        return original.astimezone(UTC)
+    return (received_at - (sent - original)).astimezone(UTC)
+
+
+def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
+    traits = msg.traits if isinstance(msg.traits, dict) else {}
+    value = traits.get(key)
+    if value is None:
+        ctx_traits = context.get("traits")
+        if isinstance(ctx_traits, dict):
+            value = ctx_traits.get(key)
+    return value
+
+
+def intake_segment_message(
+    raw: bytes,
+    *,
+    path_type: str | None,
+    batch_context: dict[str, Any] | None,
+    batch_integrations: dict[str, Any] | None,
+    batch_sent_at: str | None,
+    event_id: str,
+    received_at: datetime,
+    phone_region: str | None,
+    max_event_bytes: int,
+    max_future_s: int,
+    extra_blocked: frozenset[str] = frozenset(),
+) -> Accepted | Rejection:
+    """One Segment message to a queued event, or why it is unusable.
+
+    ``path_type`` is the type implied by a single-event path (``/v1/track``), None for batches.
+    """
+    if len(raw) > max_event_bytes:
+        return Rejection("event_too_large", None, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
+    try:
+        msg = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejection("invalid_event", None, str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejection("invalid_json", None, str(exc))
+    if b"\\u0000" in raw and contains_nul(msgspec.json.decode(raw)):
+        return Rejection("nul_character", None, "text must not contain \\u0000")
+    etype = path_type or msg.type
+    if etype not in SEGMENT_TYPES:
+        return Rejection("invalid_type", "type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}")
+    if etype == "track" and not msg.event:
+        return Rejection("missing_field", "event", "a track call needs an event name")
+
+    context = {**batch_context, **msg.context} if batch_context and msg.context else (msg.context or batch_context or {})
+    if batch_integrations and "integrations" not in context:
+        context = {**context, "integrations": {**batch_integrations, **(msg.integrations or {})}}
+    elif msg.integrations:
+        context = {**context, "integrations": msg.integrations}
+
+    try:
+        event_time = corrected_time(msg, batch_sent_at, received_at)
+    except ValueError:
+        return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
+    if (bad := check_event_time(event_time, received_at, max_future_s)) is not None:
+        return Rejection(bad.code, "timestamp", bad.message.replace("event_time", "timestamp"))
+
+    candidates: list[tuple[str, Any]] = [
+        ("external_id", _id_text(msg.userId)),
+        ("anonymous_id", _id_text(msg.anonymousId)),
+        ("email", _trait(msg, context, "email")),
+        ("phone", _trait(msg, context, "phone")),
+    ]
+    device = context.get("device")
+    if isinstance(device, dict):
+        candidates.append(("device_id", _id_text(device.get("id")) if not isinstance(device.get("id"), dict) else None))
+    previous_id = _id_text(msg.previousId) if etype == "alias" else None
+    if previous_id is not None:
+        candidates.append(("anonymous_id", previous_id))
+
+    identifiers: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    for id_type, value in candidates:
+        if value is None or value == "":
+            continue
+        try:
+            norm = normalize_identifier(id_type, value if not isinstance(value, float) else str(value),
+                                        default_region=phone_region, extra_blocked=extra_blocked)
+        except BlockedIdentifier as exc:
+            warnings.append(exc.message)
+            continue
+        except InvalidIdentifier as exc:
+            warnings.append(f"{id_type} ignored: {exc.message}")
+            continue
+        if (norm.type, norm.value) not in identifiers:
+            identifiers.append((norm.type, norm.value))
+    if not identifiers:
+        return Rejection("no_usable_identifier", "userId",
+                         "event has no usable userId, anonymousId, email, phone or device id")
+
+    properties = msg.properties if isinstance(msg.properties, dict) else {}
+    traits: dict[str, Any] = {}
+    if etype == "identify":
+        traits = msg.traits or {}
+    elif etype == "group":
+        properties = {**properties, "group_id": _id_text(msg.groupId), "group_traits": msg.traits or {}}
+    if etype in ("page", "screen") and msg.category:
+        properties = {**properties, "category": msg.category}
+    name = msg.event if etype == "track" else (msg.name or etype) if etype in ("page", "screen") else etype
+
+    message_id = _id_text(msg.messageId)
+    score = emq_score((t for t, _ in identifiers), properties, context, event_time, received_at)
+    event = QueuedEvent(
+        event_id=event_id,
+        dedupe_key=message_id[:255] if message_id else event_id,
+        event_type=etype,
+        event_name=(name or etype)[:255],
+        event_time=event_time,
+        identifiers=identifiers,
+        properties=properties,
+        context=context,
+        traits=traits,
+        consent=None,
+        emq=score,
+        warnings=warnings,
+        previous_id=previous_id,
+    )
+    return Accepted(event, message_id[:255] if message_id else None, warnings)

@@ -1,0 +1,142 @@
+"""Segment- and RudderStack-compatible routes (CONTRACT 4.2).
+
+Success is exactly ``200 {"success": true}`` (SDKs treat any other 2xx as failure); when
+some events are unusable the body also lists them under ``rejected``. Errors are
+``{"code", "message"}`` JSON, which the SDKs parse.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, post
+
+from core.intake import Accepted, Rejection
+from core.segment import intake_segment_message
+from ingest_api.body import decode_body
+from ingest_api.deadletter import store_rejections
+from ingest_api.errors import BadRequest, PayloadTooLarge
+from ingest_api.pipeline import new_event_id
+from ingest_api.state import IngestState, authenticate_request
+
+
+class BatchEnvelope(msgspec.Struct):
+    batch: list[msgspec.Raw]
+    sentAt: str | None = None  # noqa: N815 - wire names
+    writeKey: str | None = None  # noqa: N815
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+
+
+class SingleEnvelope(msgspec.Struct):
+    writeKey: str | None = None  # noqa: N815
+    sentAt: str | None = None  # noqa: N815
+
+
+_batch_decoder = msgspec.json.Decoder(BatchEnvelope)
+_single_decoder = msgspec.json.Decoder(SingleEnvelope)
+_SUCCESS = b'{"success":true}'
+
+
+def _decode(decoder, body: bytes, shape: str):
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"body must be {shape}: {exc}", code="invalid_envelope") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def _handle(request: Request, path_type: str | None) -> Response:
+    st: IngestState = request.app.state.ingest
+    settings = st.settings
+    received_at = datetime.now(UTC)
+    header_key = await st.header_key(request)
+    body = decode_body(await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes)
+    if path_type is None:
+        env = _decode(_batch_decoder, body, '{"batch": [...]}')
+        raws, sent_at, ctx, integ = env.batch, env.sentAt, env.context, env.integrations
+    else:
+        env = _decode(_single_decoder, body, "a JSON object")
+        raws, sent_at, ctx, integ = [msgspec.Raw(body)], env.sentAt, None, None
+    source = await authenticate_request(st, header_key, env.writeKey)
+    n = len(raws)
+    if n == 0:
+        raise BadRequest("batch must hold at least one event", code="empty_batch")
+    if n > settings.max_events_per_request:
+        raise PayloadTooLarge(f"{n} events; at most {settings.max_events_per_request} per request",
+                              code="too_many_events")
+
+    accepted: list[Accepted] = []
+    rejected: list[tuple[int, Rejection, bytes]] = []
+    for i, raw in enumerate(raws):
+        raw_bytes = bytes(raw)
+        outcome = intake_segment_message(
+            raw_bytes, path_type=path_type, batch_context=ctx, batch_integrations=integ, batch_sent_at=sent_at,
+            event_id=new_event_id(), received_at=received_at, phone_region=source.phone_region,
+            max_event_bytes=settings.max_event_bytes, max_future_s=settings.max_future_skew_s,
+            extra_blocked=source.extra_blocked,
+        )
+        if isinstance(outcome, Rejection):
+            rejected.append((i, outcome, raw_bytes))
+        else:
+            accepted.append(outcome)
+    request_id = request.state.request_id
+    queued = await st.queue(source, accepted, received_at, request_id)
+    n_dup = sum(1 for d in queued.duplicates_of if d is not None)
+    st.metrics.count_events(len(accepted) - n_dup, len(rejected), n_dup)
+    if not rejected:
+        return Response(content=_SUCCESS, status_code=200, media_type=MediaType.JSON)
+    await store_rejections(st.redis, source.tenant_id, source.id, received_at, request_id, rejected,
+                           settings.dead_letter_ttl_s)
+    listed = [{"index": i, "code": r.code, "message": r.message} for i, r, _ in rejected]
+    if not accepted:
+        body_out = {"code": "no_usable_events", "message": "every event was unusable; see rejected",
+                    "status": 400, "rejected": listed}
+        return Response(content=msgspec.json.encode(body_out), status_code=400, media_type=MediaType.JSON)
+    return Response(content=msgspec.json.encode({"success": True, "rejected": listed}), status_code=200,
+                    media_type=MediaType.JSON)
+
+
+_OPTS = {"status_code": 200, "tags": ["segment"]}
+
+
+@post(["/v1/batch", "/v1/import", "/v1/b"], summary="Segment/RudderStack batch", **_OPTS)
+async def segment_batch(request: Request) -> Response:
+    return await _handle(request, None)
+
+
+@post("/v1/track", summary="Segment track", **_OPTS)
+async def segment_track(request: Request) -> Response:
+    return await _handle(request, "track")
+
+
+@post("/v1/identify", summary="Segment identify", **_OPTS)
+async def segment_identify(request: Request) -> Response:
+    return await _handle(request, "identify")
+
+
+@post("/v1/page", summary="Segment page", **_OPTS)
+async def segment_page(request: Request) -> Response:
+    return await _handle(request, "page")
+
+
+@post("/v1/screen", summary="Segment screen", **_OPTS)
+async def segment_screen(request: Request) -> Response:
+    return await _handle(request, "screen")
+
+
+@post("/v1/group", summary="Segment group", **_OPTS)
+async def segment_group(request: Request) -> Response:
+    return await _handle(request, "group")
+
+
+@post("/v1/alias", summary="Segment alias", **_OPTS)
+async def segment_alias(request: Request) -> Response:
+    return await _handle(request, "alias")
+
+
+SEGMENT_ROUTES = [segment_batch, segment_track, segment_identify, segment_page, segment_screen, segment_group,
+                  segment_alias]
