@@ -18,9 +18,7 @@ _PARTITION = re.compile(r"^events_(p\d{6}|default)")
 def include_object(obj, name, type_, reflected, compare_to):
     if type_ == "table" and reflected and compare_to is None and _PARTITION.match(name or ""):
         return False
-    if type_ == "index" and _PARTITION.match(getattr(getattr(obj, "table", None), "name", "") or ""):
-        return False
-    return True
+    return not (type_ == "index" and _PARTITION.match(getattr(getattr(obj, "table", None), "name", "") or ""))
 
 
 def _url() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import redis.exceptions
 from litestar import Litestar, Request, Response, get
@@ -39,10 +39,8 @@ async def ready(request: Request) -> Response:
         db_ok = True
     except Exception:  # noqa: BLE001 - readiness reports, never raises
         pass
-    try:
+    with suppress(redis.exceptions.RedisError, OSError):
         redis_ok = bool(await st.redis.ping())
-    except (redis.exceptions.RedisError, OSError):
-        pass
     ok = db_ok and redis_ok
     return Response({"ready": ok, "postgres": db_ok, "redis": redis_ok}, status_code=200 if ok else 503)
 

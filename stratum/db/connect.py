@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit
+
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -31,3 +33,11 @@ def create_database_if_missing(database_url: str) -> bool:
         except psycopg.errors.DuplicateDatabase:
             return False  # created concurrently by another process
         return True
+
+
+def with_database(database_url: str, name: str) -> str:
+    """The same server URL pointing at another database (``postgresql://...`` in, URL out)."""
+    parts = urlsplit(libpq_url(database_url))
+    # Built by hand: urlunsplit drops the empty host of socket URLs (postgresql:///db).
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}/{quote(name)}{query}"
