@@ -64,7 +64,7 @@ class Settings:
     idempotency_lock_s: int = 30
     queue_high_water: int = 50_000
     retry_after_s: int = 5
-    default_rate_limit_per_s: int = 2_000
+    default_rate_limit_per_s: int = 10_000
     dead_letter_ttl_s: int = 7 * 24 * 3600
     # Workers
     job_timeout_s: int = 300
