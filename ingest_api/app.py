@@ -7,6 +7,7 @@ import uuid
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, get
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -121,6 +122,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Exception: unexpected_error_response,
         },
         request_max_body_size=settings.max_request_bytes,
+        # Write keys ship in browsers: any origin may call; sources that list allowed
+        # origins are enforced per request (ingest_api.auth.check_origin).
+        cors_config=CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
+                               allow_headers=["*"], max_age=3600),
         openapi_config=OpenAPIConfig(title="Stratum CDP ingest API", version="1", path="/schema",
                                      render_plugins=[SwaggerRenderPlugin()]),
         debug=False,

@@ -10,9 +10,10 @@ import base64
 import time
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ingest_api.errors import Forbidden, Unauthorized
+from ingest_api.errors import Forbidden, Unauthorized, Unavailable
 from stratum.keys import hash_key
 
 CACHE_TTL_S = 1.0
@@ -70,8 +71,12 @@ class SourceDirectory:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(_SOURCE_SQL, (digest,))).fetchone()
+        try:
+            async with self._pool.connection(timeout=5.0) as conn:
+                row = await (await conn.execute(_SOURCE_SQL, (digest,))).fetchone()
+        except (psycopg.OperationalError, PoolTimeout):
+            raise Unavailable("cannot check the write key right now; nothing was accepted", retry_after_s=5,
+                              code="auth_unavailable") from None
         source = None
         if row is not None:
             source = Source(
@@ -94,3 +99,12 @@ class SourceDirectory:
         if not source.active:
             raise Forbidden("this source is disabled; enable it or use another write key")
         return source
+
+
+def check_origin(source: Source, origin: str | None) -> None:
+    """Browsers send ``Origin``; a source that lists allowed origins accepts only those.
+    (Write keys are public in browsers, so this limits misuse, it does not authenticate.)"""
+    if origin is None or not source.allowed_origins:
+        return
+    if origin.rstrip("/") not in {o.rstrip("/") for o in source.allowed_origins}:
+        raise Forbidden(f"origin {origin} is not allowed for this source", code="origin_not_allowed")

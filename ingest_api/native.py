@@ -9,8 +9,10 @@ from litestar import MediaType, Request, Response, post
 
 from core.emq import emq_summary
 from core.intake import Accepted, Rejection, intake_native_event
+from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body
 from ingest_api.errors import BadRequest, PayloadTooLarge
+from ingest_api.idempotency import idempotent
 from ingest_api.pipeline import new_event_id
 from ingest_api.state import IngestState, authenticate_request
 
@@ -42,6 +44,15 @@ async def post_events(request: Request) -> Response:
     body = decode_body(await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes)
     envelope = _parse_envelope(body)
     source = await authenticate_request(st, header_key, envelope.writeKey or envelope.api_key)
+    check_origin(source, request.headers.get("origin"))
+    return await idempotent(request, source, body, settings.idempotency_ttl_s, settings.idempotency_lock_s,
+                            settings.retry_after_s,
+                            lambda: _process(st, request, source, envelope, received_at))
+
+
+async def _process(st: IngestState, request: Request, source: Source, envelope: NativeEnvelope,
+                   received_at: datetime) -> Response:
+    settings = st.settings
     n = len(envelope.events)
     if n == 0:
         raise BadRequest("events must hold at least one event", code="empty_batch")

@@ -15,9 +15,11 @@ from litestar import MediaType, Request, Response, post
 
 from core.intake import Accepted, Rejection
 from core.segment import intake_segment_message
+from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body
 from ingest_api.deadletter import store_rejections
 from ingest_api.errors import BadRequest, PayloadTooLarge
+from ingest_api.idempotency import idempotent
 from ingest_api.pipeline import new_event_id
 from ingest_api.state import IngestState, authenticate_request
 
@@ -62,6 +64,16 @@ async def _handle(request: Request, path_type: str | None) -> Response:
         env = _decode(_single_decoder, body, "a JSON object")
         raws, sent_at, ctx, integ = [msgspec.Raw(body)], env.sentAt, None, None
     source = await authenticate_request(st, header_key, env.writeKey)
+    check_origin(source, request.headers.get("origin"))
+    return await idempotent(request, source, body, settings.idempotency_ttl_s, settings.idempotency_lock_s,
+                            settings.retry_after_s,
+                            lambda: _process(st, request, source, path_type, raws, sent_at, ctx, integ, received_at))
+
+
+async def _process(st: IngestState, request: Request, source: Source, path_type: str | None,
+                   raws: list[msgspec.Raw], sent_at: str | None, ctx: dict | None, integ: dict | None,
+                   received_at: datetime) -> Response:
+    settings = st.settings
     n = len(raws)
     if n == 0:
         raise BadRequest("batch must hold at least one event", code="empty_batch")

@@ -146,3 +146,9 @@ def read_client(settings, redis_conn, db):
 
     with TestClient(app=create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture
+def new_tenant(db):
+    """A factory: ``new_tenant(source_type="server", phone_region="GB")`` -> Tenant."""
+    return lambda **kwargs: make_tenant(db, **kwargs)

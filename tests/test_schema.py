@@ -16,7 +16,12 @@ from alembic.config import Config
 
 import migrations
 from stratum.db.connect import create_database_if_missing, with_database
-from stratum.db.partitions import ensure_partitions, existing_partitions, partition_name, prepare_months_ahead
+from stratum.db.partitions import (
+    ensure_partitions,
+    existing_partitions,
+    partition_name,
+    prepare_months_ahead,
+)
 from stratum.settings import libpq_url, sqlalchemy_url
 
 
