@@ -128,7 +128,7 @@ def intake_segment_message(
 
     try:
         event_time = corrected_time(msg, batch_sent_at, received_at)
-    except ValueError:
+    except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
         return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
     if (bad := check_event_time(event_time, received_at, max_future_s)) is not None:
         return Rejection(bad.code, "timestamp", bad.message.replace("event_time", "timestamp"))
