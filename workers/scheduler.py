@@ -1,4 +1,4 @@
-"""``stratum scheduler``: periodic upkeep (partitions ahead; later retention and reaping)."""
+"""``stratum scheduler``: periodic upkeep (partitions ahead, reaping jobs of dead workers)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import signal
 import threading
 from datetime import UTC, datetime
 
+from redis import Redis
+
 from stratum.db.connect import connect
 from stratum.db.partitions import prepare_months_ahead
+from stratum.queue import events_queue
 from stratum.settings import Settings
+from workers.liveness import reap_abandoned_jobs
 
 log = logging.getLogger("stratum.scheduler")
 
 
-def run_periodic_jobs(settings: Settings) -> None:
+def run_periodic_jobs(settings: Settings, redis: Redis) -> None:
+    """One round of upkeep: partitions ahead, abandoned jobs back on the queue."""
+    reap_abandoned_jobs(redis, events_queue(redis, settings.queue_name))
     with connect(settings.database_url, autocommit=True) as conn:
         created = prepare_months_ahead(conn, datetime.now(UTC), settings.partitions_ahead_months)
         if created:
@@ -26,9 +32,10 @@ def run_scheduler(settings: Settings, *, once: bool = False) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    redis = Redis.from_url(settings.redis_url)
     while True:
         try:
-            run_periodic_jobs(settings)
+            run_periodic_jobs(settings, redis)
         except Exception:
             log.exception("periodic jobs failed; trying again in %.0fs", settings.scheduler_interval_s)
         if once or stop.wait(settings.scheduler_interval_s):

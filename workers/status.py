@@ -42,7 +42,8 @@ def failed_jobs(settings: Settings, connection: Redis | None = None, limit: int 
     out = []
     for job_id in registry.get_job_ids(0, limit - 1):
         job = Job.fetch(job_id, connection=conn, serializer=MsgpackSerializer)
-        exc = (job.exc_info or "").strip().splitlines()
+        result = job.latest_result()
+        exc = ((result.exc_string if result is not None else None) or "").strip().splitlines()
         out.append({"job_id": job_id, "reason": exc[-1] if exc else "unknown",
                     "ended_at": job.ended_at.isoformat() if job.ended_at else None})
     return out

@@ -10,9 +10,9 @@ from rq import SimpleWorker
 from stratum.queue import MsgpackSerializer, events_queue
 from stratum.settings import Settings
 from workers import runtime
+from workers.liveness import Heartbeat
 
-# Heartbeat period of a worker: a worker silent for this long is dead (its jobs are reaped
-# by the scheduler, workers/reaper.py).
+# RQ's worker key TTL between jobs. Liveness during jobs is workers/liveness.py's heartbeat.
 WORKER_TTL_S = 20
 
 
@@ -37,4 +37,9 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | N
     runtime.install(runtime.WorkerRuntime(settings))
     connection = Redis.from_url(settings.redis_url)
     worker = build_worker(settings, connection, queues)
-    return worker.work(burst=burst, logging_level="INFO")
+    heartbeat = Heartbeat(Redis.from_url(settings.redis_url), worker.name).start()
+    try:
+        # SIGTERM: RQ finishes the current job, then exits (warm shutdown).
+        return worker.work(burst=burst, logging_level="INFO")
+    finally:
+        heartbeat.stop()

@@ -1,0 +1,82 @@
+"""Knowing which workers are alive, and re-running the jobs of dead ones.
+
+RQ's own signal is the worker key's TTL, but a ``SimpleWorker`` stretches it to the job
+timeout + 60 s while a job runs, and RQ's cleanup of abandoned jobs runs only every
+maintenance interval (ten minutes). So each worker process also runs a small heartbeat
+thread refreshing ``stratum:alive:{worker}`` every ``HEARTBEAT_INTERVAL_S``; a worker
+killed with ``kill -9`` stops refreshing and its key expires after ``ALIVE_TTL_S``. The
+scheduler's reaper then puts that worker's started jobs back on the queue, so they run
+again well within a minute. Running a job twice is safe: processing is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from redis import Redis
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0
+ALIVE_TTL_S = 20
+
+
+def alive_key(worker_name: str) -> str:
+    return f"stratum:alive:{worker_name}"
+
+
+class Heartbeat:
+    """Background thread keeping ``alive_key(worker_name)`` fresh while the process lives."""
+
+    def __init__(self, connection: Redis, worker_name: str) -> None:
+        self._redis = connection
+        self._key = alive_key(worker_name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stratum-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        try:
+            self._redis.set(self._key, "1", ex=ALIVE_TTL_S)
+        except Exception:  # noqa: BLE001 - a missed beat is retried; the job itself goes on
+            log.warning("heartbeat to Redis failed", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        with contextlib.suppress(Exception):  # the key expires by itself anyway
+            self._redis.delete(self._key)
+
+
+def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
+    """Requeue started jobs whose worker is no longer alive; return their ids."""
+    registry = StartedJobRegistry(queue=queue)
+    requeued: list[str] = []
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        job = Job.fetch(job_id, connection=connection, serializer=queue.serializer) if connection.exists(
+            Job.key_for(job_id)) else None
+        entry = f"{job_id}:{execution_id}" if execution_id else job_id
+        if job is None:
+            connection.zrem(registry.key, entry)
+            continue
+        if job.worker_name and connection.exists(alive_key(job.worker_name)):
+            continue
+        if not connection.zrem(registry.key, entry):
+            continue  # the worker finished it meanwhile, or another reaper took it
+        queue.enqueue_job(job, at_front=True)
+        requeued.append(job_id)
+        log.warning("requeued job %s abandoned by dead worker %s", job_id, job.worker_name)
+    return requeued
