@@ -93,8 +93,13 @@ def intake_native_event(
         return Rejection("invalid_field", path, message)
     except msgspec.DecodeError as exc:
         return Rejection("invalid_json", None, str(exc))
-    if b"\\u0000" in raw and contains_nul(msgspec.json.decode(raw)):
-        return Rejection("nul_character", None, "text must not contain \\u0000")
+    except RecursionError:
+        return Rejection("invalid_event", None, "event is nested too deeply")
+    try:
+        if b"\\u0000" in raw and contains_nul(msgspec.json.decode(raw)):
+            return Rejection("nul_character", None, "text must not contain \\u0000")
+    except RecursionError:
+        return Rejection("invalid_event", None, "event is nested too deeply")
     if (bad := check_event_time(ev.event_time, received_at, max_future_s)) is not None:
         return bad
     if not ev.identifiers:

@@ -48,8 +48,8 @@ class NativeEvent(Struct, forbid_unknown_fields=True):
     consent: ConsentIn | None = None
 
 
-class QueuedEvent(Struct, array_like=True):
-    """One accepted event as the workers receive it.
+class QueuedEvent(Struct, array_like=True, tag="n"):
+    """One accepted event as the workers receive it (native API, fully parsed at the door).
 
     ``identifiers`` are (type, value) pairs as the client sent them (for the native API,
     already validated); workers normalize and hash them before anything is stored.
@@ -71,6 +71,17 @@ class QueuedEvent(Struct, array_like=True):
     previous_id: str | None = None
 
 
+class QueuedSegmentEvent(Struct, array_like=True, tag="s"):
+    """A Segment/RudderStack event screened at the door and queued as the raw JSON it came
+    in; workers map it (``core.segment.map_segment_event``), keeping the door thin."""
+
+    event_id: str
+    dedupe_key: str
+    event_type: str
+    event_time: datetime
+    raw: bytes
+
+
 class QueuedBatch(Struct, array_like=True):
     """The payload of one queue job. ``events`` must stay the last field: the ingest API
     appends the event list to an encoded header inside Redis (see ingest_api/enqueue.py)."""
@@ -82,14 +93,17 @@ class QueuedBatch(Struct, array_like=True):
     phone_region: str | None
     received_at: datetime
     request_id: str
-    events: list[QueuedEvent]
+    # Segment batches: top-level context/integrations, merged into each event by workers
+    context: dict[str, Any] | None
+    integrations: dict[str, Any] | None
+    events: list[QueuedEvent | QueuedSegmentEvent]
 
 
 _event_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(QueuedBatch)
 
 
-def encode_event(event: QueuedEvent) -> bytes:
+def encode_event(event: QueuedEvent | QueuedSegmentEvent) -> bytes:
     return _event_encoder.encode(event)
 
 

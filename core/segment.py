@@ -1,14 +1,25 @@
-"""Segment/RudderStack wire format (CONTRACT 4.2) to queued events. Pure.
+"""Segment/RudderStack wire format (CONTRACT 4.2). Pure.
 
 Identity mapping: ``userId`` -> external_id, ``anonymousId`` -> anonymous_id,
 ``traits.email``/``context.traits.email`` -> email, ``traits.phone``/``context.traits.phone``
 -> phone, ``context.device.id`` -> device_id; ``alias`` links ``previousId`` (read as an
 anonymous_id) with ``userId``. ``null`` ids are absent ids. An invalid email or phone in
 traits never rejects an event; it just does not identify.
+
+Two steps, so the ingest API stays thin:
+
+- ``screen_segment_event`` (ingest, per event, a few microseconds): is the event usable
+  (size, JSON types, a usable identifier, a readable timestamp)? It returns the dedupe
+  key and the skew-corrected event time; the event's raw JSON is queued as it came.
+- ``map_segment_event`` (workers): the full mapping to a ``QueuedEvent``: identifiers,
+  properties, context (batch-level context merged in), traits, EMQ. It never rejects an
+  event that passed the screen.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +27,7 @@ import msgspec
 
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
-from core.identifiers import normalize_identifier
+from core.identifiers import MAX_IDENTIFIER_CHARS, is_blocked, normalize_identifier
 from core.intake import Accepted, Rejection, check_event_time, contains_nul
 from core.schemas import QueuedEvent
 
@@ -43,7 +54,14 @@ class SegmentMessage(msgspec.Struct):
     sentAt: str | None = None  # noqa: N815
 
 
-_decoder = msgspec.json.Decoder(SegmentMessage)
+_full_decoder = msgspec.json.Decoder(SegmentMessage)
+
+
+@dataclass(frozen=True)
+class Screened:
+    dedupe_key: str | None  # messageId, or None (then the event id is the key)
+    event_time: datetime
+    event_type: str
 
 
 def _id_text(value: Id) -> str | None:
@@ -56,15 +74,19 @@ def _id_text(value: Id) -> str | None:
     return text if text.strip() else None
 
 
+@lru_cache(maxsize=4096)
 def parse_timestamp(value: str | None) -> datetime | None:
-    """ISO 8601; a timestamp without a zone is read as UTC. Raises ValueError if unparsable."""
+    """ISO 8601; a timestamp without a zone is read as UTC. Raises ValueError if unparsable.
+
+    Cached: within a batch, ``sentAt`` and often the timestamps repeat.
+    """
     if value is None or value == "":
         return None
-    ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    ts = datetime.fromisoformat(value.strip())  # Python >= 3.11 reads "Z" and most ISO forms
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def corrected_time(msg: SegmentMessage, batch_sent_at: str | None, received_at: datetime) -> datetime:
+def corrected_time(msg: Any, batch_sent_at: str | None, received_at: datetime) -> datetime:
     """``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client said when it
     sent the batch; otherwise the client's timestamp; otherwise the receipt time."""
     original = parse_timestamp(msg.originalTimestamp) or parse_timestamp(msg.timestamp)
@@ -74,6 +96,64 @@ def corrected_time(msg: SegmentMessage, batch_sent_at: str | None, received_at: 
     if sent is None:
         return original.astimezone(UTC)
     return (received_at - (sent - original)).astimezone(UTC)
+
+
+def _plain_id_usable(value: str | None, extra_blocked: frozenset[str]) -> bool:
+    return (value is not None and len(value) <= MAX_IDENTIFIER_CHARS and "\x00" not in value
+            and not is_blocked(value, extra_blocked))
+
+
+def screen_segment_event(
+    raw: bytes,
+    *,
+    path_type: str | None,
+    batch_sent_at: str | None,
+    received_at: datetime,
+    max_event_bytes: int,
+    max_future_s: int,
+    phone_region: str | None,
+    extra_blocked: frozenset[str] = frozenset(),
+) -> Screened | Rejection:
+    """Decide at the door whether an event is usable. ``path_type`` is the type implied by a
+    single-event path (``/v1/track``), None for batches."""
+    if len(raw) > max_event_bytes:
+        return Rejection("event_too_large", None, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
+    try:
+        # A full typed decode (a few microseconds) also validates UTF-8, JSON types and
+        # numbers (ints over 64 bits, |x| > 1e308), so a screened event always maps later.
+        msg = _full_decoder.decode(raw)
+        if b"\\u0000" in raw and contains_nul(msgspec.json.decode(raw)):
+            return Rejection("nul_character", None, "text must not contain \\u0000")
+    except msgspec.ValidationError as exc:
+        path = exc.args[0].rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in str(exc) else None
+        return Rejection("invalid_event", path, str(exc))
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejection("invalid_json", None, str(exc))
+    except RecursionError:
+        return Rejection("invalid_event", None, "event is nested too deeply")
+    etype = path_type or msg.type
+    if etype not in SEGMENT_TYPES:
+        return Rejection("invalid_type", "type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}")
+    if etype == "track" and not msg.event:
+        return Rejection("missing_field", "event", "a track call needs an event name")
+    try:
+        event_time = corrected_time(msg, batch_sent_at, received_at)
+    except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
+        return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
+    if (bad := check_event_time(event_time, received_at, max_future_s)) is not None:
+        return Rejection(bad.code, "timestamp", bad.message.replace("event_time", "timestamp"))
+
+    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked)
+              or _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
+              or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
+    if not usable:
+        # Rare path (SDKs always send userId or anonymousId): look at traits and device.
+        identifiers, _ = segment_identifiers(msg, etype, msg.context or {}, phone_region, extra_blocked)
+        if not identifiers:
+            return Rejection("no_usable_identifier", "userId",
+                             "event has no usable userId, anonymousId, email, phone or device id")
+    message_id = _id_text(msg.messageId)
+    return Screened(message_id[:255] if message_id else None, event_time, etype)
 
 
 def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
@@ -86,53 +166,9 @@ def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
     return value
 
 
-def intake_segment_message(
-    raw: bytes,
-    *,
-    path_type: str | None,
-    batch_context: dict[str, Any] | None,
-    batch_integrations: dict[str, Any] | None,
-    batch_sent_at: str | None,
-    event_id: str,
-    received_at: datetime,
-    phone_region: str | None,
-    max_event_bytes: int,
-    max_future_s: int,
-    extra_blocked: frozenset[str] = frozenset(),
-) -> Accepted | Rejection:
-    """One Segment message to a queued event, or why it is unusable.
-
-    ``path_type`` is the type implied by a single-event path (``/v1/track``), None for batches.
-    """
-    if len(raw) > max_event_bytes:
-        return Rejection("event_too_large", None, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
-    try:
-        msg = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejection("invalid_event", None, str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejection("invalid_json", None, str(exc))
-    if b"\\u0000" in raw and contains_nul(msgspec.json.decode(raw)):
-        return Rejection("nul_character", None, "text must not contain \\u0000")
-    etype = path_type or msg.type
-    if etype not in SEGMENT_TYPES:
-        return Rejection("invalid_type", "type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}")
-    if etype == "track" and not msg.event:
-        return Rejection("missing_field", "event", "a track call needs an event name")
-
-    context = {**batch_context, **msg.context} if batch_context and msg.context else (msg.context or batch_context or {})
-    if batch_integrations and "integrations" not in context:
-        context = {**context, "integrations": {**batch_integrations, **(msg.integrations or {})}}
-    elif msg.integrations:
-        context = {**context, "integrations": msg.integrations}
-
-    try:
-        event_time = corrected_time(msg, batch_sent_at, received_at)
-    except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
-        return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
-    if (bad := check_event_time(event_time, received_at, max_future_s)) is not None:
-        return Rejection(bad.code, "timestamp", bad.message.replace("event_time", "timestamp"))
-
+def segment_identifiers(msg: SegmentMessage, etype: str, context: dict[str, Any], phone_region: str | None,
+                        extra_blocked: frozenset[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (type, normalized value) identifiers of a message, and warnings for dropped ones."""
     candidates: list[tuple[str, Any]] = [
         ("external_id", _id_text(msg.userId)),
         ("anonymous_id", _id_text(msg.anonymousId)),
@@ -140,12 +176,10 @@ def intake_segment_message(
         ("phone", _trait(msg, context, "phone")),
     ]
     device = context.get("device")
-    if isinstance(device, dict):
-        candidates.append(("device_id", _id_text(device.get("id")) if not isinstance(device.get("id"), dict) else None))
-    previous_id = _id_text(msg.previousId) if etype == "alias" else None
-    if previous_id is not None:
-        candidates.append(("anonymous_id", previous_id))
-
+    if isinstance(device, dict) and not isinstance(device.get("id"), dict | list):
+        candidates.append(("device_id", _id_text(device.get("id"))))
+    if etype == "alias":
+        candidates.append(("anonymous_id", _id_text(msg.previousId)))
     identifiers: list[tuple[str, str]] = []
     warnings: list[str] = []
     for id_type, value in candidates:
@@ -162,11 +196,33 @@ def intake_segment_message(
             continue
         if (norm.type, norm.value) not in identifiers:
             identifiers.append((norm.type, norm.value))
-    if not identifiers:
-        return Rejection("no_usable_identifier", "userId",
-                         "event has no usable userId, anonymousId, email, phone or device id")
+    return identifiers, warnings
 
-    properties = msg.properties if isinstance(msg.properties, dict) else {}
+
+def map_segment_event(
+    raw: bytes,
+    *,
+    event_type: str,
+    event_id: str,
+    dedupe_key: str,
+    event_time: datetime,
+    received_at: datetime,
+    batch_context: dict[str, Any] | None,
+    batch_integrations: dict[str, Any] | None,
+    phone_region: str | None,
+    extra_blocked: frozenset[str] = frozenset(),
+) -> QueuedEvent:
+    """The full mapping of a screened event (workers)."""
+    msg = _full_decoder.decode(raw)
+    etype = event_type
+    context = {**batch_context, **msg.context} if batch_context and msg.context else (msg.context or batch_context or {})
+    if batch_integrations and "integrations" not in context:
+        context = {**context, "integrations": {**batch_integrations, **(msg.integrations or {})}}
+    elif msg.integrations:
+        context = {**context, "integrations": msg.integrations}
+    identifiers, warnings = segment_identifiers(msg, etype, context, phone_region, extra_blocked)
+
+    properties = msg.properties or {}
     traits: dict[str, Any] = {}
     if etype == "identify":
         traits = msg.traits or {}
@@ -175,22 +231,38 @@ def intake_segment_message(
     if etype in ("page", "screen") and msg.category:
         properties = {**properties, "category": msg.category}
     name = msg.event if etype == "track" else (msg.name or etype) if etype in ("page", "screen") else etype
-
-    message_id = _id_text(msg.messageId)
     score = emq_score((t for t, _ in identifiers), properties, context, event_time, received_at)
-    event = QueuedEvent(
-        event_id=event_id,
-        dedupe_key=message_id[:255] if message_id else event_id,
-        event_type=etype,
-        event_name=(name or etype)[:255],
-        event_time=event_time,
-        identifiers=identifiers,
-        properties=properties,
-        context=context,
-        traits=traits,
-        consent=None,
-        emq=score,
-        warnings=warnings,
-        previous_id=previous_id,
+    return QueuedEvent(
+        event_id=event_id, dedupe_key=dedupe_key, event_type=etype, event_name=(name or etype)[:255],
+        event_time=event_time, identifiers=identifiers, properties=properties, context=context, traits=traits,
+        consent=None, emq=score, warnings=warnings,
+        previous_id=_id_text(msg.previousId) if etype == "alias" else None,
     )
-    return Accepted(event, message_id[:255] if message_id else None, warnings)
+
+
+def intake_segment_message(
+    raw: bytes,
+    *,
+    path_type: str | None,
+    batch_context: dict[str, Any] | None,
+    batch_integrations: dict[str, Any] | None,
+    batch_sent_at: str | None,
+    event_id: str,
+    received_at: datetime,
+    phone_region: str | None,
+    max_event_bytes: int,
+    max_future_s: int,
+    extra_blocked: frozenset[str] = frozenset(),
+) -> Accepted | Rejection:
+    """Screen and map in one step: what the door and a worker together make of one message."""
+    screened = screen_segment_event(raw, path_type=path_type, batch_sent_at=batch_sent_at, received_at=received_at,
+                                    max_event_bytes=max_event_bytes, max_future_s=max_future_s,
+                                    phone_region=phone_region, extra_blocked=extra_blocked)
+    if isinstance(screened, Rejection):
+        return screened
+    event = map_segment_event(raw, event_type=screened.event_type, event_id=event_id,
+                              dedupe_key=screened.dedupe_key or event_id, event_time=screened.event_time,
+                              received_at=received_at, batch_context=batch_context,
+                              batch_integrations=batch_integrations, phone_region=phone_region,
+                              extra_blocked=extra_blocked)
+    return Accepted(event, screened.dedupe_key, event.warnings)

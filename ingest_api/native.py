@@ -13,7 +13,7 @@ from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import new_event_id
+from ingest_api.pipeline import new_event_id, pending_of
 from ingest_api.state import IngestState, authenticate_request
 
 
@@ -68,7 +68,7 @@ async def _process(st: IngestState, request: Request, source: Source, envelope: 
             extra_blocked=source.extra_blocked,
         ))
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
-    queued = await st.queue(source, accepted, received_at, request.state.request_id)
+    queued = await st.queue(source, [pending_of(a) for a in accepted], received_at, request.state.request_id)
 
     results: list[dict] = []
     scores: list[int] = []

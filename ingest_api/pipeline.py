@@ -34,24 +34,25 @@ class QueueOutcome:
 async def queue_events(
     enqueuer: BatchEnqueuer,
     source: Source,
-    accepted: list[Accepted],
+    pending: list[PendingEvent],
     received_at: datetime,
     request_id: str,
     retry_after_s: int,
     default_rate_limit: int,
+    context: dict | None = None,
+    integrations: dict | None = None,
 ) -> QueueOutcome:
     """Queue the accepted events durably, or raise Unavailable / RateLimited (then nothing
     was queued and no dedupe mark was set)."""
-    if not accepted:
+    if not pending:
         return QueueOutcome([])
     header = encode_batch_header(
         QueuedBatch(
             version=QUEUE_FORMAT_VERSION, tenant_id=source.tenant_id, source_id=source.id,
             source_type=source.type, phone_region=source.phone_region, received_at=received_at,
-            request_id=request_id, events=[],
+            request_id=request_id, context=context, integrations=integrations, events=[],
         )
     )
-    pending = [PendingEvent(encode_event(a.event), a.event.event_id, a.client_dedupe_key) for a in accepted]
     try:
         rate_limit = source.rate_limit if source.rate_limit is not None else default_rate_limit
         result = await enqueuer.enqueue(new_event_id(), source.tenant_id, source.id, rate_limit, header, pending)
@@ -75,3 +76,7 @@ async def redis_ready(redis_client: Redis) -> bool:
         return bool(await redis_client.ping())
     except (redis.exceptions.RedisError, OSError):
         return False
+
+
+def pending_of(accepted: Accepted) -> PendingEvent:
+    return PendingEvent(encode_event(accepted.event), accepted.event.event_id, accepted.client_dedupe_key)

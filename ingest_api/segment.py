@@ -13,11 +13,13 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, post
 
-from core.intake import Accepted, Rejection
-from core.segment import intake_segment_message
+from core.intake import Rejection
+from core.schemas import QueuedSegmentEvent, encode_event
+from core.segment import screen_segment_event
 from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body
 from ingest_api.deadletter import store_rejections
+from ingest_api.enqueue import PendingEvent
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
 from ingest_api.pipeline import new_event_id
@@ -81,30 +83,32 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
         raise PayloadTooLarge(f"{n} events; at most {settings.max_events_per_request} per request",
                               code="too_many_events")
 
-    accepted: list[Accepted] = []
+    pending: list[PendingEvent] = []
     rejected: list[tuple[int, Rejection, bytes]] = []
+    region, blocked = source.phone_region, source.extra_blocked
+    max_bytes, max_future = settings.max_event_bytes, settings.max_future_skew_s
     for i, raw in enumerate(raws):
         raw_bytes = bytes(raw)
-        outcome = intake_segment_message(
-            raw_bytes, path_type=path_type, batch_context=ctx, batch_integrations=integ, batch_sent_at=sent_at,
-            event_id=new_event_id(), received_at=received_at, phone_region=source.phone_region,
-            max_event_bytes=settings.max_event_bytes, max_future_s=settings.max_future_skew_s,
-            extra_blocked=source.extra_blocked,
-        )
-        if isinstance(outcome, Rejection):
-            rejected.append((i, outcome, raw_bytes))
-        else:
-            accepted.append(outcome)
+        screened = screen_segment_event(raw_bytes, path_type=path_type, batch_sent_at=sent_at,
+                                        received_at=received_at, max_event_bytes=max_bytes,
+                                        max_future_s=max_future, phone_region=region, extra_blocked=blocked)
+        if isinstance(screened, Rejection):
+            rejected.append((i, screened, raw_bytes))
+            continue
+        event_id = new_event_id()
+        blob = encode_event(QueuedSegmentEvent(event_id, screened.dedupe_key or event_id, screened.event_type,
+                                               screened.event_time, raw_bytes))
+        pending.append(PendingEvent(blob, event_id, screened.dedupe_key))
     request_id = request.state.request_id
-    queued = await st.queue(source, accepted, received_at, request_id)
+    queued = await st.queue(source, pending, received_at, request_id, ctx, integ)
     n_dup = sum(1 for d in queued.duplicates_of if d is not None)
-    st.metrics.count_events(len(accepted) - n_dup, len(rejected), n_dup)
+    st.metrics.count_events(len(pending) - n_dup, len(rejected), n_dup)
     if not rejected:
         return Response(content=_SUCCESS, status_code=200, media_type=MediaType.JSON)
     await store_rejections(st.redis, source.tenant_id, source.id, received_at, request_id, rejected,
                            settings.dead_letter_ttl_s)
     listed = [{"index": i, "code": r.code, "message": r.message} for i, r, _ in rejected]
-    if not accepted:
+    if not pending:
         body_out = {"code": "no_usable_events", "message": "every event was unusable; see rejected",
                     "status": 400, "rejected": listed}
         return Response(content=msgspec.json.encode(body_out), status_code=400, media_type=MediaType.JSON)

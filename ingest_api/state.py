@@ -9,9 +9,8 @@ from litestar import Request
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from core.intake import Accepted
 from ingest_api.auth import Source, SourceDirectory, key_from_headers
-from ingest_api.enqueue import BatchEnqueuer
+from ingest_api.enqueue import BatchEnqueuer, PendingEvent
 from ingest_api.metrics import IngestMetrics
 from ingest_api.pipeline import QueueOutcome, queue_events
 from stratum.settings import Settings
@@ -33,11 +32,11 @@ class IngestState:
             await self.sources.authenticate(key)
         return key
 
-    async def queue(self, source: Source, accepted: list[Accepted], received_at: datetime,
-                    request_id: str) -> QueueOutcome:
+    async def queue(self, source: Source, pending: list[PendingEvent], received_at: datetime, request_id: str,
+                    context: dict | None = None, integrations: dict | None = None) -> QueueOutcome:
         s = self.settings
-        return await queue_events(self.enqueuer, source, accepted, received_at, request_id,
-                                  s.retry_after_s, s.default_rate_limit_per_s)
+        return await queue_events(self.enqueuer, source, pending, received_at, request_id,
+                                  s.retry_after_s, s.default_rate_limit_per_s, context, integrations)
 
 
 async def authenticate_request(st: IngestState, header_key: str | None, body_key: str | None) -> Source:

@@ -11,7 +11,8 @@ from typing import Any
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import Identifier, normalize_identifier
 from core.privacy import scrub_context, scrub_pii
-from core.schemas import QueuedBatch, QueuedEvent
+from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
+from core.segment import map_segment_event
 
 
 @dataclass
@@ -31,7 +32,14 @@ class PreparedEvent:
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:
     region = batch.phone_region
     out: list[PreparedEvent] = []
-    for ev in batch.events:
+    for queued in batch.events:
+        if isinstance(queued, QueuedSegmentEvent):
+            ev = map_segment_event(
+                queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
+                event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
+                batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
+        else:
+            ev = queued
         identifiers: list[Identifier] = []
         decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
         seen: set[tuple[str, str]] = set()
