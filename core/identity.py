@@ -124,6 +124,7 @@ def plan_identities(
         pid: ProfileState(p.id, p.first_seen, dict(p.counts), p.merge_count, p.new) for pid, p in profiles.items()
     }
     plan = Plan()
+    redirect: dict[str, str] = {}  # absorbed profile -> the profile that absorbed it
 
     for index, (identifiers, event_time) in enumerate(events):
         ordered = sorted(identifiers, key=lambda i: PRIORITY[i.type])
@@ -151,11 +152,15 @@ def plan_identities(
                     kind, message = refusal
                     plan.decisions.append(Decision(index, kind, trigger, message))
                     continue
-                plan.merges.append(Merge(survivor, other, trigger, index))
                 s, a = state[survivor], state[other]
+                redirect[other] = survivor
+                if not a.new:
+                    plan.merges.append(Merge(survivor, other, trigger, index))
+                    s.merge_count += a.merge_count + 1
+                # else: created earlier in this plan, it never reaches the database: nothing
+                # to merge, its links and events go straight to the survivor.
                 for t, n in a.counts.items():
                     s.counts[t] = s.counts.get(t, 0) + n
-                s.merge_count += a.merge_count + 1
                 s.first_seen = min(s.first_seen, a.first_seen)
                 for key, pid in owner.items():
                     if pid == other:
@@ -187,8 +192,6 @@ def plan_identities(
         plan.event_profiles.append(survivor)
 
     # A merge can absorb a profile that an earlier event of the batch was attributed to.
-    redirect = {m.absorbed: m.survivor for m in plan.merges}
-
     def final(pid: str | None) -> str | None:
         while pid in redirect:
             pid = redirect[pid]

@@ -15,7 +15,7 @@ import msgspec
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import normalize_identifier
-from core.schemas import NativeEvent, QueuedEvent
+from core.schemas import NativeEvent, QueuedEvent, encode_event
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 _native_decoder = msgspec.json.Decoder(NativeEvent)
@@ -37,6 +37,7 @@ class Accepted:
     event: QueuedEvent
     client_dedupe_key: str | None
     warnings: list[str] = field(default_factory=list)
+    blob: bytes = b""  # the event encoded for the queue (native events)
 
 
 def _field_of(message: str) -> tuple[str | None, str]:
@@ -91,7 +92,7 @@ def intake_native_event(
         if path == "event_time":
             return Rejection("invalid_event_time", path, message + " (ISO 8601 with a timezone)")
         return Rejection("invalid_field", path, message)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return Rejection("invalid_json", None, str(exc))
     except RecursionError:
         return Rejection("invalid_event", None, "event is nested too deeply")
@@ -137,4 +138,9 @@ def intake_native_event(
         emq=score,
         warnings=warnings,
     )
-    return Accepted(queued, ev.idempotency_key, warnings)
+    try:
+        blob = encode_event(queued)
+    except OverflowError:
+        return Rejection("number_out_of_range", "properties",
+                         "integers must fit in 64 bits; send larger numbers as strings")
+    return Accepted(queued, ev.idempotency_key, warnings, blob)

@@ -19,8 +19,8 @@ Two steps, so the ingest API stays thin:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec

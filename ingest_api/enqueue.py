@@ -47,8 +47,6 @@ if limit > 0 then
   if used + n > limit and used > 0 then
     return {'limited', 0, {}}
   end
-  redis.call('INCRBY', KEYS[4], n)
-  redis.call('EXPIRE', KEYS[4], 2)
 end
 local meta = cmsgpack.unpack(ARGV[12])
 local fields = {}
@@ -83,12 +81,23 @@ for i = 1, n do
     kept[#kept + 1] = i
   end
 end
-if #marks > 0 then
-  redis.call('HSET', KEYS[5], unpack(marks))
-  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))
+local function commit_marks()
+  -- Marks and the rate counter are written last: Redis does not undo a script that fails
+  -- half-way, so anything that can fail (the job writes) happens before them. A failure
+  -- after the job is queued leaves no marks: a retry is queued again and the workers'
+  -- permanent dedupe stores the events once.
+  if #marks > 0 then
+    redis.call('HSET', KEYS[5], unpack(marks))
+    redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))
+  end
+  if limit > 0 then
+    redis.call('INCRBY', KEYS[4], n)
+    redis.call('EXPIRE', KEYS[4], 2)
+  end
 end
 local m = #kept
 if m == 0 then
+  commit_marks()
   return {'queued', 0, out}
 end
 local data = ARGV[1]
@@ -110,14 +119,20 @@ if dups > 0 then
   data = ARGV[10] .. string.char(math.floor(len / 16777216) % 256, math.floor(len / 65536) % 256,
                                  math.floor(len / 256) % 256, len % 256) .. payload .. string.char(0x80)
 end
-redis.call('HSET', KEYS[1],
+local ok = redis.pcall('HSET', KEYS[1],
   'status', 'queued', 'created_at', ARGV[2], 'enqueued_at', ARGV[2], 'data', data,
   'origin', ARGV[3], 'description', 'process_batch', 'timeout', ARGV[4],
   'result_ttl', '0', 'failure_ttl', ARGV[5],
   'success_callback_name', '', 'failure_callback_name', '', 'stopped_callback_name', '',
   'started_at', '', 'ended_at', '', 'last_heartbeat', '', 'worker_name', '', 'group_id', '')
+if type(ok) == 'table' and ok.err then return ok end
+ok = redis.pcall('RPUSH', KEYS[2], string.sub(KEYS[1], 8))
+if type(ok) == 'table' and ok.err then
+  redis.call('DEL', KEYS[1])
+  return ok
+end
 redis.call('SADD', KEYS[3], KEYS[2])
-redis.call('RPUSH', KEYS[2], string.sub(KEYS[1], 8))
+commit_marks()
 return {'queued', m, out}
 """
 

@@ -31,8 +31,10 @@ def _parse_envelope(body: bytes) -> NativeEnvelope:
         return _envelope_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"body must be {{\"events\": [...]}}: {exc}", code="invalid_envelope") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="invalid_json") from None
 
 
 @post("/api/v1/cdp/events", status_code=202, summary="Ingest a batch of native events")

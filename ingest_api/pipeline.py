@@ -79,4 +79,5 @@ async def redis_ready(redis_client: Redis) -> bool:
 
 
 def pending_of(accepted: Accepted) -> PendingEvent:
-    return PendingEvent(encode_event(accepted.event), accepted.event.event_id, accepted.client_dedupe_key)
+    blob = accepted.blob or encode_event(accepted.event)
+    return PendingEvent(blob, accepted.event.event_id, accepted.client_dedupe_key)

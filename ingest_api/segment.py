@@ -49,8 +49,10 @@ def _decode(decoder, body: bytes, shape: str):
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"body must be {shape}: {exc}", code="invalid_envelope") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="invalid_json") from None
 
 
 async def _handle(request: Request, path_type: str | None) -> Response:

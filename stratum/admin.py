@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
 
 import phonenumbers
 import psycopg
@@ -102,3 +104,102 @@ def create_source(
     )
     return CreatedKey(source_id, source_id, key)
 
+
+# Sources: reading, changing and rotating (the read API's /sources endpoints).
+
+SOURCE_COLUMNS = "id::text, name, type, active, phone_region, rate_limit, allowed_origins, created_at"
+MAX_ALLOWED_ORIGINS = 100
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    id: str
+    name: str
+    type: str
+    active: bool
+    phone_region: str | None
+    rate_limit: int | None
+    allowed_origins: list[str]
+    created_at: datetime
+
+
+def validate_allowed_origins(origins: list[str] | None) -> list[str]:
+    """Browser origins allowed to send with a source's write key: ``scheme://host[:port]``
+    (http or https, no path), compared without a trailing slash. Empty: any origin."""
+    if origins is None:
+        return []
+    if len(origins) > MAX_ALLOWED_ORIGINS:
+        raise StratumError(f"at most {MAX_ALLOWED_ORIGINS} allowed origins", code="invalid_allowed_origins")
+    out: list[str] = []
+    for origin in origins:
+        value = origin.strip().rstrip("/") if isinstance(origin, str) else ""
+        parts = urlsplit(value)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query
+                or parts.fragment or parts.username or parts.password):
+            raise StratumError(f"allowed origin {origin!r} must look like https://shop.example.com",
+                               code="invalid_allowed_origins")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def _validate_source_fields(changes: dict) -> dict:
+    out = dict(changes)
+    if "name" in out:
+        if not isinstance(out["name"], str) or not out["name"].strip():
+            raise StratumError("source name must not be empty", code="invalid_name")
+        out["name"] = out["name"].strip()
+    if "rate_limit" in out and out["rate_limit"] is not None and out["rate_limit"] <= 0:
+        raise StratumError("rate_limit must be a positive number of events per second", code="invalid_rate_limit")
+    if "phone_region" in out:
+        out["phone_region"] = validate_phone_region(out["phone_region"])
+    if "allowed_origins" in out:
+        out["allowed_origins"] = validate_allowed_origins(out["allowed_origins"])
+    return out
+
+
+def get_source(conn: psycopg.Connection, tenant_id: uuid.UUID | str, source_id: uuid.UUID | str) -> SourceRecord:
+    """One source of the tenant; StratumError ``not_found`` for another tenant's source."""
+    row = conn.execute(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE id = %s AND tenant_id = %s",
+                       (source_id, tenant_id)).fetchone()
+    if row is None:
+        raise StratumError(f"no source {source_id}", code="not_found")
+    return SourceRecord(*row)
+
+
+def update_source(conn: psycopg.Connection, tenant_id: uuid.UUID | str, source_id: uuid.UUID | str,
+                  changes: dict) -> SourceRecord:
+    """Change some of ``name``, ``active``, ``phone_region``, ``rate_limit``,
+    ``allowed_origins`` (``None`` clears ``phone_region``/``rate_limit``). The ingest API
+    sees the change within its one-second source cache."""
+    editable = ("name", "active", "phone_region", "rate_limit", "allowed_origins")
+    unknown = sorted(set(changes) - set(editable))
+    if unknown:
+        raise StratumError(f"{unknown[0]} cannot be changed; editable: {', '.join(editable)}", code="invalid_field")
+    fields = _validate_source_fields(changes)
+    if not fields:
+        return get_source(conn, tenant_id, source_id)
+    assignments = ", ".join(f"{name} = %s" for name in fields)
+    row = conn.execute(
+        f"UPDATE sources SET {assignments}, updated_at = now() WHERE id = %s AND tenant_id = %s"
+        f" RETURNING {SOURCE_COLUMNS}",
+        (*fields.values(), source_id, tenant_id),
+    ).fetchone()
+    if row is None:
+        raise StratumError(f"no source {source_id}", code="not_found")
+    return SourceRecord(*row)
+
+
+def rotate_source_key(conn: psycopg.Connection, tenant_id: uuid.UUID | str,
+                      source_id: uuid.UUID | str) -> tuple[SourceRecord, str]:
+    """A new write key for the source (shown once); the old one stops working at once
+    (within the ingest API's one-second key cache)."""
+    key = new_key(WRITE_KEY_PREFIX)
+    row = conn.execute(
+        f"UPDATE sources SET write_key_hash = %s, updated_at = now() WHERE id = %s AND tenant_id = %s"
+        f" RETURNING {SOURCE_COLUMNS}",
+        (hash_key(key), source_id, tenant_id),
+    ).fetchone()
+    if row is None:
+        raise StratumError(f"no source {source_id}", code="not_found")
+    return SourceRecord(*row), key

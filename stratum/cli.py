@@ -152,6 +152,51 @@ def cmd_dev(args, settings: Settings) -> None:
     sys.exit(run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir), check=args.check))
 
 
+def cmd_export(args, settings: Settings) -> None:
+    """Stream a tenant's profiles or events to a file (or stdout), with a progress bar on stderr."""
+    import time
+
+    from read_api.errors import ApiError
+    from read_api.exports import export_query, export_to_file, parse_time
+    from stratum.db.connect import connect
+
+    try:
+        query = export_query(args.kind, str(args.tenant), parse_time("--from", args.start), parse_time("--to", args.end))
+    except ApiError as exc:
+        raise StratumError(exc.message, code=exc.code) from None
+    with connect(settings.database_url) as conn:
+        if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (args.tenant,)).fetchone() is None:
+            raise StratumError(f"no tenant {args.tenant}", code="not_found")
+        total = conn.execute(query.count_sql, query.params).fetchone()[0]
+        conn.commit()
+        tty = sys.stderr.isatty()
+        started = last = time.monotonic()
+
+        def progress(done: int, final: bool = False) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if not final and now - last < (0.25 if tty else 5.0):
+                return
+            last = now
+            share = done / total if total else 1.0
+            bar = "#" * int(share * 30)
+            rate = done / max(now - started, 1e-6)
+            line = f"export {args.kind}: [{bar:<30}] {share:4.0%} {done:,}/{total:,} rows {rate:,.0f} rows/s"
+            print(("\r" if tty else "") + line, end="\n" if final or not tty else "", file=sys.stderr, flush=True)
+
+        out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
+        try:
+            written = export_to_file(conn, query, args.format, out, progress)
+        finally:
+            if args.out:
+                out.close()
+            else:
+                out.flush()
+        progress(written, final=True)
+    if args.out:
+        _print_json({"exported": written, "kind": args.kind, "format": args.format, "out": args.out})
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stratum", description="Stratum CDP command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="queues, workers, failures")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    ex = sub.add_parser("export", help="export a tenant's profiles or events (progress on stderr)")
+    ex.add_argument("kind", choices=["profiles", "events"])
+    ex.add_argument("--tenant", required=True, type=_uuid)
+    ex.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    ex.add_argument("--out", default=None, help="file to write (default: standard output)")
+    ex.add_argument("--from", dest="start", default=None,
+                    help="ISO 8601 start, inclusive (profiles: last change; events: event time)")
+    ex.add_argument("--to", dest="end", default=None, help="ISO 8601 end, exclusive")
+    ex.set_defaults(func=cmd_export)
 
     rf = sub.add_parser("replay-failed", help="re-enqueue failed jobs")
     rf.add_argument("--all", action="store_true")

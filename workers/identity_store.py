@@ -25,6 +25,7 @@ import psycopg
 from core.identifiers import KNOWN_TYPES, Identifier
 from core.identity import Plan, ProfileState
 from core.profiles import merge_trait_sets
+from stratum.db.params import json_rows, json_value
 
 
 class SnapshotChanged(Exception):
@@ -67,26 +68,26 @@ class Snapshot:
 
 _GRAPH_SQL = """
 SELECT pi.type, pi.hash, pi.profile_id::text
-FROM unnest(%s::text[], %s::text[]) AS k(type, hash)
-JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.type AND pi.hash = k.hash
+FROM json_to_recordset(%s::json) AS k(t text, h text)
+JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
 """
 
 _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into
-FROM profiles WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
+FROM profiles WHERE id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) ORDER BY id FOR UPDATE
 """
 
 _COUNTS_SQL = """
 SELECT profile_id::text, type, count(*) FROM profile_identifiers
-WHERE profile_id = ANY(%s::uuid[]) GROUP BY 1, 2
+WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) GROUP BY 1, 2
 """
 
 
 def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     if not keys:
         return {}
-    rows = conn.execute(_GRAPH_SQL, ([k[0] for k in keys], [k[1] for k in keys], tenant_id)).fetchall()
+    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id)).fetchall()
     return {(t, h): pid for t, h, pid in rows}
 
 
@@ -95,19 +96,21 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     keys = sorted(identifiers)
     locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
     if locks:
-        conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", (locks,))
+        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
+                     (json_value(locks),))
     graph = _read_graph(conn, tenant_id, keys)
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
-        for row in conn.execute(_LOCK_PROFILES_SQL, (profile_ids,)).fetchall():
+        ids_param = json_value(profile_ids)
+        for row in conn.execute(_LOCK_PROFILES_SQL, (ids_param,)).fetchall():
             if row[10] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                                           row[8], row[9])
         if len(profiles) != len(profile_ids) or _read_graph(conn, tenant_id, keys) != graph:
             raise SnapshotChanged("identifiers moved while locking")
-        for pid, id_type, n in conn.execute(_COUNTS_SQL, (profile_ids,)).fetchall():
+        for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
     return Snapshot(graph, profiles)
 
@@ -168,20 +171,20 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
         return
     conn.execute(
         "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen)"
-        " SELECT %s, t, h, p, ts, ts FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::timestamptz[])"
-        " AS u(t, h, p, ts)",
-        (tenant_id, [lk.identifier.type for lk in plan.links], [lk.identifier.hash for lk in plan.links],
-         [lk.profile_id for lk in plan.links], [event_times[lk.event_index] for lk in plan.links]),
+        " SELECT %s, t, h, p, ts, ts FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, ts timestamptz)",
+        (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
+                                "ts": event_times[lk.event_index]} for lk in plan.links])),
     )
     edges = [lk for lk in plan.links if lk.via is not None]
     if edges:
         conn.execute(
             "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
-            " SELECT %s, p, ft, fh, tt, th, lt, e FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::uuid[]) AS u(p, ft, fh, tt, th, lt, e)",
-            (tenant_id, [lk.profile_id for lk in edges], [lk.via.type for lk in edges], [lk.via.hash for lk in edges],
-             [lk.identifier.type for lk in edges], [lk.identifier.hash for lk in edges],
-             [link_types[lk.event_index] for lk in edges], [event_ids[lk.event_index] for lk in edges]),
+            " SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
+            " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
+            (tenant_id, json_rows([{"p": lk.profile_id, "ft": lk.via.type, "fh": lk.via.hash,
+                                    "tt": lk.identifier.type, "th": lk.identifier.hash,
+                                    "lt": link_types[lk.event_index], "e": event_ids[lk.event_index]}
+                                   for lk in edges])),
         )
     for lk in plan.links:
         p = profiles[lk.profile_id]
@@ -193,12 +196,11 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen."""
     if not seen:
         return
-    keys = sorted(seen)
     conn.execute(
         "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
-        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) AS u(t, h, fs, ls)"
+        " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)",
-        ([k[0] for k in keys], [k[1] for k in keys], [seen[k][0] for k in keys], [seen[k][1] for k in keys], tenant_id),
+        (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
     )
 
 

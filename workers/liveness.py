@@ -20,6 +20,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
+from workers.coalesce import release_claims
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 5.0
@@ -76,6 +78,7 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
             continue
         if not connection.zrem(registry.key, entry):
             continue  # the worker finished it meanwhile, or another reaper took it
+        release_claims(connection, queue.key, job_id)  # batches it had coalesced
         queue.enqueue_job(job, at_front=True)
         requeued.append(job_id)
         log.warning("requeued job %s abandoned by dead worker %s", job_id, job.worker_name)

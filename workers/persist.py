@@ -15,6 +15,7 @@ import psycopg
 
 from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
 from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
@@ -48,10 +49,10 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     ordered = sorted(events, key=lambda e: e.event.dedupe_key)
     rows = conn.execute(
         "INSERT INTO event_keys (tenant_id, dedupe_key, event_id, event_time)"
-        " SELECT %s, k, e, t FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u(k, e, t)"
+        " SELECT %s, k, e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
         " ON CONFLICT DO NOTHING RETURNING event_id::text",
-        (tenant_id, [e.event.dedupe_key for e in ordered], [e.event.event_id for e in ordered],
-         [e.event.event_time for e in ordered]),
+        (tenant_id, json_rows([{"k": e.event.dedupe_key, "e": e.event.event_id, "t": e.event.event_time}
+                               for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
     return [e for e in events if e.event.event_id in won]
@@ -84,6 +85,7 @@ def persist_tenant_events(
     for i, e in enumerate(fresh):
         groups[e.source_type in TRUSTED_SOURCE_TYPES].append(i)
     graph = dict(snapshot.graph)
+    all_links, all_merges = [], []
     for trusted, indexes in sorted(groups.items()):
         states = {pid: p.planner_state() for pid, p in profiles.items()}
         plan = plan_identities(
@@ -94,13 +96,10 @@ def persist_tenant_events(
             profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                        new=True)
             out.profiles_created += 1
-        # Profiles created and absorbed within this plan never reach the database.
-        created_here = set(plan.created) | {m.absorbed for m in plan.merges if m.absorbed not in snapshot.profiles
-                                            and m.absorbed not in graph.values()}
-        _insert_profiles(conn, tenant_id, [profiles[p] for p in created_here if p in profiles])
-        for m in plan.merges:
-            profiles[m.absorbed].new = False
+        _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
         apply_merges(conn, tenant_id, plan, profiles)
+        all_links.extend(plan.links)
+        all_merges.extend(plan.merges)
         out.merges += len(plan.merges)
         ids = [fresh[i].event.event_id for i in indexes]
         times = [fresh[i].event.event_time for i in indexes]
@@ -126,7 +125,8 @@ def persist_tenant_events(
     touch_identifiers(conn, tenant_id, seen)
 
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
-    _update_profiles(conn, fresh, event_profiles, profiles)
+    changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
+    _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
 
@@ -136,8 +136,8 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
         return
     conn.execute(
         "INSERT INTO profiles (id, tenant_id, first_seen, last_seen)"
-        " SELECT u.id, %s, u.ts, u.ts FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, ts)",
-        (tenant_id, [r.id for r in rows], [r.first_seen for r in rows]),
+        " SELECT u.id, %s, u.ts, u.ts FROM json_to_recordset(%s::json) AS u(id uuid, ts timestamptz)",
+        (tenant_id, json_rows([{"id": r.id, "ts": r.first_seen} for r in rows])),
     )
     for r in rows:
         r.new = False
@@ -158,8 +158,9 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
 
 
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow]) -> None:
-    touched: set[str] = set()
+                     profiles: dict[str, ProfileRow], changed: set[str]) -> None:
+    """Write back every profile whose events, identifiers or merges changed it."""
+    touched: set[str] = set(changed)
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None:
             continue
@@ -177,19 +178,16 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
-    # Survivors of merges changed too, even without events of their own in this batch.
-    rows = [profiles[pid] for pid in sorted(set(profiles))]
+    rows = [profiles[pid] for pid in sorted(touched)]
     if not rows:
         return
     conn.execute(
         "UPDATE profiles p SET lifecycle = u.lc, traits = u.tr, trait_times = u.tt, event_count = u.ec,"
         " purchase_count = u.pc, revenue = u.rv, identifier_count = u.ic, merge_count = u.mc,"
         " first_seen = u.fs, last_seen = u.ls, updated_at = now()"
-        " FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::jsonb[], %s::bigint[], %s::bigint[], %s::numeric[],"
-        " %s::int[], %s::int[], %s::timestamptz[], %s::timestamptz[])"
-        " AS u(id, lc, tr, tt, ec, pc, rv, ic, mc, fs, ls) WHERE p.id = u.id",
-        ([r.id for r in rows], [r.lifecycle for r in rows], [_json.encode(r.traits).decode() for r in rows],
-         [_json.encode(r.trait_times).decode() for r in rows], [r.event_count for r in rows],
-         [r.purchase_count for r in rows], [r.revenue for r in rows], [sum(r.counts.values()) for r in rows],
-         [r.merge_count for r in rows], [r.first_seen for r in rows], [r.last_seen for r in rows]),
+        " FROM json_to_recordset(%s::json) AS u(id uuid, lc text, tr jsonb, tt jsonb, ec bigint, pc bigint,"
+        " rv numeric, ic int, mc int, fs timestamptz, ls timestamptz) WHERE p.id = u.id",
+        (json_rows([{"id": r.id, "lc": r.lifecycle, "tr": r.traits, "tt": r.trait_times, "ec": r.event_count,
+                     "pc": r.purchase_count, "rv": r.revenue, "ic": sum(r.counts.values()), "mc": r.merge_count,
+                     "fs": r.first_seen, "ls": r.last_seen} for r in rows]),),
     )

@@ -369,8 +369,8 @@ def test_timestamp_before_2000_is_rejected():
     ("9999-12-31T23:59:59-01:00", None),                # after year 9999 in UTC
 ])
 def test_timestamp_at_the_edges_of_the_calendar_is_rejected_not_raised(timestamp, sent_at):
-    # CONTRACT 4.2/4.6: an unusable event is rejected alone with a code. Today
-    # corrected_time() raises OverflowError, which the route turns into a 500.
+    # CONTRACT 4.2/4.6: an unusable event is rejected alone with a code; an OverflowError
+    # escaping here would be a 500 for the whole request.
     out = intake(track(userId="u", timestamp=timestamp), batch_sent_at=sent_at)
     assert isinstance(out, Rejection)
     assert out.code in ("invalid_timestamp", "invalid_event_time")
@@ -480,3 +480,26 @@ def test_emq_is_scored():
                     "timestamp": "2024-05-01T11:59:00Z"})
     assert 0 <= out.event.emq <= 100
     assert out.event.emq >= 40 + 20  # email + fresh event time
+
+
+# --------------------------------------------------------------------------- malformed input is rejected, never raised
+# intake_segment_message must turn every unusable message into a Rejection: an exception
+# escaping it fails the whole request with a 500 (CONTRACT 4.2: "rejected alone").
+
+def _prop_raw(json_value: bytes) -> bytes:
+    return b'{"type": "track", "event": "x", "userId": "u", "properties": {"x": ' + json_value + b"}}"
+
+
+@pytest.mark.parametrize("raw", [
+    _prop_raw(b'"\xff\xfe"'),                                  # invalid UTF-8 inside a string
+    _prop_raw(b"[" * 10_000 + b"]" * 10_000),                  # nesting deeper than the decoder allows
+    _prop_raw(b"[" * 600 + b'"\\u0000"' + b"]" * 600),          # NUL deep inside nested arrays
+    b'{"type": "track", "event": "x", "userId": "u", "junk": 1e400, "properties": {"n": "\\u0000"}}',
+], ids=["invalid_utf8", "nested_10000", "nested_600_with_nul", "unknown_field_1e400_with_nul"])
+def test_malformed_message_is_rejected_not_raised(raw):
+    out = intake(raw, max_event_bytes=10**6)
+    assert isinstance(out, Rejection)
+
+
+def test_out_of_range_number_in_properties_is_rejected():
+    assert isinstance(intake(_prop_raw(b"1e400")), Rejection)
