@@ -125,6 +125,32 @@ def normalize_identifier(
     default_region: str | None = None,
     extra_blocked: frozenset[str] = frozenset(),
 ) -> Identifier:
+    """Normalize and hash one identifier (see ``_normalize``); results are memoized, since
+    the same anonymous ids and emails come back event after event."""
+    if type(raw) is not str and type(raw) is not int:
+        return _normalize(id_type, raw, default_region, extra_blocked)
+    outcome = _normalize_memo(id_type, raw, default_region, extra_blocked)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@lru_cache(maxsize=200_000)
+def _normalize_memo(id_type: str, raw: str | int, default_region: str | None,
+                    extra_blocked: frozenset[str]) -> Identifier | InvalidIdentifier | BlockedIdentifier:
+    try:
+        return _normalize(id_type, raw, default_region, extra_blocked)
+    except (InvalidIdentifier, BlockedIdentifier) as exc:
+        exc.__traceback__ = None
+        return exc
+
+
+def _normalize(
+    id_type: str,
+    raw: object,
+    default_region: str | None,
+    extra_blocked: frozenset[str],
+) -> Identifier:
     """Normalize and hash one identifier.
 
     Raises InvalidIdentifier for an unknown type or a value invalid for its type, and

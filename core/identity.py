@@ -126,70 +126,95 @@ def plan_identities(
     plan = Plan()
     redirect: dict[str, str] = {}  # absorbed profile -> the profile that absorbed it
 
+    def live(key: tuple[str, str]) -> str | None:
+        """The profile holding ``key`` now, following merges made earlier in this plan."""
+        pid = owner.get(key)
+        while pid in redirect:
+            pid = redirect[pid]
+        return pid
+
+    def merge(target: str, other: str, trigger: Identifier, index: int) -> str | None:
+        """Merge two profiles (survivor by the rule); the survivor, or None if refused."""
+        survivor, absorbed = sorted((target, other), key=lambda p: _survivor_key(state[p]))
+        s, a = state[survivor], state[absorbed]
+        refusal = _merge_refusal(s, a, rules, trusted_source)
+        if refusal is not None:
+            plan.decisions.append(Decision(index, refusal[0], trigger, refusal[1]))
+            return None
+        redirect[absorbed] = survivor
+        if not a.new:
+            plan.merges.append(Merge(survivor, absorbed, trigger, index))
+            s.merge_count += a.merge_count + 1
+        # else: created earlier in this plan, it never reaches the database: nothing to
+        # merge, its links and events go straight to the survivor.
+        for t, n in a.counts.items():
+            s.counts[t] = s.counts.get(t, 0) + n
+        s.first_seen = min(s.first_seen, a.first_seen)
+        del state[absorbed]
+        plan.created.pop(absorbed, None)
+        return survivor
+
+    def new_profile(event_time: datetime) -> str:
+        pid = new_profile_id()
+        state[pid] = plan.created[pid] = ProfileState(pid, event_time, {}, 0, True)
+        return pid
+
+    def limit_message(s: ProfileState, ident: Identifier) -> str | None:
+        limit = rules.type_limits.get(ident.type, 0)
+        if s.counts.get(ident.type, 0) >= limit:
+            return f"profile already holds {limit} {ident.type} identifier(s)"
+        if s.total >= rules.max_identifiers:
+            return f"profile already holds {rules.max_identifiers} identifiers"
+        return None
+
     for index, (identifiers, event_time) in enumerate(events):
+        if not identifiers:
+            plan.event_profiles.append(None)
+            continue
+        # Strongest identifier first: when something has to give, the weaker one does
+        # (CONTRACT 6: the lowest-priority conflicting identifier is left out).
         ordered = sorted(identifiers, key=lambda i: PRIORITY[i.type])
-        owners: list[str] = []
+        target: str | None = None
+        anchors: list[Identifier] = []  # the event's identifiers already on the target
+        pending: list[Identifier] = []  # identifiers no profile holds yet
         for ident in ordered:
-            pid = owner.get((ident.type, ident.hash))
-            if pid is not None and pid not in owners:
-                owners.append(pid)
+            pid = live((ident.type, ident.hash))
+            if pid is None:
+                pending.append(ident)
+            elif target is None or pid == target:
+                target = pid
+                anchors.append(ident)
+            else:
+                merged = merge(target, pid, ident, index)
+                if merged is not None:
+                    target = merged
+                    anchors.append(ident)
 
-        if not owners:
-            if not ordered:
-                plan.event_profiles.append(None)
+        if target is None:
+            target = new_profile(event_time)
+        for ident in pending:
+            s = state[target]
+            message = limit_message(s, ident)
+            if message is not None and anchors and all(PRIORITY[ident.type] < PRIORITY[a.type] for a in anchors):
+                # The new identifier outranks everything tying the event to this profile
+                # (a shared device seen with a second user id): the weaker anchors are left
+                # out instead, and the event gets a profile of its own.
+                for a in anchors:
+                    plan.decisions.append(Decision(index, "limit", a, f"left out: linking it would put {ident.type} "
+                                                                      f"on a profile that is full ({message})"))
+                target, anchors = new_profile(event_time), []
+                s, message = state[target], None
+            if message is not None:
+                plan.decisions.append(Decision(index, "limit", ident, message))
                 continue
-            pid = new_profile_id()
-            state[pid] = plan.created[pid] = ProfileState(pid, event_time, {}, 0, True)
-            survivor = pid
-        else:
-            survivor = min(owners, key=lambda p: _survivor_key(state[p]))
-            for other in sorted(owners, key=lambda p: _survivor_key(state[p])):
-                if other == survivor:
-                    continue
-                trigger = next(i for i in ordered if owner.get((i.type, i.hash)) == other)
-                refusal = _merge_refusal(state[survivor], state[other], rules, trusted_source)
-                if refusal is not None:
-                    kind, message = refusal
-                    plan.decisions.append(Decision(index, kind, trigger, message))
-                    continue
-                s, a = state[survivor], state[other]
-                redirect[other] = survivor
-                if not a.new:
-                    plan.merges.append(Merge(survivor, other, trigger, index))
-                    s.merge_count += a.merge_count + 1
-                # else: created earlier in this plan, it never reaches the database: nothing
-                # to merge, its links and events go straight to the survivor.
-                for t, n in a.counts.items():
-                    s.counts[t] = s.counts.get(t, 0) + n
-                s.first_seen = min(s.first_seen, a.first_seen)
-                for key, pid in owner.items():
-                    if pid == other:
-                        owner[key] = survivor
-                del state[other]
-                plan.created.pop(other, None)
-
-        s = state[survivor]
+            owner[(ident.type, ident.hash)] = target
+            s.counts[ident.type] = s.counts.get(ident.type, 0) + 1
+            plan.links.append(Link(ident, target, index, anchors[0] if anchors else None))
+            anchors.append(ident)
+        s = state[target]
         if event_time < s.first_seen:
             s.first_seen = event_time
-        anchor = next((i for i in ordered if owner.get((i.type, i.hash)) == survivor), None)
-        for ident in ordered:
-            key = (ident.type, ident.hash)
-            if key in owner:
-                continue  # on the survivor, or on a profile whose merge was refused
-            limit = rules.type_limits.get(ident.type, 0)
-            if s.counts.get(ident.type, 0) >= limit:
-                plan.decisions.append(Decision(index, "limit", ident,
-                                               f"profile already holds {limit} {ident.type} identifier(s)"))
-                continue
-            if s.total >= rules.max_identifiers:
-                plan.decisions.append(Decision(index, "limit", ident,
-                                               f"profile already holds {rules.max_identifiers} identifiers"))
-                continue
-            owner[key] = survivor
-            s.counts[ident.type] = s.counts.get(ident.type, 0) + 1
-            plan.links.append(Link(ident, survivor, index, anchor))
-            anchor = anchor or ident
-        plan.event_profiles.append(survivor)
+        plan.event_profiles.append(target)
 
     # A merge can absorb a profile that an earlier event of the batch was attributed to.
     def final(pid: str | None) -> str | None:
