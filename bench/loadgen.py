@@ -76,7 +76,10 @@ def run_wrk(url: str, path: str, auth: str, body_template: str, seconds: int, co
                               "--latency", "-s", lua, url], capture_output=True, text=True, timeout=seconds + 30)
     finally:
         os.unlink(lua)
-    text = out.stdout
+    return _parse_wrk(out.stdout)
+
+
+def _parse_wrk(text: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 
     def pct(p: str) -> float | None:
@@ -161,3 +164,27 @@ def run_constant_rate(host: str, port: int, path: str, auth: str, make_body, rps
     lags.sort()
     return RateResult(rps, len(latencies) / elapsed if elapsed > 0 else 0.0, q(0.50), q(0.95), q(0.99), errors,
                       statuses, lags[int(0.99 * len(lags))] * 1000 if lags else 0.0)
+
+
+_WRK_GET_LUA = r"""
+local paths = {%s}
+local i = 0
+function request()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i], {["Authorization"] = "%s"})
+end
+"""
+
+
+def run_wrk_get(url: str, paths: list[str], auth: str, seconds: int, connections: int) -> WrkResult:
+    """Saturate GETs rotating over ``paths``."""
+    script = _WRK_GET_LUA % (",".join(f'"{p}"' for p in paths), auth)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+        lua = f.name
+    try:
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", lua,
+                              url], capture_output=True, text=True, timeout=seconds + 30)
+    finally:
+        os.unlink(lua)
+    return _parse_wrk(out.stdout)
