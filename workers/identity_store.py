@@ -19,7 +19,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import psycopg
 
 from core.identifiers import KNOWN_TYPES, Identifier
@@ -124,34 +123,46 @@ def _profile_snapshot(p: ProfileRow) -> dict[str, Any]:
     }
 
 
-def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles: dict[str, ProfileRow]) -> None:
-    """Move everything of each absorbed profile to its survivor and record the merge."""
+def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles: dict[str, ProfileRow],
+                 event_ids: list[str]) -> None:
+    """Move everything of each absorbed profile to its survivor and record the merges.
+
+    Set-based: one statement per table for all of the plan's merges (survivors are final,
+    so a chain A->B->C moves A and B straight to C).
+    """
+    if not plan.merges:
+        return
+    moves = json_rows([{"a": m.absorbed, "s": m.survivor} for m in plan.merges])
+    conn.execute("UPDATE profile_identifiers pi SET profile_id = m.s FROM json_to_recordset(%s::json)"
+                 " AS m(a uuid, s uuid) WHERE pi.profile_id = m.a", (moves,))
+    conn.execute("UPDATE events e SET profile_id = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+                 " WHERE e.tenant_id = %s AND e.profile_id = m.a", (moves, tenant_id))
+    # Consents: per type, the most recent decision wins on the survivor.
+    conn.execute(
+        "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
+        " SELECT DISTINCT ON (m.s, c.consent_type) m.s, c.consent_type, c.tenant_id, c.granted, c.updated_at,"
+        " c.source_id FROM consents c JOIN json_to_recordset(%s::json) AS m(a uuid, s uuid) ON c.profile_id = m.a"
+        " ORDER BY m.s, c.consent_type, c.updated_at DESC"
+        " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+        " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
+        " WHERE EXCLUDED.updated_at > consents.updated_at",
+        (moves,),
+    )
+    conn.execute("DELETE FROM consents c USING json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+                 " WHERE c.profile_id = m.a", (moves,))
+    for table in ("consent_history", "identity_links"):
+        conn.execute(f"UPDATE {table} t SET profile_id = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+                     " WHERE t.profile_id = m.a", (moves,))
+    # Earlier merges into an absorbed profile now resolve straight to the survivor.
+    conn.execute("UPDATE profiles p SET merged_into = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+                 " WHERE p.merged_into = m.a", (moves,))
+    conn.execute("UPDATE profiles p SET merged_into = m.s, merged_at = now(), updated_at = now()"
+                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.id = m.a", (moves,))
+    audit = []
     for m in plan.merges:
         s, a = profiles[m.survivor], profiles.pop(m.absorbed)
-        snapshot = _profile_snapshot(a)
-        conn.execute("UPDATE profile_identifiers SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
-        conn.execute("UPDATE events SET profile_id = %s WHERE tenant_id = %s AND profile_id = %s",
-                     (s.id, tenant_id, a.id))
-        conn.execute(
-            "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
-            " SELECT %s, consent_type, tenant_id, granted, updated_at, source_id FROM consents WHERE profile_id = %s"
-            " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
-            " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
-            " WHERE EXCLUDED.updated_at > consents.updated_at",
-            (s.id, a.id),
-        )
-        conn.execute("DELETE FROM consents WHERE profile_id = %s", (a.id,))
-        conn.execute("UPDATE consent_history SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
-        conn.execute("UPDATE identity_links SET profile_id = %s WHERE profile_id = %s", (s.id, a.id))
-        # Earlier merges into the absorbed profile now resolve straight to the survivor.
-        conn.execute("UPDATE profiles SET merged_into = %s WHERE merged_into = %s", (s.id, a.id))
-        conn.execute("UPDATE profiles SET merged_into = %s, merged_at = now(), updated_at = now() WHERE id = %s",
-                     (s.id, a.id))
-        conn.execute(
-            "INSERT INTO profile_merges (tenant_id, survivor_id, absorbed_id, trigger_type, trigger_hash, event_id, snapshot)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (tenant_id, s.id, a.id, m.trigger.type, m.trigger.hash, None, msgspec.json.encode(snapshot).decode()),
-        )
+        audit.append({"s": s.id, "a": a.id, "tt": m.trigger.type, "th": m.trigger.hash,
+                      "e": event_ids[m.event_index], "snap": _profile_snapshot(a)})
         merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
         s.event_count += a.event_count
         s.purchase_count += a.purchase_count
@@ -163,6 +174,12 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
             s.counts[t] = s.counts.get(t, 0) + n
         if a.lifecycle == "customer" or (a.lifecycle == "known" and s.lifecycle == "anonymous"):
             s.lifecycle = a.lifecycle
+    conn.execute(
+        "INSERT INTO profile_merges (tenant_id, survivor_id, absorbed_id, trigger_type, trigger_hash, event_id, snapshot)"
+        " SELECT %s, s, a, tt, th, e, snap FROM json_to_recordset(%s::json)"
+        " AS u(s uuid, a uuid, tt text, th text, e uuid, snap jsonb)",
+        (tenant_id, json_rows(audit)),
+    )
 
 
 def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids: list[str],

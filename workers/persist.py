@@ -97,11 +97,11 @@ def persist_tenant_events(
                                        new=True)
             out.profiles_created += 1
         _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
-        apply_merges(conn, tenant_id, plan, profiles)
+        ids = [fresh[i].event.event_id for i in indexes]
+        apply_merges(conn, tenant_id, plan, profiles, ids)
         all_links.extend(plan.links)
         all_merges.extend(plan.merges)
         out.merges += len(plan.merges)
-        ids = [fresh[i].event.event_id for i in indexes]
         times = [fresh[i].event.event_time for i in indexes]
         link_types = [_LINK_TYPES.get(fresh[i].event.event_type, "co_occurrence") for i in indexes]
         link_identifiers(conn, tenant_id, plan, ids, times, link_types, profiles)
