@@ -192,18 +192,17 @@ def plan_identities(
 
         if target is None:
             target = new_profile(event_time)
+        elif pending and (conflict := _outranking_conflict(state[target], anchors, pending, rules)) is not None:
+            # A new identifier that the profile has no room for outranks everything tying
+            # the event to that profile (a shared device seen with a second user id): the
+            # weaker anchors are left out instead, and the event gets a profile of its own.
+            for a in anchors:
+                plan.decisions.append(Decision(index, "limit", a, f"left out: the event's {conflict.type} "
+                                                                  "does not fit on the profile this identifier is on"))
+            target, anchors = new_profile(event_time), []
         for ident in pending:
             s = state[target]
             message = limit_message(s, ident)
-            if message is not None and anchors and all(PRIORITY[ident.type] < PRIORITY[a.type] for a in anchors):
-                # The new identifier outranks everything tying the event to this profile
-                # (a shared device seen with a second user id): the weaker anchors are left
-                # out instead, and the event gets a profile of its own.
-                for a in anchors:
-                    plan.decisions.append(Decision(index, "limit", a, f"left out: linking it would put {ident.type} "
-                                                                      f"on a profile that is full ({message})"))
-                target, anchors = new_profile(event_time), []
-                s, message = state[target], None
             if message is not None:
                 plan.decisions.append(Decision(index, "limit", ident, message))
                 continue
@@ -226,6 +225,23 @@ def plan_identities(
     plan.links = [Link(lk.identifier, final(lk.profile_id), lk.event_index, lk.via) for lk in plan.links]
     plan.merges = [Merge(final(m.survivor), m.absorbed, m.trigger, m.event_index) for m in plan.merges]
     return plan
+
+
+def _outranking_conflict(profile: ProfileState, anchors: list[Identifier], pending: list[Identifier],
+                         rules: IdentityRules) -> Identifier | None:
+    """The first new identifier that would not fit on ``profile`` and outranks every anchor
+    (the event's identifiers already on it), or None."""
+    counts, total = dict(profile.counts), profile.total
+    strongest_anchor = min(PRIORITY[a.type] for a in anchors)
+    for ident in pending:
+        full = counts.get(ident.type, 0) >= rules.type_limits.get(ident.type, 0) or total >= rules.max_identifiers
+        if full:
+            if PRIORITY[ident.type] < strongest_anchor:
+                return ident
+            continue
+        counts[ident.type] = counts.get(ident.type, 0) + 1
+        total += 1
+    return None
 
 
 def _merge_refusal(survivor: ProfileState, absorbed: ProfileState, rules: IdentityRules,

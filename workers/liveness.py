@@ -16,6 +16,7 @@ import logging
 import threading
 
 from redis import Redis
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
@@ -78,6 +79,15 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
             continue
         if not connection.zrem(registry.key, entry):
             continue  # the worker finished it meanwhile, or another reaper took it
+        if execution_id:
+            # Drop the dead execution everywhere RQ lists it; a stale listing would make the
+            # job's next, successful run fail when RQ looks the execution up.
+            execution = Execution.from_composite_key(entry, connection)
+            with contextlib.suppress(ValueError):
+                execution.refresh()
+            with connection.pipeline() as pipe:
+                execution.delete(job, pipe)
+                pipe.execute()
         release_claims(connection, queue.key, job_id)  # batches it had coalesced
         queue.enqueue_job(job, at_front=True)
         requeued.append(job_id)
