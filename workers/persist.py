@@ -125,6 +125,7 @@ def persist_tenant_events(
     touch_identifiers(conn, tenant_id, seen)
 
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
+    _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
@@ -141,6 +142,40 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
     )
     for r in rows:
         r.new = False
+
+
+def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
+                     profile_ids: list[str | None]) -> None:
+    """Consent objects of events: a history row each, and the current state per type
+    (the decision with the newest event time wins)."""
+    rows = []
+    for e, pid in zip(events, profile_ids, strict=True):
+        if pid is None or not e.event.consent:
+            continue
+        ctx = e.context
+        ua = ctx.get("user_agent") or ctx.get("userAgent")
+        for consent_type, granted in e.event.consent.items():
+            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.event.event_time, "s": e.source_id,
+                         "e": e.event.event_id, "ip": str(ctx["ip"])[:64] if ctx.get("ip") else None,
+                         "ua": str(ua)[:512] if ua else None})
+    if not rows:
+        return
+    data = json_rows(rows)
+    conn.execute(
+        "INSERT INTO consent_history (tenant_id, profile_id, consent_type, granted, recorded_at, source_id, event_id,"
+        " ip, user_agent) SELECT %s, p, c, g, t, s, e, ip, ua FROM json_to_recordset(%s::json)"
+        " AS u(p uuid, c text, g boolean, t timestamptz, s uuid, e uuid, ip text, ua text)",
+        (tenant_id, data),
+    )
+    conn.execute(
+        "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
+        " SELECT DISTINCT ON (p, c) p, c, %s, g, t, s FROM json_to_recordset(%s::json)"
+        " AS u(p uuid, c text, g boolean, t timestamptz, s uuid) ORDER BY p, c, t DESC"
+        " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+        " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
+        " WHERE EXCLUDED.updated_at >= consents.updated_at",
+        (tenant_id, data),
+    )
 
 
 def _copy_text(value: str) -> str:
