@@ -12,16 +12,37 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.errors import StratumError
 from read_api.auth import KeyDirectory
+from read_api.cache import ProfileCache
+from read_api.consents import get_consents, put_consents
+from read_api.erasure import erase_profile
 from read_api.errors import (
+    UNAVAILABLE_ERRORS,
     ApiError,
     api_error_response,
+    domain_error_response,
     http_exception_response,
+    unavailable_response,
     unexpected_error_response,
 )
+from read_api.events import event_status, profile_events
+from read_api.exports import export_events, export_profiles
+from read_api.graph import profile_graph
+from read_api.metrics import ReadMetrics, metrics_middleware
+from read_api.ops import OPS_ROUTES
+from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
+from read_api.sources import create_source, list_sources, rotate_key, update_source
 from read_api.state import ReadState
+from read_api.stats import tenant_stats
 from stratum.settings import Settings, get_settings, libpq_url
+
+ROUTES = [
+    get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
+    event_status, list_sources, create_source, update_source, rotate_key, export_profiles, export_events,
+    tenant_stats,
+]
 
 
 @get("/health", summary="Process is alive")
@@ -45,16 +66,26 @@ async def ready(request: Request) -> Response:
     return Response({"ready": ok, "postgres": db_ok, "redis": redis_ok}, status_code=200 if ok else 503)
 
 
+@get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> Response:
+    st: ReadState = request.app.state.read
+    return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
+    metrics_ = ReadMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
+        # UTC sessions: date_trunc and timestamp rendering never depend on the server's zone.
         pool = AsyncConnectionPool(libpq_url(settings.database_url), min_size=settings.db_pool_min,
-                                   max_size=settings.db_pool_max, open=False)
+                                   max_size=settings.db_pool_max, open=False,
+                                   kwargs={"options": "-c TimeZone=UTC"})
         await pool.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool))
+        app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool),
+                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_)
         try:
             yield
         finally:
@@ -62,11 +93,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[get_profile, find_profile, health, ready],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
         lifespan=[lifespan],
+        middleware=[lambda app: metrics_middleware(app, metrics_)],
         exception_handlers={
             ApiError: api_error_response,
+            StratumError: domain_error_response,
             HTTPException: http_exception_response,
+            **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_response),
             Exception: unexpected_error_response,
         },
         openapi_config=OpenAPIConfig(title="Stratum CDP read API", version="1", path="/schema",

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from psycopg_pool import AsyncConnectionPool
 
 from read_api.errors import Forbidden, Unauthorized
@@ -51,7 +53,7 @@ class KeyDirectory:
         self._cache[digest] = (now + CACHE_TTL_S, principal)
         return principal
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: ASGIConnection) -> Principal:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -61,9 +63,40 @@ class KeyDirectory:
             raise Unauthorized("unknown or revoked API key", code="invalid_api_key")
         return principal
 
-    async def tenant(self, request: Request) -> Principal:
-        """A tenant key (admin or read); operator keys have no tenant data to show."""
+    async def tenant(self, request: ASGIConnection) -> Principal:
+        """A tenant key (admin or read); operator keys have no tenant data to show.
+
+        Raises Unauthorized (401) for a missing, unknown or revoked key, Forbidden (403) for
+        an operator key.
+        """
         principal = await self.authenticate(request)
         if principal.tenant_id is None:
             raise Forbidden("this endpoint needs a tenant API key", code="tenant_key_required")
         return principal
+
+    async def tenant_admin(self, request: ASGIConnection) -> Principal:
+        """A tenant admin key: like ``tenant`` and also Forbidden (403, ``read_only_key``)
+        for a read key. Checked before the object is looked up, so a read key learns
+        nothing about which ids exist."""
+        principal = await self.tenant(request)
+        principal.require_write()
+        return principal
+
+
+# Route guards. Litestar runs guards before it parses the query string or the body, so
+# a request without a valid key is 401 (and a read key on a change 403) whatever it sends.
+
+
+async def tenant_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: a tenant key (admin or read). The principal is then ``principal_of(request)``."""
+    connection.state.principal = await connection.app.state.read.keys.tenant(connection)
+
+
+async def tenant_admin_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: a tenant admin key (read keys get 403 ``read_only_key``)."""
+    connection.state.principal = await connection.app.state.read.keys.tenant_admin(connection)
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal a guard authenticated for this request."""
+    return request.state.principal

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from read_api.auth import KeyDirectory
+from read_api.cache import ProfileCache
+from read_api.metrics import ReadMetrics
 from stratum.settings import Settings
 
 
@@ -17,3 +19,7 @@ class ReadState:
     pool: AsyncConnectionPool
     redis: Redis
     keys: KeyDirectory
+    cache: ProfileCache
+    metrics: ReadMetrics = field(default_factory=ReadMetrics)
+    # Streaming exports in flight in this process (each holds its own connection).
+    exports_running: int = 0

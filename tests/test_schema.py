@@ -149,3 +149,19 @@ def test_cli_reports_bad_input_without_a_traceback(settings):
                          text=True, timeout=60)
     assert out.returncode == 2
     assert "no tenant" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_retention_drops_whole_old_months(ingest_client, tenant, drain, db):
+    from stratum.db.partitions import drop_expired_partitions
+
+    headers = {"Authorization": f"Bearer {tenant.write_key}"}
+    for when, key in (("2024-01-15T10:00:00Z", "old"), ("2026-10-15T10:00:00Z", "recent")):
+        r = ingest_client.post("/api/v1/cdp/events", headers=headers, json={"events": [
+            {"event_name": "E", "event_time": when, "identifiers": [{"type": "external_id", "value": "r-1"}],
+             "idempotency_key": key}]})
+        assert r.status_code == 202
+    assert drain() == 0
+    dropped = drop_expired_partitions(db, datetime(2026, 11, 28, tzinfo=UTC), 13)
+    assert "events_p202401" in dropped and "events_p202610" not in dropped
+    assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == ["recent"]
+    assert [r[0] for r in db.execute("SELECT dedupe_key FROM event_keys").fetchall()] == ["recent"]

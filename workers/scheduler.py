@@ -1,4 +1,4 @@
-"""``stratum scheduler``: periodic upkeep (partitions ahead, reaping jobs of dead workers)."""
+"""``stratum scheduler``: periodic upkeep (partitions ahead, retention, reaping jobs of dead workers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from redis import Redis
 
 from stratum.db.connect import connect
-from stratum.db.partitions import prepare_months_ahead
+from stratum.db.partitions import drop_expired_partitions, prepare_months_ahead
 from stratum.queue import events_queue
 from stratum.settings import Settings
 from workers.liveness import reap_abandoned_jobs
@@ -19,12 +19,16 @@ log = logging.getLogger("stratum.scheduler")
 
 
 def run_periodic_jobs(settings: Settings, redis: Redis) -> None:
-    """One round of upkeep: partitions ahead, abandoned jobs back on the queue."""
+    """One round of upkeep: abandoned jobs back on the queue, partitions ahead, retention."""
     reap_abandoned_jobs(redis, events_queue(redis, settings.queue_name))
     with connect(settings.database_url, autocommit=True) as conn:
-        created = prepare_months_ahead(conn, datetime.now(UTC), settings.partitions_ahead_months)
+        now = datetime.now(UTC)
+        created = prepare_months_ahead(conn, now, settings.partitions_ahead_months)
         if created:
             log.info("created event partitions: %s", ", ".join(created))
+        dropped = drop_expired_partitions(conn, now, settings.retention_months)
+        if dropped:
+            log.info("retention: dropped event partitions %s", ", ".join(dropped))
 
 
 def run_scheduler(settings: Settings, *, once: bool = False) -> None:

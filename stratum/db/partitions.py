@@ -80,3 +80,30 @@ def prepare_months_ahead(conn: psycopg.Connection, now: datetime, months_ahead: 
     """Make sure this month and the next ``months_ahead`` months have partitions."""
     start = month_start(now)
     return ensure_partitions(conn, (add_months(start, i) for i in range(months_ahead + 1)))
+
+
+def drop_expired_partitions(conn: psycopg.Connection, now: datetime, retention_months: int) -> list[str]:
+    """Retention: drop whole monthly partitions older than ``retention_months`` (the current
+    month counts as one), and forget their dedupe keys and default-partition rows.
+
+    A retried copy of a dropped event arriving later is stored again: dedupe is "forever,
+    while the event is retained" (CONTRACT section 6).
+    """
+    if retention_months <= 0:
+        return []
+    cutoff = add_months(month_start(now), -(retention_months - 1))
+    dropped: list[str] = []
+    for name in sorted(existing_partitions(conn)):
+        if not name.startswith("events_p"):
+            continue
+        month = date(int(name[8:12]), int(name[12:14]), 1)
+        if month < cutoff:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = {2000}")
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            dropped.append(name)
+    cutoff_ts = f"{cutoff.isoformat()} 00:00:00+00"
+    with conn.transaction():
+        conn.execute("DELETE FROM events_default WHERE event_time < %s", (cutoff_ts,))
+        conn.execute("DELETE FROM event_keys WHERE event_time < %s", (cutoff_ts,))
+    return dropped

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the read API (per process), and the middleware that records them."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class ReadMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stratum_read_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram(
+            "stratum_read_request_seconds", "Request latency (for streams: until the headers)",
+            ["route", "method"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+        )
+        self.cache = Counter("stratum_read_profile_cache_total", "Profile cache lookups", ["outcome"],
+                             registry=self.registry)
+        self.cache_hit = self.cache.labels("hit")
+        self.cache_miss = self.cache.labels("miss")
+        self.cache_stale = self.cache.labels("stale")
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_middleware(app, metrics: ReadMetrics):
+    """ASGI middleware: count and time every request, labelled by route template
+    (``/api/v1/cdp/profiles/{profile_id}``), so ids cannot explode the label set."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_recording(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_recording)
+        finally:
+            route = scope.get("path_template") or "other"
+            metrics.observe(route, scope.get("method", ""), status[0], time.perf_counter() - started)
+
+    return middleware

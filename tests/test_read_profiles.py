@@ -1,0 +1,152 @@
+"""Profile lookups (CONTRACT 5) on data written by the real pipeline, and the profile
+cache: never a stale answer once a change has committed, whoever made it."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import TestClient
+from test_read_support import auth, event, hash_of, ingest_and_drain, profile_by
+
+from core.cache_keys import identifier_cache_key, profile_cache_key
+
+PROFILE_KEYS = {"id", "lifecycle", "traits", "identifiers", "consents", "counters", "first_seen", "last_seen",
+                "merged_from"}
+
+
+def _get(read_client, key: str, pid: str):
+    return read_client.get(f"/api/v1/cdp/profiles/{pid}", headers=auth(key))
+
+
+def _cache_counts(read_client) -> dict[str, float]:
+    text = read_client.get("/metrics").text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("stratum_read_profile_cache_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            out[outcome] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+@pytest.fixture
+def merged_pair(ingest_client, read_client, tenant, drain):
+    """An anonymous profile and a known one, then an event that merges them (a real merge)."""
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Viewed", ("anonymous_id", "anon-7")),
+                     event("Signed Up", ("email", "ana@example.com"), traits={"plan": "pro"}))
+    anon = profile_by(read_client, tenant.api_key, "anonymous_id", "anon-7").json()
+    known = profile_by(read_client, tenant.api_key, "email", "ana@example.com").json()
+    return anon, known
+
+
+def test_profile_by_identifier_value_hash_and_id(ingest_client, read_client, tenant, drain):
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Order Completed", ("email", " Ana@Example.com "), ("phone", "(650) 555-1212"),
+                           properties={"revenue": 12.5}))
+    p = profile_by(read_client, tenant.api_key, "email", "ANA@example.com")
+    assert p.status_code == 200, p.text
+    profile = p.json()
+    assert set(profile) == PROFILE_KEYS
+    assert profile["lifecycle"] == "customer" and profile["merged_from"] is None
+    assert profile["counters"] == {"events": 1, "purchases": 1, "revenue": 12.5}
+    assert {(i["type"], i["hash"]) for i in profile["identifiers"]} == {
+        ("email", hash_of("email", "ana@example.com")), ("phone", hash_of("phone", "+16505551212"))}
+    by_hash = read_client.get("/api/v1/cdp/profiles", headers=auth(tenant.api_key), params={
+        "identifier_type": "phone", "identifier_hash": hash_of("phone", "+16505551212").upper()})
+    assert by_hash.status_code == 200 and by_hash.json()["id"] == profile["id"]
+    national = read_client.get("/api/v1/cdp/profiles", headers=auth(tenant.api_key), params={
+        "identifier_type": "phone", "identifier_value": "650 555 1212", "phone_region": "US"})
+    assert national.json()["id"] == profile["id"]
+    by_id = _get(read_client, tenant.api_key, profile["id"])
+    assert by_id.status_code == 200 and by_id.json() == profile
+
+
+@pytest.mark.parametrize(("params", "code"), [
+    ({}, "missing_parameter"),
+    ({"identifier_type": "email"}, "missing_parameter"),
+    ({"identifier_type": "fax", "identifier_value": "1"}, "unknown_identifier_type"),
+    ({"identifier_type": "email", "identifier_value": "not-an-email"}, "invalid_identifier"),
+    ({"identifier_type": "anonymous_id", "identifier_value": "undefined"}, "blocked_identifier"),
+    ({"identifier_type": "email", "identifier_hash": "abc"}, "invalid_identifier_hash"),
+])
+def test_bad_identifier_queries_are_400(read_client, tenant, params, code):
+    r = read_client.get("/api/v1/cdp/profiles", params=params, headers=auth(tenant.api_key))
+    assert r.status_code == 400 and r.json()["code"] == code, r.text
+
+
+def test_unknown_profiles_are_404(read_client, tenant):
+    for pid in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        r = _get(read_client, tenant.api_key, pid)
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = profile_by(read_client, tenant.api_key, "email", "nobody@example.com")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_merged_away_id_answers_with_the_survivor(ingest_client, read_client, tenant, drain, merged_pair):
+    anon, known = merged_pair
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Logged In", ("anonymous_id", "anon-7"), ("email", "ana@example.com")))
+    r = _get(read_client, tenant.api_key, anon["id"])
+    assert r.status_code == 200
+    survivor = r.json()
+    assert survivor["id"] == known["id"] and survivor["merged_from"] == anon["id"]
+    assert survivor["counters"]["events"] == 3 and survivor["traits"] == {"plan": "pro"}
+    assert _get(read_client, tenant.api_key, known["id"]).json()["merged_from"] is None
+
+
+def test_no_stale_answer_after_a_merge_commits(ingest_client, read_client, tenant, drain, merged_pair, redis_conn):
+    """Cached lookups, then a real merge by the worker (which calls no invalidation):
+    the next lookups answer the merged state."""
+    anon, known = merged_pair
+    for _ in range(2):  # the second round is served from the cache
+        assert profile_by(read_client, tenant.api_key, "anonymous_id", "anon-7").json() == anon
+        assert _get(read_client, tenant.api_key, anon["id"]).json() == anon
+        assert _get(read_client, tenant.api_key, known["id"]).json() == known
+    assert _cache_counts(read_client)["hit"] >= 3
+    assert redis_conn.exists(profile_cache_key(tenant.id, anon["id"]))
+    assert redis_conn.get(identifier_cache_key(tenant.id, "anonymous_id", hash_of("anonymous_id", "anon-7"))) \
+        == anon["id"].encode()
+
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Logged In", ("anonymous_id", "anon-7"), ("email", "ana@example.com")))
+
+    by_anon = profile_by(read_client, tenant.api_key, "anonymous_id", "anon-7").json()
+    assert by_anon["id"] == known["id"] and by_anon["counters"]["events"] == 3
+    assert len(by_anon["identifiers"]) == 2
+    by_old_id = _get(read_client, tenant.api_key, anon["id"]).json()
+    assert by_old_id["id"] == known["id"] and by_old_id["merged_from"] == anon["id"]
+    assert _get(read_client, tenant.api_key, known["id"]).json()["counters"]["events"] == 3
+
+
+def test_no_stale_answer_after_new_events(ingest_client, read_client, tenant, drain):
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("A", ("external_id", "u-1")))
+    first = profile_by(read_client, tenant.api_key, "external_id", "u-1").json()
+    assert profile_by(read_client, tenant.api_key, "external_id", "u-1").json() == first  # cached
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Purchase", ("external_id", "u-1"), ("device_id", "dev-1"), properties={"total": 3}))
+    now = profile_by(read_client, tenant.api_key, "external_id", "u-1").json()
+    assert now["counters"] == {"events": 2, "purchases": 1, "revenue": 3.0}
+    assert now["lifecycle"] == "customer" and len(now["identifiers"]) == 2
+    assert _get(read_client, tenant.api_key, first["id"]).json() == now
+
+
+def test_cache_entries_are_per_tenant(ingest_client, read_client, tenant, new_tenant, drain):
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("A", ("email", "same@example.com")))
+    assert profile_by(read_client, tenant.api_key, "email", "same@example.com").status_code == 200
+    other = new_tenant()
+    assert profile_by(read_client, other.api_key, "email", "same@example.com").status_code == 404
+    ingest_and_drain(ingest_client, drain, other.write_key, event("B", ("email", "same@example.com")))
+    mine = profile_by(read_client, tenant.api_key, "email", "same@example.com").json()
+    theirs = profile_by(read_client, other.api_key, "email", "same@example.com").json()
+    assert mine["id"] != theirs["id"]
+
+
+def test_lookups_work_without_redis(ingest_client, tenant, drain, settings, read_client):
+    """The cache is an optimisation: with Redis unreachable, lookups still answer from Postgres."""
+    from read_api.app import create_app
+
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("A", ("email", "nored@example.com")))
+    expected = profile_by(read_client, tenant.api_key, "email", "nored@example.com").json()
+    with TestClient(app=create_app(settings.replace(redis_url="redis://127.0.0.1:1/0"))) as client:
+        r = profile_by(client, tenant.api_key, "email", "nored@example.com")
+        assert r.status_code == 200 and r.json() == expected
+        assert _get(client, tenant.api_key, expected["id"]).json() == expected
