@@ -1,0 +1,175 @@
+// /profiles and /profiles/{id}: search by identifier, then one profile with its traits,
+// consents, identity graph and events (paged with next_cursor). Shows nothing of a tenant
+// until a tenant key is stored; every request carries it as Bearer.
+
+import { ApiError, apiFetch, bindKeyForm, clear, el, formatTime, getKey, shortId, showMessage } from "./common.js";
+import { renderGraph } from "./graph.js";
+
+const EVENTS_PAGE = 25;
+const pageMessage = document.getElementById("page-message");
+const searchMessage = document.getElementById("search-message");
+const tenantView = document.getElementById("tenant-view");
+const profileView = document.getElementById("profile");
+const moreButton = document.getElementById("more-events");
+let nextCursor = null;
+let currentId = null;
+
+function profileIdFromPath() {
+  const m = location.pathname.match(/^\/profiles\/([^/]+)\/?$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+function describeError(err, what) {
+  if (err instanceof ApiError && err.status === 404) return `No ${what} for this key's tenant.`;
+  return `${err.message}${err.status ? ` (HTTP ${err.status})` : ""}`;
+}
+
+function valueText(value) {
+  return value !== null && typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function row(...cells) {
+  return el("tr", {}, cells.map((c) => (c instanceof Node && c.tagName === "TD" ? c : el("td", {}, c))));
+}
+
+function renderProfile(p) {
+  document.getElementById("profile-id").textContent = p.id;
+  const badge = document.getElementById("profile-lifecycle");
+  badge.textContent = p.lifecycle;
+  badge.className = `badge lifecycle-${p.lifecycle}`;
+  const merged = document.getElementById("profile-merged");
+  merged.hidden = !p.merged_from;
+  merged.textContent = p.merged_from ? `${p.merged_from} was merged into this profile.` : "";
+  const summary = clear(document.getElementById("profile-summary"));
+  for (const [label, value] of [["events", p.counters.events], ["purchases", p.counters.purchases],
+    ["revenue", p.counters.revenue.toLocaleString("en-US")], ["first seen", formatTime(p.first_seen)],
+    ["last seen", formatTime(p.last_seen)]]) {
+    summary.append(el("dt", {}, label), el("dd", {}, value));
+  }
+  const traits = clear(document.querySelector("#traits tbody"));
+  const entries = Object.entries(p.traits).sort(([a], [b]) => a.localeCompare(b));
+  if (!entries.length) traits.append(row(el("td", { class: "muted" }, "no traits")));
+  for (const [k, v] of entries) traits.append(row(el("td", { class: "key" }, k), valueText(v)));
+  const ids = clear(document.querySelector("#identifiers tbody"));
+  for (const i of p.identifiers) {
+    ids.append(row(i.type, el("td", { class: "mono" }, i.hash), formatTime(i.first_seen), formatTime(i.last_seen)));
+  }
+}
+
+function renderConsents(c) {
+  const body = clear(document.querySelector("#consents tbody"));
+  const types = Object.keys(c.consents).sort();
+  if (!types.length) body.append(row(el("td", { colspan: 3, class: "muted" }, "no consent recorded")));
+  for (const t of types) {
+    const s = c.consents[t];
+    body.append(row(t, el("td", { class: s.granted ? "yes" : "no" }, s.granted ? "granted" : "denied"), formatTime(s.updated_at)));
+  }
+  const history = clear(document.querySelector("#consent-history tbody"));
+  for (const h of c.history) {
+    history.append(row(formatTime(h.recorded_at), h.consent_type, h.granted ? "granted" : "denied",
+      el("td", { class: "mono", title: h.event_id || "" }, shortId(h.event_id))));
+  }
+}
+
+function renderGraphSection(graph) {
+  clear(document.getElementById("graph")).append(renderGraph(graph));
+  const merges = clear(document.querySelector("#merges tbody"));
+  if (!graph.merges.length) merges.append(row(el("td", { colspan: 4, class: "muted" }, "no merges")));
+  for (const m of graph.merges) {
+    merges.append(el("tr", { class: "merge" }, el("td", {}, formatTime(m.at)),
+      el("td", { class: "mono", title: m.survivor }, shortId(m.survivor)),
+      el("td", { class: "mono", title: m.absorbed }, shortId(m.absorbed)),
+      el("td", { class: "mono", title: m.trigger }, m.trigger.slice(0, m.trigger.indexOf(":") + 11))));
+  }
+}
+
+function eventItem(e) {
+  const details = { properties: e.properties, context: e.context, identifiers: e.identifiers, decisions: e.decisions };
+  return el("li", { class: "event", "data-event-id": e.event_id },
+    el("div", { class: "event-head" },
+      el("time", { datetime: e.event_time }, formatTime(e.event_time)),
+      el("strong", {}, e.event_name), el("span", { class: "muted" }, e.event_type),
+      el("span", { class: "emq", title: "event match quality" }, `EMQ ${e.emq}`)),
+    el("details", {}, el("summary", {}, `event ${shortId(e.event_id)} · source ${shortId(e.source_id)}`),
+      el("pre", {}, JSON.stringify(details, null, 2))));
+}
+
+async function loadEvents(reset) {
+  const list = document.getElementById("events");
+  if (reset) {
+    clear(list);
+    nextCursor = null;
+  }
+  const params = new URLSearchParams({ limit: String(EVENTS_PAGE) });
+  if (nextCursor) params.set("cursor", nextCursor);
+  const page = await apiFetch("tenant", `/api/v1/cdp/profiles/${encodeURIComponent(currentId)}/events?${params}`);
+  for (const e of page.events) list.append(eventItem(e));
+  if (reset && !page.events.length) list.append(el("li", { class: "muted" }, "no events"));
+  nextCursor = page.next_cursor;
+  moreButton.hidden = !nextCursor;
+  document.getElementById("event-count").textContent = `(${list.querySelectorAll("li.event").length} shown)`;
+}
+
+async function loadProfile(id) {
+  currentId = id;
+  profileView.hidden = true;
+  showMessage(searchMessage, "Loading…", "info");
+  const base = `/api/v1/cdp/profiles/${encodeURIComponent(id)}`;
+  try {
+    const [profile, consents, graph] = await Promise.all([
+      apiFetch("tenant", base), apiFetch("tenant", `${base}/consents`), apiFetch("tenant", `${base}/graph`)]);
+    renderProfile(profile);
+    renderConsents(consents);
+    renderGraphSection(graph);
+    await loadEvents(true);
+    profileView.hidden = false;
+    showMessage(searchMessage, "");
+  } catch (err) {
+    showMessage(searchMessage, describeError(err, "such profile"));
+  }
+}
+
+async function search(event) {
+  event.preventDefault();
+  const form = event.target;
+  const params = new URLSearchParams({
+    identifier_type: form.elements.identifier_type.value, identifier_value: form.elements.identifier_value.value.trim(),
+  });
+  showMessage(searchMessage, "Searching…", "info");
+  try {
+    const profile = await apiFetch("tenant", `/api/v1/cdp/profiles?${params}`);
+    location.assign(`/profiles/${encodeURIComponent(profile.id)}`);
+  } catch (err) {
+    showMessage(searchMessage, describeError(err, "profile holds this identifier"));
+  }
+}
+
+// Removes every rendered piece of tenant data (used when the key is forgotten).
+function forgetProfile() {
+  currentId = null;
+  nextCursor = null;
+  for (const id of ["profile-id", "profile-lifecycle", "profile-merged", "profile-summary", "graph", "events", "event-count"]) {
+    clear(document.getElementById(id));
+  }
+  for (const body of document.querySelectorAll("#profile tbody")) clear(body);
+  showMessage(searchMessage, "");
+}
+
+function route() {
+  profileView.hidden = true;
+  if (!getKey("tenant")) {
+    forgetProfile();
+    tenantView.hidden = true;
+    showMessage(pageMessage, "Enter a tenant API key (a read key is enough) to see this tenant's profiles.", "info");
+    return;
+  }
+  tenantView.hidden = false;
+  showMessage(pageMessage, "");
+  const id = profileIdFromPath();
+  if (id) loadProfile(id);
+}
+
+document.getElementById("search").addEventListener("submit", search);
+moreButton.addEventListener("click", () => loadEvents(false).catch((err) => showMessage(searchMessage, describeError(err, "events"))));
+bindKeyForm("tenant", route);
+route();
