@@ -18,16 +18,3 @@ def profile_cache_key(tenant_id: str, profile_id: str) -> str:
 def identifier_cache_key(tenant_id: str, id_type: str, id_hash: str) -> str:
     """Identifier -> id of the live profile that held it when cached."""
     return f"{_PREFIX}:profile-by-identifier:{tenant_id}:{id_type}:{id_hash}"
-
-
-def suppressed_identifiers_key(tenant_id: str) -> str:
-    """Redis set of identifiers erased for the tenant (members: ``suppressed_member``).
-
-    Events carrying one of them must not link it to any profile again (CONTRACT 5, erasure).
-    """
-    return f"{_PREFIX}:suppressed:{tenant_id}"
-
-
-def suppressed_member(id_type: str, id_hash: str) -> str:
-    """A member of the suppressed set: ``type:hash`` (the hash is SHA-256 hex, no colon)."""
-    return f"{id_type}:{id_hash}"

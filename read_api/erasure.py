@@ -5,12 +5,12 @@ the live profile and every profile merged into it, their identifiers, events (ev
 monthly partition) with their ``event_keys`` rows, consents, consent history, identity
 links and merge audit rows (whose snapshots hold the absorbed profiles' traits).
 
-Suppression: the erased identifier hashes are added to the Redis set
-``core.cache_keys.suppressed_identifiers_key(tenant)`` before the transaction commits (if
-Redis cannot take them, nothing is erased and the answer is 503), so that later events
-carrying them do not silently rebuild the person. Workers must honour that set; see
-docs/API.md for what is and is not guaranteed. ``?suppress=false`` erases without
-suppressing (for a person who asked to be forgotten but may come back as a new customer).
+Suppression: the erased identifier hashes go into ``suppressed_identifiers`` in the same
+transaction, so later events carrying them do not silently rebuild the person: workers
+drop suppressed identifiers (recorded with the event as a ``suppressed`` decision).
+The erased events' ids are recorded in ``event_outcomes`` as ``erased``.
+``?suppress=false`` erases without suppressing (for a person who asked to be forgotten
+but may come back as a new customer).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from psycopg import AsyncConnection
 from core.cache_keys import (
     identifier_cache_key,
     profile_cache_key,
-    suppressed_identifiers_key,
-    suppressed_member,
 )
 from read_api.auth import principal_of, tenant_admin_key
 from read_api.openapi import errors_for
@@ -37,10 +35,15 @@ _IDENTIFIERS_SQL = "DELETE FROM profile_identifiers WHERE profile_id = %s RETURN
 # Every partition has the (tenant_id, profile_id, ...) index; event_keys go with their events.
 _EVENTS_SQL = """
 WITH gone AS (
-    DELETE FROM events WHERE tenant_id = %(tenant_id)s AND profile_id = ANY(%(ids)s::uuid[]) RETURNING dedupe_key
+    DELETE FROM events WHERE tenant_id = %(tenant_id)s AND profile_id = ANY(%(ids)s::uuid[])
+    RETURNING dedupe_key, event_id
 ), keys AS (
     DELETE FROM event_keys k USING gone WHERE k.tenant_id = %(tenant_id)s AND k.dedupe_key = gone.dedupe_key
     RETURNING 1
+), outcomes AS (
+    INSERT INTO event_outcomes (event_id, tenant_id, status) SELECT event_id, %(tenant_id)s, 'erased' FROM gone
+    ON CONFLICT (event_id) DO UPDATE SET status = 'erased', duplicate_of = NULL
+    RETURNING 1  -- data-modifying CTEs run whether or not the query reads them
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM keys)
 """
@@ -82,11 +85,14 @@ async def erase_profile(request: Request, profile_id: FromPath[str], suppress: F
     async with st.pool.connection() as conn, conn.transaction():
         live = await lock_live_profile(conn, tenant_id, requested)
         counts, ids, identifiers = await _delete_rows(conn, tenant_id, live)
-        # Redis before commit: if it fails, the transaction rolls back and the client
-        # retries (503); a person is never erased without their identifiers suppressed.
+        if suppress and identifiers:
+            # In the erasure's own transaction: workers read suppression and the graph in one
+            # statement, so they see either the person or the suppression, never neither.
+            await conn.execute(
+                "INSERT INTO suppressed_identifiers (tenant_id, type, hash)"
+                " SELECT %s, t, h FROM unnest(%s::text[], %s::text[]) AS u(t, h) ON CONFLICT DO NOTHING",
+                (tenant_id, [t for t, _ in identifiers], [h for _, h in identifiers]))
         async with st.redis.pipeline(transaction=True) as pipe:
-            if suppress and identifiers:
-                pipe.sadd(suppressed_identifiers_key(tenant_id), *(suppressed_member(t, h) for t, h in identifiers))
             pipe.delete(*(profile_cache_key(tenant_id, pid) for pid in ids),
                         *(identifier_cache_key(tenant_id, t, h) for t, h in identifiers))
             await pipe.execute()

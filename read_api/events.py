@@ -57,10 +57,17 @@ PAGE_AFTER_CURSOR_SQL = _PAGE_SQL.format(columns=EVENT_COLUMNS, after=_AFTER_CUR
 # correlated subquery keeps that a parameterized index lookup (run-time partition pruning)
 # whatever the planner thinks of a join.
 _STATUS_SQL = """
-SELECT (SELECT e.profile_id::text FROM events e
+SELECT 'processed', (SELECT e.profile_id::text FROM events e
         WHERE e.tenant_id = k.tenant_id AND e.event_time = k.event_time AND e.event_id = k.event_id)
 FROM event_keys k
-WHERE k.event_id = %s AND k.tenant_id = %s
+WHERE k.event_id = %(id)s AND k.tenant_id = %(tenant)s
+UNION ALL
+SELECT o.status, (SELECT e.profile_id::text FROM event_keys k JOIN events e
+        ON e.tenant_id = k.tenant_id AND e.event_time = k.event_time AND e.event_id = k.event_id
+        WHERE k.event_id = o.duplicate_of AND k.tenant_id = o.tenant_id)
+FROM event_outcomes o
+WHERE o.event_id = %(id)s AND o.tenant_id = %(tenant)s
+LIMIT 1
 """
 
 _CURSOR_VERSION = 1
@@ -145,8 +152,10 @@ async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus
     except ValueError:
         raise NotFound(f"no event {event_id}") from None
     async with st.pool.connection() as conn:
-        row = await (await conn.execute(_STATUS_SQL, (eid, principal.tenant_id))).fetchone()
+        row = await (await conn.execute(_STATUS_SQL, {"id": eid, "tenant": principal.tenant_id})).fetchone()
     if row is None:
         raise NotFound(f"no stored event {event_id}; an event still queued is not visible until a worker "
                        "stores it (usually within seconds)")
-    return EventStatus(event_id=str(eid), status="processed", profile_id=row[0])
+    # processed: stored; duplicate: a later copy of a stored event (profile of the stored
+    # one); erased: removed by an erasure.
+    return EventStatus(event_id=str(eid), status=row[0], profile_id=row[1])

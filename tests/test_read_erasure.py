@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import TestClient
 from test_read_support import auth, event, hash_of, ingest_and_drain, profile_by
 
-from core.cache_keys import identifier_cache_key, profile_cache_key, suppressed_identifiers_key
+from core.cache_keys import identifier_cache_key, profile_cache_key
 
 
 def _count(db, sql: str, *params) -> int:
@@ -64,20 +64,22 @@ def test_erasure_removes_the_person_everywhere(read_client, tenant, person, db, 
 
     for id_type, value in (("email", "erase@example.com"), ("anonymous_id", "e-anon"), ("device_id", "e-dev")):
         assert profile_by(read_client, tenant.api_key, id_type, value).status_code == 404
-        assert redis_conn.sismember(suppressed_identifiers_key(tenant.id), f"{id_type}:{hash_of(id_type, value)}")
+        assert db.execute("SELECT 1 FROM suppressed_identifiers WHERE tenant_id = %s AND type = %s AND hash = %s",
+                          (tenant.id, id_type, hash_of(id_type, value))).fetchone()
         assert not redis_conn.exists(identifier_cache_key(tenant.id, id_type, hash_of(id_type, value)))
     assert not redis_conn.exists(profile_cache_key(tenant.id, pid))
     for gone in ids:
         assert read_client.get(f"/api/v1/cdp/profiles/{gone}", headers=auth(tenant.api_key)).status_code == 404
     for eid in person["event_ids"]:
-        assert read_client.get(f"/api/v1/cdp/events/{eid}", headers=auth(tenant.api_key)).status_code == 404
+        status = read_client.get(f"/api/v1/cdp/events/{eid}", headers=auth(tenant.api_key))
+        assert status.status_code == 200 and status.json() == {"event_id": eid, "status": "erased", "profile_id": None}
 
     # The bystander is untouched.
     keep = profile_by(read_client, tenant.api_key, "email", "keep@example.com").json()
     assert keep == person["bystander"]
     status = read_client.get(f"/api/v1/cdp/events/{person['bystander_event']}", headers=auth(tenant.api_key)).json()
     assert status["profile_id"] == keep["id"]
-    assert redis_conn.scard(suppressed_identifiers_key(tenant.id)) == 3
+    assert db.execute("SELECT count(*) FROM suppressed_identifiers WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 3
 
     again = read_client.delete(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key))
     assert again.status_code == 404
@@ -89,11 +91,11 @@ def test_erasing_a_merged_away_id_erases_the_person(read_client, tenant, person,
     assert _count(db, "SELECT count(*) FROM profiles WHERE id = %s", person["id"]) == 0
 
 
-def test_erasure_without_suppression(read_client, tenant, person, redis_conn):
+def test_erasure_without_suppression(read_client, tenant, person, redis_conn, db):
     r = read_client.delete(f"/api/v1/cdp/profiles/{person['id']}", params={"suppress": "false"},
                            headers=auth(tenant.api_key))
     assert r.status_code == 200
-    assert redis_conn.scard(suppressed_identifiers_key(tenant.id)) == 0
+    assert db.execute("SELECT count(*) FROM suppressed_identifiers WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 0
 
 
 def test_erasure_needs_redis_or_erases_nothing(read_client, tenant, person, settings, db):

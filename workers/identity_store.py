@@ -63,12 +63,18 @@ class ProfileRow:
 class Snapshot:
     graph: dict[tuple[str, str], str]
     profiles: dict[str, ProfileRow]
+    suppressed: set[tuple[str, str]]
 
 
+# One statement, so one snapshot: an erasure committing meanwhile is seen either whole
+# (identifier gone and suppressed) or not at all (identifier on a profile, whose row lock
+# then waits for the erasure and finds it gone: SnapshotChanged, retry).
 _GRAPH_SQL = """
-SELECT pi.type, pi.hash, pi.profile_id::text
+SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL
 FROM json_to_recordset(%s::json) AS k(t text, h text)
-JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
+LEFT JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
+LEFT JOIN suppressed_identifiers s ON s.tenant_id = %s AND s.type = k.t AND s.hash = k.h
+WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 """
 
 _LOCK_PROFILES_SQL = """
@@ -83,11 +89,14 @@ WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
 """
 
 
-def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def _read_graph(conn: psycopg.Connection, tenant_id: str,
+                keys: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
+    """(which live profile holds each key, which keys are suppressed by an erasure)."""
     if not keys:
-        return {}
-    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id)).fetchall()
-    return {(t, h): pid for t, h, pid in rows}
+        return {}, set()
+    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
+    graph = {(t, h): pid for t, h, pid, _ in rows if pid is not None}
+    return graph, {(t, h) for t, h, _, suppressed in rows if suppressed}
 
 
 def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
@@ -97,7 +106,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     if locks:
         conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
                      (json_value(locks),))
-    graph = _read_graph(conn, tenant_id, keys)
+    graph, suppressed = _read_graph(conn, tenant_id, keys)
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
@@ -107,11 +116,11 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                                           row[8], row[9])
-        if len(profiles) != len(profile_ids) or _read_graph(conn, tenant_id, keys) != graph:
+        if len(profiles) != len(profile_ids) or _read_graph(conn, tenant_id, keys) != (graph, suppressed):
             raise SnapshotChanged("identifiers moved while locking")
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
-    return Snapshot(graph, profiles)
+    return Snapshot(graph, profiles, suppressed)
 
 
 def _profile_snapshot(p: ProfileRow) -> dict[str, Any]:
@@ -213,10 +222,15 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen."""
     if not seen:
         return
+    # The owners' updated_at moves too: the read API's cache validates against it, and an
+    # identifier's times are part of the PROFILE it shows.
     conn.execute(
-        "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
+        "WITH touched AS ("
+        " UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
         " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
-        " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)",
+        " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
+        " RETURNING pi.profile_id)"
+        " UPDATE profiles p SET updated_at = now() WHERE p.id IN (SELECT profile_id FROM touched)",
         (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
     )
 

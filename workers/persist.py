@@ -55,6 +55,17 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
                                for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
+    lost = [e for e in events if e.event.event_id not in won]
+    if lost:
+        # Copies that arrived after the ingest window: remember what they duplicate, so the
+        # read API can answer "duplicate" for their event ids.
+        conn.execute(
+            "INSERT INTO event_outcomes (event_id, tenant_id, status, duplicate_of)"
+            " SELECT u.e, %s, 'duplicate', k.event_id FROM json_to_recordset(%s::json) AS u(e uuid, k text)"
+            " JOIN event_keys k ON k.tenant_id = %s AND k.dedupe_key = u.k AND k.event_id <> u.e"
+            " ON CONFLICT (event_id) DO NOTHING",
+            (tenant_id, json_rows([{"e": e.event.event_id, "k": e.event.dedupe_key} for e in lost]), tenant_id),
+        )
     return [e for e in events if e.event.event_id in won]
 
 
@@ -76,6 +87,8 @@ def persist_tenant_events(
         return out
 
     snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
+    if snapshot.suppressed:
+        _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
     event_profiles: list[str | None] = [None] * len(fresh)
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
@@ -130,6 +143,18 @@ def persist_tenant_events(
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
+
+
+def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> None:
+    """Identifiers of erased people never identify again (recorded with the event)."""
+    for e in events:
+        kept = [i for i in e.identifiers if (i.type, i.hash) not in suppressed]
+        if len(kept) != len(e.identifiers):
+            for i in e.identifiers:
+                if (i.type, i.hash) in suppressed:
+                    e.decisions.append({"kind": "suppressed", "type": i.type, "hash": i.hash,
+                                        "message": "identifier of an erased profile"})
+            e.identifiers = kept
 
 
 def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:

@@ -220,3 +220,26 @@ events = Table(
     Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
     postgresql_partition_by="RANGE (event_time)",
 )
+
+# Identifiers of erased people: events carrying them never link them again (CONTRACT 5).
+suppressed_identifiers = Table(
+    "suppressed_identifiers",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("hash", Text, primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# What happened to events that are not (or no longer) stored: a copy that arrived after
+# the ingest window and lost to the stored one, or an erased event.
+event_outcomes = Table(
+    "event_outcomes",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("duplicate_of", UUID(as_uuid=True)),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('duplicate', 'rejected', 'erased')", name="status"),
+)
