@@ -1,4 +1,4 @@
-"""Redis key names shared by the read API and the workers. Pure: names only, no I/O.
+"""Redis key names shared by the ingest API, the read API and the workers. Pure: names only.
 
 Both sides import these so a key is spelled in one place. ``tenant_id`` is always part
 of the key, so one tenant's entries can never answer another tenant's lookup.
@@ -18,3 +18,8 @@ def profile_cache_key(tenant_id: str, profile_id: str) -> str:
 def identifier_cache_key(tenant_id: str, id_type: str, id_hash: str) -> str:
     """Identifier -> id of the live profile that held it when cached."""
     return f"{_PREFIX}:profile-by-identifier:{tenant_id}:{id_type}:{id_hash}"
+
+
+def deadletter_key(tenant_id: str) -> str:
+    """Redis list of a tenant's unusable events (written by ingest, shown by ``/ops``)."""
+    return f"{_PREFIX}:deadletter:{tenant_id}"

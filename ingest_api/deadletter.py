@@ -6,19 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+import redis.exceptions
 from redis.asyncio import Redis
 
+from core.cache_keys import deadletter_key
 from core.intake import Rejection
 
 MAX_ENTRIES_PER_TENANT = 10_000
 MAX_STORED_EVENT_BYTES = 32 * 1024
 
 
-def deadletter_key(tenant_id: str) -> str:
-    return f"stratum:deadletter:{tenant_id}"
-
-
-async def store_rejections(redis: Redis, tenant_id: str, source_id: str, received_at: datetime, request_id: str,
+async def store_rejections(client: Redis, tenant_id: str, source_id: str, received_at: datetime, request_id: str,
                            rejected: list[tuple[int, Rejection, bytes]], ttl_s: int) -> bool:
     """Keep the unusable events; False when Redis refused (the answer still lists them)."""
     if not rejected:
@@ -33,7 +31,7 @@ async def store_rejections(redis: Redis, tenant_id: str, source_id: str, receive
     ]
     key = deadletter_key(tenant_id)
     try:
-        async with redis.pipeline(transaction=False) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             pipe.lpush(key, *entries)
             pipe.ltrim(key, 0, MAX_ENTRIES_PER_TENANT - 1)
             pipe.expire(key, ttl_s)

@@ -41,6 +41,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
+from core.cache_keys import deadletter_key
 from read_api.errors import BadRequest, Forbidden, NotFound
 from read_api.openapi import errors_for
 from read_api.state import ReadState
@@ -53,8 +54,6 @@ MIN_SAMPLE_GAP_S = 1.0
 DEFAULT_FAILED_LIMIT = 100
 MAX_FAILED_LIMIT = 1000
 REDIS_TIMEOUT_S = 2.0
-# Written by ingest_api/deadletter.py (deadletter_key); the two APIs share no module.
-DEADLETTER_KEY_PREFIX = "stratum:deadletter:"
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -139,8 +138,8 @@ def _redis_status(st: ReadState, tenant_ids: list[str]) -> tuple[dict, list[Work
             for w in workers:
                 pipe.exists(alive_key(w.name))
             for tenant_id in tenant_ids:
-                pipe.llen(DEADLETTER_KEY_PREFIX + tenant_id)
-                pipe.lindex(DEADLETTER_KEY_PREFIX + tenant_id, 0)
+                pipe.llen(deadletter_key(tenant_id))
+                pipe.lindex(deadletter_key(tenant_id), 0)
             replies = pipe.execute()
     alive, letters = replies[:len(workers)], replies[len(workers):]
     infos = [

@@ -14,8 +14,8 @@ import pytest
 import redis.exceptions
 from conftest import make_tenant
 
+from core.cache_keys import deadletter_key
 from core.identifiers import hash_normalized
-from ingest_api.deadletter import deadletter_key
 from ingest_api.enqueue import BatchEnqueuer
 
 SUCCESS = {"success": True}
