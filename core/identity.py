@@ -75,6 +75,8 @@ class Merge:
     absorbed: str
     trigger: Identifier
     event_index: int
+    # the event's identifier already on the other side (the edge the merge adds to the graph)
+    via: Identifier | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def plan_identities(
             pid = redirect[pid]
         return pid
 
-    def merge(target: str, other: str, trigger: Identifier, index: int) -> str | None:
+    def merge(target: str, other: str, trigger: Identifier, via: Identifier | None, index: int) -> str | None:
         """Merge two profiles (survivor by the rule); the survivor, or None if refused."""
         survivor, absorbed = sorted((target, other), key=lambda p: _survivor_key(state[p]))
         s, a = state[survivor], state[absorbed]
@@ -143,7 +145,7 @@ def plan_identities(
             return None
         redirect[absorbed] = survivor
         if not a.new:
-            plan.merges.append(Merge(survivor, absorbed, trigger, index))
+            plan.merges.append(Merge(survivor, absorbed, trigger, index, via))
             s.merge_count += a.merge_count + 1
         # else: created earlier in this plan, it never reaches the database: nothing to
         # merge, its links and events go straight to the survivor.
@@ -185,7 +187,7 @@ def plan_identities(
                 target = pid
                 anchors.append(ident)
             else:
-                merged = merge(target, pid, ident, index)
+                merged = merge(target, pid, ident, anchors[0] if anchors else None, index)
                 if merged is not None:
                     target = merged
                     anchors.append(ident)
@@ -223,7 +225,7 @@ def plan_identities(
 
     plan.event_profiles = [final(p) for p in plan.event_profiles]
     plan.links = [Link(lk.identifier, final(lk.profile_id), lk.event_index, lk.via) for lk in plan.links]
-    plan.merges = [Merge(final(m.survivor), m.absorbed, m.trigger, m.event_index) for m in plan.merges]
+    plan.merges = [Merge(final(m.survivor), m.absorbed, m.trigger, m.event_index, m.via) for m in plan.merges]
     return plan
 
 

@@ -183,6 +183,15 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
             s.counts[t] = s.counts.get(t, 0) + n
         if a.lifecycle == "customer" or (a.lifecycle == "known" and s.lifecycle == "anonymous"):
             s.lifecycle = a.lifecycle
+    edges = [{"p": m.survivor, "ft": m.via.type, "fh": m.via.hash, "tt": m.trigger.type, "th": m.trigger.hash,
+              "e": event_ids[m.event_index]} for m in plan.merges if m.via is not None]
+    if edges:
+        conn.execute(
+            "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
+            " SELECT %s, p, ft, fh, tt, th, 'merge', e FROM json_to_recordset(%s::json)"
+            " AS u(p uuid, ft text, fh text, tt text, th text, e uuid)",
+            (tenant_id, json_rows(edges)),
+        )
     conn.execute(
         "INSERT INTO profile_merges (tenant_id, survivor_id, absorbed_id, trigger_type, trigger_hash, event_id, snapshot)"
         " SELECT %s, s, a, tt, th, e, snap FROM json_to_recordset(%s::json)"
