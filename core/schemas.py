@@ -107,6 +107,12 @@ def encode_event(event: QueuedEvent | QueuedSegmentEvent) -> bytes:
     return _event_encoder.encode(event)
 
 
+def encode_event_value(value: Any) -> bytes:
+    """Encode any part of a payload the way the queue will (raises OverflowError for
+    integers beyond 64 bits, which msgpack cannot carry)."""
+    return _event_encoder.encode(value)
+
+
 def encode_batch_header(batch: QueuedBatch) -> bytes:
     """Encode a batch without its events: the bytes end just before the events array."""
     if batch.events:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
+
+import msgspec
 
 from ingest_api.errors import BadRequest, PayloadTooLarge
 
@@ -28,3 +31,16 @@ def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> byt
     if not d.eof:
         raise BadRequest(f"body is a truncated {encoding} stream", code="invalid_encoding")
     return out
+
+
+def decode_envelope(decoder: msgspec.json.Decoder, body: bytes, shape: str) -> Any:
+    """Decode a request body with ``decoder``; 400 ``invalid_envelope`` when it is JSON of
+    the wrong shape (``shape`` says what is expected), 400 ``invalid_json`` otherwise."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"body must be {shape}: {exc}", code="invalid_envelope") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="invalid_json") from None

@@ -10,7 +10,7 @@ from litestar import MediaType, Request, Response, post
 from core.emq import emq_summary
 from core.intake import Accepted, Rejection, intake_native_event
 from ingest_api.auth import Source, check_origin
-from ingest_api.body import decode_body
+from ingest_api.body import decode_body, decode_envelope
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
 from ingest_api.pipeline import new_event_id, pending_of
@@ -26,17 +26,6 @@ class NativeEnvelope(msgspec.Struct):
 _envelope_decoder = msgspec.json.Decoder(NativeEnvelope)
 
 
-def _parse_envelope(body: bytes) -> NativeEnvelope:
-    try:
-        return _envelope_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"body must be {{\"events\": [...]}}: {exc}", code="invalid_envelope") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise BadRequest("body is nested too deeply", code="invalid_json") from None
-
-
 @post("/api/v1/cdp/events", status_code=202, summary="Ingest a batch of native events")
 async def post_events(request: Request) -> Response:
     st: IngestState = request.app.state.ingest
@@ -44,7 +33,7 @@ async def post_events(request: Request) -> Response:
     received_at = datetime.now(UTC)
     header_key = await st.header_key(request)
     body = decode_body(await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes)
-    envelope = _parse_envelope(body)
+    envelope = decode_envelope(_envelope_decoder, body, '{"events": [...]}')
     source = await authenticate_request(st, header_key, envelope.writeKey or envelope.api_key)
     check_origin(source, request.headers.get("origin"))
     return await idempotent(request, source, body, settings.idempotency_ttl_s, settings.idempotency_lock_s,

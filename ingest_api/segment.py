@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, post
 
-from core.intake import Rejection
-from core.schemas import QueuedSegmentEvent, encode_event
+from core.intake import Rejection, contains_nul
+from core.schemas import QueuedSegmentEvent, encode_event, encode_event_value
 from core.segment import screen_segment_event
 from ingest_api.auth import Source, check_origin
-from ingest_api.body import decode_body
+from ingest_api.body import decode_body, decode_envelope
 from ingest_api.deadletter import store_rejections
 from ingest_api.enqueue import PendingEvent
 from ingest_api.errors import BadRequest, PayloadTooLarge
@@ -44,15 +44,19 @@ _single_decoder = msgspec.json.Decoder(SingleEnvelope)
 _SUCCESS = b'{"success":true}'
 
 
-def _decode(decoder, body: bytes, shape: str):
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"body must be {shape}: {exc}", code="invalid_envelope") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise BadRequest("body is nested too deeply", code="invalid_json") from None
+def _check_batch_context(ctx: dict | None, integ: dict | None) -> None:
+    """Top-level ``context``/``integrations`` are merged into every event by the workers,
+    so what the per-event screen rejects must be rejected here for the whole request."""
+    for name, value in (("context", ctx), ("integrations", integ)):
+        if not value:
+            continue
+        if contains_nul(value):
+            raise BadRequest(f"{name} must not contain \\u0000", code="nul_character")
+        try:
+            encode_event_value(value)
+        except OverflowError:
+            raise BadRequest(f"{name} holds an integer beyond 64 bits; send it as a string",
+                             code="number_out_of_range") from None
 
 
 async def _handle(request: Request, path_type: str | None) -> Response:
@@ -62,11 +66,12 @@ async def _handle(request: Request, path_type: str | None) -> Response:
     header_key = await st.header_key(request)
     body = decode_body(await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes)
     if path_type is None:
-        env = _decode(_batch_decoder, body, '{"batch": [...]}')
+        env = decode_envelope(_batch_decoder, body, '{"batch": [...]}')
         raws, sent_at, ctx, integ = env.batch, env.sentAt, env.context, env.integrations
     else:
-        env = _decode(_single_decoder, body, "a JSON object")
+        env = decode_envelope(_single_decoder, body, "a JSON object")
         raws, sent_at, ctx, integ = [msgspec.Raw(body)], env.sentAt, None, None
+    _check_batch_context(ctx, integ)
     source = await authenticate_request(st, header_key, env.writeKey)
     check_origin(source, request.headers.get("origin"))
     return await idempotent(request, source, body, settings.idempotency_ttl_s, settings.idempotency_lock_s,

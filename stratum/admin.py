@@ -77,6 +77,15 @@ def validate_phone_region(region: str | None) -> str | None:
     return region
 
 
+MAX_RATE_LIMIT = 1_000_000_000  # events/s; the column is a 32-bit integer
+
+
+def check_rate_limit(rate_limit: int | None) -> None:
+    if rate_limit is not None and not 0 < rate_limit <= MAX_RATE_LIMIT:
+        raise StratumError(f"rate_limit must be 1..{MAX_RATE_LIMIT} events per second (or null for the default)",
+                           code="invalid_rate_limit")
+
+
 def create_source(
     conn: psycopg.Connection,
     tenant_id: uuid.UUID,
@@ -91,8 +100,7 @@ def create_source(
         raise StratumError(f"type must be one of {', '.join(SOURCE_TYPES)}", code="invalid_source_type")
     if not name.strip():
         raise StratumError("source name must not be empty", code="invalid_name")
-    if rate_limit is not None and rate_limit <= 0:
-        raise StratumError("rate_limit must be a positive number of events per second", code="invalid_rate_limit")
+    check_rate_limit(rate_limit)
     region = validate_phone_region(phone_region)
     if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() is None:
         raise StratumError(f"no tenant {tenant_id}", code="not_found")
@@ -149,8 +157,8 @@ def _validate_source_fields(changes: dict) -> dict:
         if not isinstance(out["name"], str) or not out["name"].strip():
             raise StratumError("source name must not be empty", code="invalid_name")
         out["name"] = out["name"].strip()
-    if "rate_limit" in out and out["rate_limit"] is not None and out["rate_limit"] <= 0:
-        raise StratumError("rate_limit must be a positive number of events per second", code="invalid_rate_limit")
+    if "rate_limit" in out:
+        check_rate_limit(out["rate_limit"])
     if "phone_region" in out:
         out["phone_region"] = validate_phone_region(out["phone_region"])
     if "allowed_origins" in out:

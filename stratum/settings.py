@@ -70,7 +70,7 @@ class Settings:
     job_timeout_s: int = 300
     failed_job_ttl_s: int = 7 * 24 * 3600
     worker_coalesce_max_events: int = 5_000
-    db_retry_attempts: int = 5
+    db_retry_attempts: int = 10
     # Scheduler
     partitions_ahead_months: int = 3
     retention_months: int = 13

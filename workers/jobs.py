@@ -76,7 +76,7 @@ def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
     by_tenant: dict[str, list[PreparedEvent]] = defaultdict(list)
     for payload in payloads:
         batch = decode_batch(payload)
-        config = rt.tenant_config(batch.tenant_id)
+        config = _with_retry(rt, f"tenant {batch.tenant_id} settings", lambda b=batch: rt.tenant_config(b.tenant_id))
         by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked))
     total = BatchOutcome()
     for tenant_id, events in by_tenant.items():
@@ -90,27 +90,35 @@ def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
-    attempts = max(1, rt.settings.db_retry_attempts)
     months = {month_start(e.event.event_time) for e in events}
-    for attempt in range(1, attempts + 1):
+
+    def attempt() -> BatchOutcome:
+        conn = rt.connection()
+        missing = months - rt.known_partitions
+        if missing:
+            ensure_partitions(conn, missing)
+            rt.known_partitions |= missing
+        config = rt.tenant_config(tenant_id)
+        with conn.transaction():
+            return persist_tenant_events(conn, tenant_id, events, config.rules)
+
+    return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)
+
+
+def _with_retry(rt: runtime.WorkerRuntime, what: str, fn):
+    """Run ``fn``, retrying transient database errors with jittered exponential backoff
+    (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database restart)."""
+    attempts = max(1, rt.settings.db_retry_attempts)
+    for n in range(1, attempts + 1):
         try:
-            conn = rt.connection()
-            missing = months - rt.known_partitions
-            if missing:
-                ensure_partitions(conn, missing)
-                rt.known_partitions |= missing
-            config = rt.tenant_config(tenant_id)
-            with conn.transaction():
-                return persist_tenant_events(conn, tenant_id, events, config.rules)
+            return fn()
         except TRANSIENT as exc:
-            if isinstance(exc, psycopg.OperationalError) and not isinstance(
-                exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure | psycopg.errors.LockNotAvailable
-            ):
-                rt.reset_connection()
-            if attempt == attempts:
+            if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.TransactionRollback
+                                                                            | psycopg.errors.LockNotAvailable):
+                rt.reset_connection()  # the connection itself is gone
+            if n == attempts:
                 raise
-            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random())
-            log.warning("batch for tenant %s: %s (attempt %d/%d), retrying in %.2fs",
-                        tenant_id, type(exc).__name__, attempt, attempts, delay)
+            delay = min(2.0, 0.05 * 2 ** (n - 1)) * (0.5 + random.random())
+            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, n, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

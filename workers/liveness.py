@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from redis import Redis
 from rq.executions import Execution
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 5.0
 ALIVE_TTL_S = 20
+# A worker moves a dequeued job from RQ's intermediate list into the started registry
+# within milliseconds; one still sitting there after this long lost its worker.
+INTERMEDIATE_GRACE_S = 10.0
 
 
 def alive_key(worker_name: str) -> str:
@@ -65,7 +69,8 @@ class Heartbeat:
 
 
 def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
-    """Requeue started jobs whose worker is no longer alive; return their ids."""
+    """Requeue started jobs whose worker is no longer alive, and jobs stranded between
+    dequeue and start; return their ids."""
     registry = StartedJobRegistry(queue=queue)
     requeued: list[str] = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
@@ -92,4 +97,36 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
         queue.enqueue_job(job, at_front=True)
         requeued.append(job_id)
         log.warning("requeued job %s abandoned by dead worker %s", job_id, job.worker_name)
+    return requeued + reap_stranded_jobs(connection, queue)
+
+
+def intermediate_key(queue: Queue) -> str:
+    """RQ 3 moves a job id here (``LMOVE``) before it records the job as started."""
+    return f"{queue.key}:intermediate"
+
+
+def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None) -> list[str]:
+    """Requeue jobs left in RQ's intermediate list by a worker killed between dequeuing a
+    job and starting it (RQ itself would only fail them, ten minutes later). A job is
+    requeued once it has been seen there for ``INTERMEDIATE_GRACE_S``."""
+    now = time.time() if now is None else now
+    started = {job_id for job_id, _ in StartedJobRegistry(queue=queue).get_job_and_execution_ids(cleanup=False)}
+    requeued: list[str] = []
+    for raw in connection.lrange(intermediate_key(queue), 0, -1):
+        job_id = raw.decode()
+        marker = f"stratum:stranded:{job_id}"
+        if job_id in started:
+            connection.delete(marker)
+            continue
+        connection.set(marker, str(now), nx=True, ex=600)
+        first_seen = float(connection.get(marker) or now)
+        if now - first_seen < INTERMEDIATE_GRACE_S:
+            continue
+        if not connection.lrem(intermediate_key(queue), 1, job_id):
+            continue  # started or requeued meanwhile
+        connection.delete(marker)
+        if connection.exists(Job.key_for(job_id)):
+            queue.enqueue_job(Job.fetch(job_id, connection=connection, serializer=queue.serializer), at_front=True)
+            requeued.append(job_id)
+            log.warning("requeued job %s stranded between dequeue and start", job_id)
     return requeued

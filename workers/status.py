@@ -27,7 +27,8 @@ def queue_status(settings: Settings, connection: Redis | None = None) -> dict:
             oldest_age = round(max(0.0, (datetime.now(UTC) - ts).total_seconds()), 3)
     queues[q.name] = {
         "queued": q.count,
-        "started": StartedJobRegistry(queue=q).count,
+        # taken by a worker: started, or dequeued and about to start (RQ's intermediate list)
+        "started": StartedJobRegistry(queue=q).count + conn.llen(f"{q.key}:intermediate"),
         "scheduled": ScheduledJobRegistry(queue=q).count,
         "failed": FailedJobRegistry(queue=q).count,
         "oldest_queued_age_s": oldest_age,
