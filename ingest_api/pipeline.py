@@ -56,7 +56,12 @@ async def queue_events(
     try:
         rate_limit = source.rate_limit if source.rate_limit is not None else default_rate_limit
         result = await enqueuer.enqueue(new_event_id(), source.tenant_id, source.id, rate_limit, header, pending)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+    except redis.exceptions.TimeoutError:
+        # The script may still run once Redis answers again: say so. A retry is safe, its
+        # events come back as duplicates if the first attempt did land.
+        raise Unavailable("queue did not answer in time; the batch may not be queued: retry it (event dedupe "
+                          "keys make the retry safe)", retry_after_s=retry_after_s, code="queue_unavailable") from None
+    except (redis.exceptions.ConnectionError, OSError) as exc:
         raise Unavailable(f"queue unreachable, nothing was accepted: {type(exc).__name__}",
                           retry_after_s=retry_after_s, code="queue_unavailable") from None
     except redis.exceptions.ResponseError as exc:
