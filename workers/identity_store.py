@@ -5,8 +5,9 @@ Concurrency protocol (any number of workers, READ COMMITTED):
    so two workers never create or link the same identifier at once;
 2. read which profiles hold those identifiers and lock those profile rows FOR UPDATE in
    id order (a merge locks both sides, so it cannot race a link to the absorbed profile);
-3. read the graph again: if another worker's merge moved an identifier in between, raise
-   ``SnapshotChanged`` and the whole transaction is retried.
+3. if a locked profile turns out merged or erased meanwhile (only merges move identifiers,
+   and a merge holds the absorbed profile's lock), raise ``SnapshotChanged`` and the whole
+   transaction is retried.
 All locks are taken in one global order (advisory keys, then profile ids), so waits
 cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
 """
@@ -116,8 +117,11 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                                           row[8], row[9])
-        if len(profiles) != len(profile_ids) or _read_graph(conn, tenant_id, keys) != (graph, suppressed):
-            raise SnapshotChanged("identifiers moved while locking")
+        # Only a merge moves an identifier between profiles, and a merge holds the absorbed
+        # profile's row lock: a profile read before a concurrent merge committed is now
+        # locked with merged_into set (checked above). Erasure deletes the row.
+        if len(profiles) != len(profile_ids):
+            raise SnapshotChanged("a profile was erased while locking")
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
     return Snapshot(graph, profiles, suppressed)

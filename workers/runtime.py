@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
+import msgspec
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from core.identity import IdentityRules
 from stratum.db.connect import connect
@@ -37,6 +39,8 @@ class WorkerRuntime:
         if self._conn is None or self._conn.closed or self._conn.broken:
             # autocommit: each unit of work opens its own explicit transaction block
             self._conn = connect(self.settings.database_url, autocommit=True)
+            # jsonb columns (profile traits) decoded by msgspec: several times faster
+            set_json_loads(msgspec.json.decode, self._conn)
         return self._conn
 
     def reset_connection(self) -> None:
