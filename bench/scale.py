@@ -39,11 +39,11 @@ def _fill(env, tenant_id: str, source_id: str, profiles: tuple[int, int], events
             conn.execute(
                 "INSERT INTO profiles (id, tenant_id, lifecycle, first_seen, last_seen, event_count, identifier_count)"
                 " SELECT md5('p' || g)::uuid, %s, 'known', now() - interval '300 days', now(), %s, 2"
-                " FROM generate_series(%s, %s) g", (tenant_id, max(1, e_hi // p_hi), p_lo + 1, p_hi))
+                " FROM generate_series(%s::int, %s::int) g", (tenant_id, max(1, e_hi // p_hi), p_lo + 1, p_hi))
             conn.execute(
                 "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen)"
                 " SELECT %s, t.type, encode(sha256(convert_to(t.v, 'UTF8')), 'hex'), md5('p' || g)::uuid, now(), now()"
-                " FROM generate_series(%s, %s) g, LATERAL (VALUES ('email', 'user' || g || '@example.com'),"
+                " FROM generate_series(%s::int, %s::int) g, LATERAL (VALUES ('email', 'user' || g || '@example.com'),"
                 " ('anonymous_id', 'anon-' || g)) AS t(type, v)", (tenant_id, p_lo + 1, p_hi))
         if e_hi > e_lo:
             conn.execute(
@@ -52,11 +52,11 @@ def _fill(env, tenant_id: str, source_id: str, profiles: tuple[int, int], events
                 " SELECT %s, md5('e' || g)::uuid, %s::timestamptz + (g %% (%s * 30 * 86400)) * interval '1 second',"
                 " now(), %s, md5('p' || ((g %% %s) + 1))::uuid, 'e' || g, 'track', 'Product Viewed',"
                 " '{\"product_id\": \"sku-1\", \"price\": 19.99}', '{\"ip\": \"203.0.113.9\"}', '[]', 60"
-                " FROM generate_series(%s, %s) g",
+                " FROM generate_series(%s::int, %s::int) g",
                 (tenant_id, datetime.combine(start, datetime.min.time(), UTC), MONTHS, source_id, p_hi, e_lo + 1, e_hi))
             conn.execute(
                 "INSERT INTO event_keys (tenant_id, dedupe_key, event_id, event_time)"
-                " SELECT %s, 'e' || g, md5('e' || g)::uuid, now() FROM generate_series(%s, %s) g",
+                " SELECT %s, 'e' || g, md5('e' || g)::uuid, now() FROM generate_series(%s::int, %s::int) g",
                 (tenant_id, e_lo + 1, e_hi))
         conn.execute("VACUUM ANALYZE")
 
