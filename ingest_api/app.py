@@ -27,7 +27,7 @@ from ingest_api.native import post_events
 from ingest_api.pipeline import redis_ready
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
-from stratum.settings import Settings, get_settings, libpq_url
+from stratum.settings import Settings, get_settings, global_blocked_values, libpq_url
 
 
 @get("/health", summary="Process is alive", include_in_schema=True)
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             job_timeout_s=settings.job_timeout_s, failed_job_ttl_s=settings.failed_job_ttl_s,
             high_water=settings.queue_high_water,
         )
-        app.state.ingest = IngestState(settings, pool, redis, enqueuer, SourceDirectory(pool), metrics_)
+        app.state.ingest = IngestState(settings, pool, redis, enqueuer, SourceDirectory(pool, global_blocked_values(settings)), metrics_)
         try:
             yield
         finally:

@@ -61,8 +61,10 @@ WHERE s.write_key_hash = %s
 class SourceDirectory:
     """Finds the source of a write key, with a short in-process cache."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, global_blocked: frozenset[str] = frozenset()) -> None:
+        """``global_blocked``: values blocked for every tenant (STRATUM_BLOCKED_VALUES)."""
         self._pool = pool
+        self._global_blocked = global_blocked
         self._cache: dict[str, tuple[float, Source | None]] = {}
 
     async def lookup(self, key: str) -> Source | None:
@@ -82,7 +84,7 @@ class SourceDirectory:
             source = Source(
                 id=row[0], tenant_id=row[1], type=row[2], active=row[3], phone_region=row[4],
                 rate_limit=row[5], allowed_origins=tuple(row[6] or ()),
-                extra_blocked=frozenset(str(v).strip().lower() for v in row[7]),
+                extra_blocked=self._global_blocked | {str(v).strip().lower() for v in row[7]},
             )
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -128,6 +128,11 @@ def get_settings() -> Settings:
     return settings_from_env()
 
 
+def global_blocked_values(settings: Settings) -> frozenset[str]:
+    """STRATUM_BLOCKED_VALUES as compared: trimmed and lowercased."""
+    return frozenset(v.strip().lower() for v in settings.extra_blocked_values if v.strip())
+
+
 def sqlalchemy_url(database_url: str) -> str:
     """Map a plain ``postgresql://`` URL onto the psycopg 3 driver for SQLAlchemy."""
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgresql://", "postgres://"):

@@ -63,3 +63,19 @@ def test_rerunning_a_job_stores_nothing_twice(ingest_client, tenant, drain, db, 
     assert again["stored"] == 0 and again["duplicates"] == 2
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
     assert db.execute("SELECT event_count FROM profiles").fetchone()[0] == 2
+
+
+def test_globally_blocked_values_never_identify(settings, tenant, redis_conn, db):
+    from litestar.testing import TestClient
+
+    from ingest_api.app import create_app
+
+    with TestClient(app=create_app(settings.replace(extra_blocked_values=(" N/A ",)))) as client:
+        r = client.post("/api/v1/cdp/events", headers={"Authorization": f"Bearer {tenant.write_key}"},
+                        json={"events": [_event("X", [{"type": "external_id", "value": "n/a"}]),
+                                         _event("Y", [{"type": "external_id", "value": "n/a"},
+                                                      {"type": "anonymous_id", "value": "real-1"}])]})
+    body = r.json()
+    assert r.status_code == 202, body
+    assert body["results"][0]["error"]["code"] == "no_usable_identifier"
+    assert body["results"][1]["warnings"] == ["blocked value dropped: external_id"]

@@ -17,7 +17,7 @@ from psycopg.types.json import set_json_loads
 
 from core.identity import IdentityRules
 from stratum.db.connect import connect
-from stratum.settings import Settings
+from stratum.settings import Settings, global_blocked_values
 
 TENANT_CACHE_TTL_S = 1.0
 
@@ -60,7 +60,7 @@ class WorkerRuntime:
         settings = row[0] if row else {}
         config = TenantConfig(
             IdentityRules.from_tenant_settings(settings),
-            frozenset(str(v).strip().lower() for v in settings.get("blocked_values", [])),
+            global_blocked_values(self.settings) | {str(v).strip().lower() for v in settings.get("blocked_values", [])},
         )
         self._tenants[tenant_id] = (now + TENANT_CACHE_TTL_S, config)
         return config
