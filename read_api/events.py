@@ -141,8 +141,9 @@ async def profile_events(
 
 
 @get("/api/v1/cdp/events/{event_id:str}", guards=[tenant_key], summary="Status of one event by its event_id",
-     description="`processed` with the profile it was attributed to once a worker stored it. Events still "
-                 "queued, duplicates beyond the ingest window and unknown ids answer 404 (see docs/API.md).",
+     description="`processed` with the profile it was attributed to once a worker stored it; `duplicate` for a "
+                 "copy stored once already (with that event's profile); `erased` after an erasure. Events "
+                 "still queued and unknown ids answer 404 (see docs/API.md).",
      responses=errors_for(401, 403, 404, 503))
 async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus:
     st: ReadState = request.app.state.read
