@@ -164,6 +164,7 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
 Stratum CDP is running.
   ingest API   {ingest}      (OpenAPI: {ingest}/schema)
   read API     {read}      (OpenAPI: {read}/schema)
+  web pages    {read}/cdp-calculator   {read}/profiles (tenant key)   {read}/ops (operator key)
   tenant id    {tenant.owner_id}
   tenant key   {tenant.key}
   write key    {source.key}
@@ -175,6 +176,7 @@ Try:
     -H 'Authorization: Bearer {tenant.key}'
   curl -s '{lookup}' -H 'Authorization: Bearer {tenant.key}'
   stratum status        # queues, workers, failures (with STRATUM_DATABASE_URL/REDIS_URL as above)
+  stratum operator create ops   # an operator key for {read}/ops
 
 Press Ctrl-C to stop.""", flush=True)
         if check:
