@@ -100,7 +100,7 @@ def drop_expired_partitions(conn: psycopg.Connection, now: datetime, retention_m
         if month < cutoff:
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = {2000}")
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
             dropped.append(name)
     cutoff_ts = f"{cutoff.isoformat()} 00:00:00+00"
     with conn.transaction():
