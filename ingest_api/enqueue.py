@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import msgspec
 from redis.asyncio import Redis
 
-from core.schemas import msgpack_array_header
+from core.schemas import assemble_batch, msgpack_array_header
 from stratum.queue import job_data, job_data_prefix
 
 # KEYS: 1 job hash, 2 queue list, 3 set of queues, 4 rate-limit counter of this second,
@@ -188,13 +188,14 @@ class BatchEnqueuer:
         bucket = int(now // window)
         keys = [JOB_KEY_PREFIX + job_id, self._queue_key, QUEUES_KEY, f"stratum:rate:{source_id}:{int(now)}",
                 dedupe_bucket_key(tenant_id, bucket), dedupe_bucket_key(tenant_id, bucket - 1)]
-        payload_head = header + msgpack_array_header(len(events))
-        offset = len(self._prefix) + 4 + len(payload_head) + 1  # Lua strings are 1-based
+        blobs = [ev.blob for ev in events]
+        # 4: the payload's length after the job data prefix; +1: Lua strings are 1-based
+        offset = len(self._prefix) + 4 + len(header) + len(msgpack_array_header(len(blobs))) + 1
         meta = []
         for ev in events:
             meta.append((ev.dedupe_key or "", ev.event_id, offset, len(ev.blob)))
             offset += len(ev.blob)
-        data = job_data(payload_head + b"".join(ev.blob for ev in events))
+        data = job_data(assemble_batch(header, blobs))
         args: list[bytes | str | int] = [
             data, _rq_timestamp(), self._queue_name, timeout, failure_ttl, high_water, rate_limit, len(events),
             2 * window, self._prefix, header, _msgpack.encode(meta),
@@ -214,13 +215,3 @@ class BatchEnqueuer:
 def _rq_timestamp() -> str:
     # RQ's utcformat: ISO 8601 with microseconds and a literal Z
     return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
-
-
-def find_dedupe_mark(redis_sync, tenant_id: str, key: str, window_s: int, now: float | None = None) -> str | None:
-    """The event id a dedupe key is marked with, if it is still remembered (sync; for ops and tests)."""
-    bucket = int((time.time() if now is None else now) // max(1, window_s))
-    for b in (bucket, bucket - 1):
-        value = redis_sync.hget(dedupe_bucket_key(tenant_id, b), key)
-        if value is not None:
-            return value.decode()
-    return None

@@ -37,8 +37,6 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 from redis import Redis
 from rq import Worker
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from core.cache_keys import deadletter_key
@@ -47,7 +45,7 @@ from read_api.openapi import errors_for
 from read_api.state import ReadState
 from stratum.queue import MsgpackSerializer, events_queue
 from workers.liveness import alive_key
-from workers.status import queue_status
+from workers.status import failed_jobs, queue_status, requeue_failed
 
 THROUGHPUT_WINDOW_S = 60
 MIN_SAMPLE_GAP_S = 1.0
@@ -211,20 +209,9 @@ async def ops_status(request: Request) -> OpsStatus:
 
 def _failed_jobs(st: ReadState, limit: int) -> FailedJobs:
     with _redis(st) as conn:
-        registry = FailedJobRegistry(queue=events_queue(conn, st.settings.queue_name))
-        ids = registry.get_job_ids(0, limit - 1, desc=True)  # most recent failures first
-        out = []
-        for job_id in ids:
-            try:
-                job = Job.fetch(job_id, connection=conn, serializer=MsgpackSerializer)
-            except NoSuchJobError:  # expired between the listing and now
-                continue
-            result = job.latest_result()
-            lines = ((result.exc_string if result is not None else None) or "").strip().splitlines()
-            out.append(FailedJob(job_id=job_id, reason=lines[-1] if lines else "unknown",
-                                 enqueued_at=_iso(job.enqueued_at), ended_at=_iso(job.ended_at),
-                                 worker_name=job.worker_name or None))
-        return FailedJobs(failed=out, total=registry.count)
+        jobs = failed_jobs(st.settings, conn, limit)
+        total = FailedJobRegistry(queue=events_queue(conn, st.settings.queue_name)).count
+    return FailedJobs(failed=[FailedJob(**j) for j in jobs], total=total)
 
 
 @get("/api/v1/ops/failed", guards=[operator_key], summary="Failed jobs with their reasons (operator key)",
@@ -239,16 +226,7 @@ async def ops_failed(request: Request, limit: FromQuery[int] = DEFAULT_FAILED_LI
 def _replay(st: ReadState, job_ids: list[str] | None) -> Replayed:
     """Re-enqueue failed jobs (all when ``job_ids`` is None); safe, processing is idempotent."""
     with _redis(st) as conn:
-        registry = FailedJobRegistry(queue=events_queue(conn, st.settings.queue_name))
-        ids = registry.get_job_ids() if job_ids is None else job_ids
-        done, skipped = 0, []
-        for job_id in ids:
-            try:
-                registry.requeue(job_id)
-                done += 1
-            except (NoSuchJobError, InvalidJobOperation):
-                skipped.append({"job_id": job_id, "reason": "not a failed job (already replayed or expired)"})
-        return Replayed(done, skipped)
+        return Replayed(*requeue_failed(st.settings, job_ids, conn))
 
 
 @post("/api/v1/ops/failed/{job_id:str}/replay", guards=[operator_key], status_code=200,

@@ -139,11 +139,13 @@ def cmd_status(args, settings: Settings) -> None:
 
 
 def cmd_replay_failed(args, settings: Settings) -> None:
-    from workers.status import replay_failed
+    from workers.status import requeue_failed
 
     if not args.all and not args.job_ids:
         raise StratumError("name JOB_IDs to replay, or --all", code="invalid_arguments")
-    replayed = replay_failed(settings, None if args.all else args.job_ids)
+    replayed, skipped = requeue_failed(settings, None if args.all else args.job_ids)
+    for s in skipped:
+        print(f"could not replay {s['job_id']}: {s['reason']}", file=sys.stderr)
     _print_json({"replayed": replayed})
 
 

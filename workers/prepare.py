@@ -32,8 +32,6 @@ class PreparedEvent:
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:
     region = batch.phone_region
     out: list[PreparedEvent] = []
-    # Events of a batch share identifiers (the same visitor, again and again): normalize once.
-    memo: dict[tuple[str, str], Identifier] = {}
     for queued in batch.events:
         if isinstance(queued, QueuedSegmentEvent):
             ev = map_segment_event(
@@ -46,14 +44,11 @@ def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(
         decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
         seen: set[tuple[str, str]] = set()
         for id_type, raw in ev.identifiers:
-            ident = memo.get((id_type, raw))
-            if ident is None:
-                try:
-                    ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
-                except (BlockedIdentifier, InvalidIdentifier) as exc:
-                    decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
-                    continue
-                memo[(id_type, raw)] = ident
+            try:  # memoized in core: repeat identifiers cost a cache lookup
+                ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
+            except (BlockedIdentifier, InvalidIdentifier) as exc:
+                decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
+                continue
             if (ident.type, ident.hash) not in seen:
                 seen.add((ident.type, ident.hash))
                 identifiers.append(ident)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from redis import Redis
 from rq import Worker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -36,31 +37,45 @@ def queue_status(settings: Settings, connection: Redis | None = None) -> dict:
     return {"queues": queues, "workers": Worker.count(connection=conn)}
 
 
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts else None
+
+
 def failed_jobs(settings: Settings, connection: Redis | None = None, limit: int = 100) -> list[dict]:
+    """The most recent failed jobs, newest first: job id, reason (the last line of the
+    exception), enqueued/ended times, worker. Payloads are never included."""
     conn = connection or Redis.from_url(settings.redis_url)
-    q = events_queue(conn, settings.queue_name)
-    registry = FailedJobRegistry(queue=q)
+    registry = FailedJobRegistry(queue=events_queue(conn, settings.queue_name))
     out = []
-    for job_id in registry.get_job_ids(0, limit - 1):
-        job = Job.fetch(job_id, connection=conn, serializer=MsgpackSerializer)
+    for job_id in registry.get_job_ids(0, limit - 1, desc=True):
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=MsgpackSerializer)
+        except NoSuchJobError:  # expired between the listing and now
+            continue
         result = job.latest_result()
         exc = ((result.exc_string if result is not None else None) or "").strip().splitlines()
-        out.append({"job_id": job_id, "reason": exc[-1] if exc else "unknown",
-                    "ended_at": job.ended_at.isoformat() if job.ended_at else None})
+        out.append({"job_id": job_id, "reason": exc[-1] if exc else "unknown", "enqueued_at": _iso(job.enqueued_at),
+                    "ended_at": _iso(job.ended_at), "worker_name": job.worker_name or None})
     return out
 
 
-def replay_failed(settings: Settings, job_ids: list[str] | None, connection: Redis | None = None) -> int:
-    """Re-enqueue failed jobs (all when ``job_ids`` is None). Safe: processing is idempotent."""
+def requeue_failed(settings: Settings, job_ids: list[str] | None,
+                   connection: Redis | None = None) -> tuple[int, list[dict]]:
+    """Re-enqueue failed jobs (all when ``job_ids`` is None). Safe: processing is idempotent.
+    Returns (how many were requeued, the ids skipped with why)."""
     conn = connection or Redis.from_url(settings.redis_url)
-    q = events_queue(conn, settings.queue_name)
-    registry = FailedJobRegistry(queue=q)
+    registry = FailedJobRegistry(queue=events_queue(conn, settings.queue_name))
     ids = registry.get_job_ids() if job_ids is None else job_ids
-    n = 0
+    n, skipped = 0, []
     for job_id in ids:
         try:
             registry.requeue(job_id)
             n += 1
-        except Exception as exc:  # noqa: BLE001 - report and continue with the others
-            print(f"could not replay {job_id}: {exc}")
-    return n
+        except (NoSuchJobError, InvalidJobOperation):
+            skipped.append({"job_id": job_id, "reason": "not a failed job (already replayed or expired)"})
+    return n, skipped
+
+
+def replay_failed(settings: Settings, job_ids: list[str] | None, connection: Redis | None = None) -> int:
+    """``requeue_failed`` for callers that only need the count."""
+    return requeue_failed(settings, job_ids, connection)[0]
