@@ -1,4 +1,4 @@
-"""Knowing which workers are alive, and re-running the jobs of dead ones.
+"""Knowing which workers are alive, and re-running the jobs of dead ones (the reaper).
 
 RQ's own signal is the worker key's TTL, but a ``SimpleWorker`` stretches it to the job
 timeout + 60 s while a job runs, and RQ's cleanup of abandoned jobs runs only every
@@ -22,7 +22,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
-from workers.coalesce import release_claims
+from stratum.queue.claims import release_claims
+from stratum.queue.layout import alive_key, intermediate_key, job_key, stranded_key
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ ALIVE_TTL_S = 20
 # A worker moves a dequeued job from RQ's intermediate list into the started registry
 # within milliseconds; one still sitting there after this long lost its worker.
 INTERMEDIATE_GRACE_S = 10.0
-
-
-def alive_key(worker_name: str) -> str:
-    return f"stratum:alive:{worker_name}"
 
 
 class Heartbeat:
@@ -75,7 +72,7 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
     requeued: list[str] = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
         job = Job.fetch(job_id, connection=connection, serializer=queue.serializer) if connection.exists(
-            Job.key_for(job_id)) else None
+            job_key(job_id)) else None
         entry = f"{job_id}:{execution_id}" if execution_id else job_id
         if job is None:
             connection.zrem(registry.key, entry)
@@ -100,11 +97,6 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
     return requeued + reap_stranded_jobs(connection, queue)
 
 
-def intermediate_key(queue: Queue) -> str:
-    """RQ 3 moves a job id here (``LMOVE``) before it records the job as started."""
-    return f"{queue.key}:intermediate"
-
-
 def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None) -> list[str]:
     """Requeue jobs left in RQ's intermediate list by a worker killed between dequeuing a
     job and starting it (RQ itself would only fail them, ten minutes later). A job is
@@ -112,9 +104,9 @@ def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None
     now = time.time() if now is None else now
     started = {job_id for job_id, _ in StartedJobRegistry(queue=queue).get_job_and_execution_ids(cleanup=False)}
     requeued: list[str] = []
-    for raw in connection.lrange(intermediate_key(queue), 0, -1):
+    for raw in connection.lrange(intermediate_key(queue.key), 0, -1):
         job_id = raw.decode()
-        marker = f"stratum:stranded:{job_id}"
+        marker = stranded_key(job_id)
         if job_id in started:
             connection.delete(marker)
             continue
@@ -122,10 +114,10 @@ def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None
         first_seen = float(connection.get(marker) or now)
         if now - first_seen < INTERMEDIATE_GRACE_S:
             continue
-        if not connection.lrem(intermediate_key(queue), 1, job_id):
+        if not connection.lrem(intermediate_key(queue.key), 1, job_id):
             continue  # started or requeued meanwhile
         connection.delete(marker)
-        if connection.exists(Job.key_for(job_id)):
+        if connection.exists(job_key(job_id)):
             queue.enqueue_job(Job.fetch(job_id, connection=connection, serializer=queue.serializer), at_front=True)
             requeued.append(job_id)
             log.warning("requeued job %s stranded between dequeue and start", job_id)
