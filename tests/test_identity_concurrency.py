@@ -410,10 +410,10 @@ def check_identity_invariants(db: psycopg.Connection, tenant_id: str, w: Workloa
 
 
 # A worker may persist the next queued batches together with its own (coalescing, up to
-# STRATUM_WORKER_COALESCE_MAX_EVENTS, about 100 events a batch; 100 or less turns it off).
-# The default would let the first worker take nearly the whole queue at once; a small value
-# keeps four workers busy side by side.
-COALESCE = {"no_coalescing": "100", "coalesce_4_batches": "400"}
+# STRATUM_WORKER_COALESCE_MAX_EVENTS events; 0 turns it off). The workload's batches hold
+# about 10 events: the default would let the first worker take the whole queue at once, a
+# small value keeps four workers busy side by side.
+COALESCE = {"no_coalescing": "0", "coalesce_4_batches": "40"}
 
 
 @pytest.mark.parametrize("coalesce", list(COALESCE))

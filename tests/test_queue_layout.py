@@ -13,6 +13,7 @@ import uuid
 import zlib
 from datetime import UTC, datetime
 
+import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
@@ -27,7 +28,7 @@ from core.schemas import (
 )
 from ingest_api.enqueue import BatchEnqueuer, PendingEvent
 from stratum.queue import layout
-from stratum.queue.layout import PROCESS_BATCH, MsgpackSerializer, events_queue, job_data
+from stratum.queue.layout import PROCESS_BATCH, MsgpackSerializer, events_queue, job_data, job_meta
 
 RQ_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 TIMESTAMP_FIELDS = {"created_at", "enqueued_at"}
@@ -69,20 +70,22 @@ def _ingest_enqueue(settings, job_id: str, header: bytes, events: list[PendingEv
     return asyncio.run(run())
 
 
-def _rq_enqueue(settings, redis_conn: Redis, payload: bytes) -> Job:
+def _rq_enqueue(settings, redis_conn: Redis, payload: bytes, n_events: int) -> Job:
     """The job RQ writes for the same function and payload, with the options ingest uses."""
     queue = events_queue(redis_conn, settings.queue_name)
     return queue.enqueue(PROCESS_BATCH, payload, description=DESCRIPTION, result_ttl=0,
-                         failure_ttl=settings.failed_job_ttl_s, job_timeout=settings.job_timeout_s)
+                         failure_ttl=settings.failed_job_ttl_s, job_timeout=settings.job_timeout_s,
+                         meta=job_meta(n_events))
 
 
-def test_ingest_script_writes_the_job_rq_writes(settings, redis_conn):
-    header, events = _header(), _events(3)
+@pytest.mark.parametrize("n_events", [3, 200, 1000])  # msgpack fixint, uint8 and uint16 counts
+def test_ingest_script_writes_the_job_rq_writes(settings, redis_conn, n_events):
+    header, events = _header(), _events(n_events)
     payload = assemble_batch(header, [e.blob for e in events])
     ingest_id = str(uuid.uuid4())
-    assert _ingest_enqueue(settings, ingest_id, header, events).queued == 3
+    assert _ingest_enqueue(settings, ingest_id, header, events).queued == n_events
     ours = redis_conn.hgetall(layout.job_key(ingest_id))
-    rq_job = _rq_enqueue(settings, redis_conn, payload)
+    rq_job = _rq_enqueue(settings, redis_conn, payload, n_events)
     theirs = redis_conn.hgetall(rq_job.key)
 
     assert sorted(ours) == sorted(theirs), "the job hash fields differ from RQ's"
@@ -111,7 +114,7 @@ def test_rq_reads_the_ingest_job_as_its_own(settings, redis_conn):
     payload = assemble_batch(header, [e.blob for e in events])
     ingest_id = str(uuid.uuid4())
     _ingest_enqueue(settings, ingest_id, header, events)
-    rq_job = _rq_enqueue(settings, redis_conn, payload)
+    rq_job = _rq_enqueue(settings, redis_conn, payload, 2)
     ours = Job.fetch(ingest_id, connection=redis_conn, serializer=MsgpackSerializer)
     theirs = Job.fetch(rq_job.id, connection=redis_conn, serializer=MsgpackSerializer)
     for attr in ("func_name", "args", "kwargs", "origin", "description", "timeout", "result_ttl", "failure_ttl",
@@ -119,6 +122,7 @@ def test_rq_reads_the_ingest_job_as_its_own(settings, redis_conn):
         assert getattr(ours, attr) == getattr(theirs, attr), attr
     assert ours.get_status() == theirs.get_status() == "queued"
     assert list(ours.args) == [payload]
+    assert ours.meta == {"event_count": 2}
     assert ours.enqueued_at is not None and ours.created_at is not None
 
 
@@ -136,6 +140,9 @@ def test_duplicates_are_left_out_of_the_job_data(settings, redis_conn):
     data = redis_conn.hget(layout.job_key(job_id), "data")
     assert data == job_data(assemble_batch(header, [e.blob for e in second[10:]]))
     assert layout.payload_of(data) == assemble_batch(header, [e.blob for e in second[10:]])
+    # the job counts the events it holds, not the events sent
+    meta = Job.fetch(job_id, connection=redis_conn, serializer=MsgpackSerializer).meta
+    assert meta == job_meta(10) == {"event_count": 10}
 
 
 def test_key_names_are_rqs(settings, redis_conn):

@@ -38,12 +38,13 @@ def process_batch(payload: bytes) -> dict[str, int]:
     for the same payload stores nothing twice."""
     job = get_current_job()
     rt = runtime.current()
-    if job is None or rt.settings.worker_coalesce_max_events <= 100:
+    if job is None or rt.settings.worker_coalesce_max_events <= 0:
         return persist_payloads([payload])
     coalescer = Coalescer(job.connection)
     queue_key = layout.queue_key(job.origin)
-    # Batches hold up to 1000 events, usually about 100: claim by the typical size.
-    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events // 100 - 1)
+    # Counted in events; a job that does not say how many it holds counts as a full batch.
+    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
+                              rt.settings.max_events_per_request)
     if not claimed:
         return persist_payloads([payload])
     try:

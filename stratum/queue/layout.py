@@ -14,7 +14,9 @@ RQ's keys (the names RQ itself uses; the test checks them against RQ):
 - ``rq:queue:{name}``: list of queued job ids; ``rq:queues``: set of queue keys;
 - ``rq:queue:{name}:intermediate``: RQ 3 moves a job id here (``LMOVE``) when a worker
   dequeues it, before it records the job as started;
-- ``rq:job:{id}``: the job hash.
+- ``rq:job:{id}``: the job hash. Its ``meta`` (RQ's field for user data, msgpack like the
+  job data) is ``{"event_count": n}``: the number of events of the batch, which the
+  ingest script writes and coalescing claims count by (``job_meta``).
 
 Ours:
 
@@ -41,6 +43,7 @@ PROCESS_BATCH = "workers.jobs.process_batch"
 JOB_KEY_PREFIX = "rq:job:"
 QUEUE_KEY_PREFIX = "rq:queue:"
 QUEUES_KEY = "rq:queues"
+EVENT_COUNT_META = "event_count"
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -85,6 +88,11 @@ def alive_key(worker_name: str) -> str:
 def stranded_key(job_id: str) -> str:
     """When the reaper first saw ``job_id`` in the intermediate list (unix seconds)."""
     return f"stratum:stranded:{job_id}"
+
+
+def job_meta(event_count: int) -> dict[str, int]:
+    """A batch job's ``meta``: how many events it holds."""
+    return {EVENT_COUNT_META: event_count}
 
 
 def job_data_prefix(func_name: str = PROCESS_BATCH) -> bytes:

@@ -10,7 +10,8 @@ and one HSET per request, whatever the batch size, instead of a key per event: p
 keys cost 200 Redis calls for a 100-event batch and about 245 bytes each).
 
 The job hash holds the fields RQ's ``Queue.enqueue`` writes (``tests/test_queue_layout.py``
-keeps them equal), except that ``data`` is not zlib-compressed (RQ reads it either way)
+keeps them equal), its ``meta`` holding the number of events queued (``layout.job_meta``:
+coalescing claims by events), except that ``data`` is not zlib-compressed (RQ reads it either way)
 and ``description`` is a fixed name instead of RQ's repr of the arguments, which would
 copy the payload. The job data for the common case (no duplicate) is built in Python and
 stored as is; when some events are duplicates the script rebuilds the payload from the
@@ -30,7 +31,14 @@ from datetime import UTC, datetime
 import msgspec
 
 from core.schemas import assemble_batch, msgpack_array_header
-from stratum.queue.layout import QUEUES_KEY, job_data, job_data_prefix, job_key, queue_key
+from stratum.queue.layout import (
+    EVENT_COUNT_META,
+    QUEUES_KEY,
+    job_data,
+    job_data_prefix,
+    job_key,
+    queue_key,
+)
 
 # KEYS: 1 job hash, 2 queue list, 3 set of queues, 4 rate-limit counter of this second,
 #       5 dedupe bucket of this window, 6 dedupe bucket of the previous window
@@ -39,6 +47,7 @@ from stratum.queue.layout import QUEUES_KEY, job_data, job_data_prefix, job_key,
 #       8 event count N, 9 dedupe bucket TTL s, 10 job data prefix, 11 batch header,
 #       12 msgpack array of N x [dedupe field ("" = none), event id, blob offset in ARGV[1], blob length]
 #       (one packed argument instead of 4N: argument handling dominated the script's cost)
+#       13 name of the event count in the job's meta
 # Returns: {"queued"|"full"|"limited", n_queued, {i, original event id, ...} for duplicates}
 ENQUEUE_SCRIPT = r"""
 local n = tonumber(ARGV[8])
@@ -123,8 +132,10 @@ if dups > 0 then
   data = ARGV[10] .. string.char(math.floor(len / 16777216) % 256, math.floor(len / 65536) % 256,
                                  math.floor(len / 256) % 256, len % 256) .. payload .. string.char(0x80)
 end
+local job_meta = {}
+job_meta[ARGV[13]] = m
 local ok = redis.pcall('HSET', KEYS[1],
-  'status', 'queued', 'created_at', ARGV[2], 'enqueued_at', ARGV[2], 'data', data,
+  'status', 'queued', 'created_at', ARGV[2], 'enqueued_at', ARGV[2], 'data', data, 'meta', cmsgpack.pack(job_meta),
   'origin', ARGV[3], 'description', 'process_batch', 'timeout', ARGV[4],
   'result_ttl', '0', 'failure_ttl', ARGV[5],
   'success_callback_name', '', 'failure_callback_name', '', 'stopped_callback_name', '',
@@ -204,7 +215,7 @@ class JobWriter:
         data = job_data(assemble_batch(header, blobs))
         args: list[bytes | str | int] = [
             data, rq_timestamp(now), self.queue_name, self.job_timeout_s, self.failed_job_ttl_s, self.high_water,
-            rate_limit, len(events), 2 * window, prefix, header, _msgpack.encode(meta),
+            rate_limit, len(events), 2 * window, prefix, header, _msgpack.encode(meta), EVENT_COUNT_META,
         ]
         return keys, args
 
