@@ -2,23 +2,42 @@
 persists them all in one transaction per tenant (``workers/jobs.py``), up to a number of
 events (each job's ``meta`` says how many it holds: a batch of 1,000 events counts 1,000).
 
-Nothing may be lost if the worker dies meanwhile, so claiming is atomic (one Lua call
-moves the job ids from the queue into ``claimed_key(owner)``, a set owned by the running
-job), and the reaper (``stratum/queue/liveness.py``) puts a dead worker's claimed jobs
-back on the queue together with its own. After the commit the claimed jobs are deleted;
-on failure they are put back at the head of the queue.
+Nothing may be lost if the worker dies meanwhile:
+
+- claiming is atomic: one Lua call moves the job ids from the queue into
+  ``claimed_key(owner)``, a set owned by the running job, and records the owner (with the
+  queue the jobs came from) in ``CLAIM_OWNERS_KEY``;
+- claims never expire: only three things end a claim, each atomically with dropping the
+  owner's record: the commit (``finish`` deletes the claimed jobs), a failure
+  (``give_back`` puts them back at the head of the queue), or the reaper;
+- the reaper (``stratum/queue/liveness.py``) puts a dead worker's claimed jobs back on the
+  queue together with its own job, and ``release_orphaned_claims`` walks every recorded
+  owner: claims whose owner is not running on a live worker (its worker died, or the job
+  ended without releasing them, e.g. a timeout) go back to the queue, however old they
+  are and whatever RQ's registries say. The check and the release are one Lua call, so a
+  job started again meanwhile keeps its new claims.
 """
 
 from __future__ import annotations
 
+import logging
+
 from redis import Redis
 
-from stratum.queue.layout import EVENT_COUNT_META, JOB_KEY_PREFIX, claimed_key, job_key
+from stratum.queue.layout import (
+    ALIVE_KEY_PREFIX,
+    CLAIM_OWNERS_KEY,
+    EVENT_COUNT_META,
+    JOB_KEY_PREFIX,
+    claimed_key,
+    job_key,
+)
 
-CLAIMED_TTL_S = 24 * 3600
+log = logging.getLogger(__name__)
 
-# KEYS: 1 queue list, 2 claimed set of the running job, 3 job hash of the running job
-# ARGV: 1 max events of the running job and its claims, 2 claimed-set TTL s, 3 job key prefix,
+# KEYS: 1 queue list, 2 claimed set of the running job, 3 job hash of the running job,
+#       4 claim owners hash
+# ARGV: 1 max events of the running job and its claims, 2 running job id, 3 job key prefix,
 #       4 name of the event count in a job's meta, 5 events counted for a job without one
 # Returns: flat {job_id, data, ...} of the jobs claimed (only jobs still holding data)
 _CLAIM = r"""
@@ -49,16 +68,36 @@ while budget > 0 do
   -- a job whose hash is gone is dropped, as RQ's own dequeue skips it
   redis.call('LPOP', KEYS[1])
 end
-if #out > 0 then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2])) end
+if #out > 0 then redis.call('HSET', KEYS[4], ARGV[2], KEYS[1]) end
 return out
 """
 
-# KEYS: 1 queue list, 2 claimed set of the owner job
+# KEYS: 1 queue list, 2 claimed set of the owner job, 3 claim owners hash
+# ARGV: 1 owner job id
+# Returns: the ids put back
 _RELEASE = r"""
 local ids = redis.call('SMEMBERS', KEYS[2])
 for _, id in ipairs(ids) do redis.call('LPUSH', KEYS[1], id) end
 redis.call('DEL', KEYS[2])
-return #ids
+redis.call('HDEL', KEYS[3], ARGV[1])
+return ids
+"""
+
+# KEYS: 1 claimed set of the owner job, 2 claim owners hash, 3 owner job hash
+# ARGV: 1 owner job id, 2 heartbeat key prefix, 3 queue list to use if the owner's is unknown
+# Returns: false while the owner runs on a live worker, else the ids put back
+_RELEASE_ORPHANED = r"""
+local owner = redis.call('HMGET', KEYS[3], 'status', 'worker_name')
+if owner[1] == 'started' and owner[2] and owner[2] ~= ''
+   and redis.call('EXISTS', ARGV[2] .. owner[2]) == 1 then
+  return false
+end
+local queue = redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[3]
+local ids = redis.call('SMEMBERS', KEYS[1])
+for _, id in ipairs(ids) do redis.call('LPUSH', queue, id) end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return ids
 """
 
 
@@ -81,8 +120,8 @@ class Coalescer:
         batch larger than ``max_events`` is never claimed and runs alone."""
         if max_events <= 0:
             return []
-        flat = self._claim(keys=[queue_key, claimed_key(owner_job_id), job_key(owner_job_id)],
-                           args=[max_events, CLAIMED_TTL_S, JOB_KEY_PREFIX, EVENT_COUNT_META, unknown_job_events])
+        flat = self._claim(keys=[queue_key, claimed_key(owner_job_id), job_key(owner_job_id), CLAIM_OWNERS_KEY],
+                           args=[max_events, owner_job_id, JOB_KEY_PREFIX, EVENT_COUNT_META, unknown_job_events])
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def finish(self, owner_job_id: str, job_ids: list[str]) -> None:
@@ -91,6 +130,7 @@ class Coalescer:
             for job_id in job_ids:
                 pipe.delete(job_key(job_id))
             pipe.delete(claimed_key(owner_job_id))
+            pipe.hdel(CLAIM_OWNERS_KEY, owner_job_id)
             pipe.execute()
 
     def give_back(self, queue_key: str, owner_job_id: str) -> int:
@@ -100,4 +140,33 @@ class Coalescer:
 
 def release_claims(connection: Redis, queue_key: str, owner_job_id: str) -> int:
     """Put the jobs ``owner_job_id`` claimed back at the head of the queue; return how many."""
-    return int(connection.eval(_RELEASE, 2, queue_key, claimed_key(owner_job_id)))
+    return len(connection.eval(_RELEASE, 3, queue_key, claimed_key(owner_job_id), CLAIM_OWNERS_KEY, owner_job_id))
+
+
+def claimed_count(connection: Redis, queue_key: str) -> int:
+    """How many jobs of ``queue_key`` running jobs hold claimed right now."""
+    owners = [o.decode() for o, q in connection.hgetall(CLAIM_OWNERS_KEY).items() if q.decode() == queue_key]
+    if not owners:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for owner in owners:
+            pipe.scard(claimed_key(owner))
+        return sum(pipe.execute())
+
+
+def release_orphaned_claims(connection: Redis, default_queue_key: str) -> list[str]:
+    """Put back every claimed job whose owner is not running on a live worker (its
+    heartbeat is gone, or it is no longer ``started``); return their ids.
+
+    Independent of RQ's registries and of the claims' age: every owner recorded in
+    ``CLAIM_OWNERS_KEY`` is checked. Jobs go back to the queue they were claimed from
+    (``default_queue_key`` for claims recorded without one)."""
+    released: list[str] = []
+    for raw in connection.hkeys(CLAIM_OWNERS_KEY):
+        owner = raw.decode()
+        ids = connection.eval(_RELEASE_ORPHANED, 3, claimed_key(owner), CLAIM_OWNERS_KEY, job_key(owner),
+                              owner, ALIVE_KEY_PREFIX, default_queue_key)
+        if ids:
+            released += [i.decode() for i in ids]
+            log.warning("put back %d jobs claimed by job %s, which no live worker runs", len(ids), owner)
+    return released

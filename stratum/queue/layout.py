@@ -20,8 +20,9 @@ RQ's keys (the names RQ itself uses; the test checks them against RQ):
 
 Ours:
 
-- ``stratum:claimed:{job}``: set of job ids a running job claimed to coalesce with
-  (``stratum/queue/claims.py``);
+- ``stratum:claimed:{job}``: set of job ids a running job claimed to coalesce with, and
+  ``stratum:claim-owners``: hash of the jobs holding claims -> their queue key
+  (``stratum/queue/claims.py``); neither expires;
 - ``stratum:alive:{worker}``: a worker's heartbeat (``stratum/queue/liveness.py``);
 - ``stratum:stranded:{job}``: when a job was first seen stuck in the intermediate list;
 - ``stratum:dedupe:{tenant}:{bucket}``, ``stratum:rate:{source}:{second}``: the ingest
@@ -44,6 +45,8 @@ JOB_KEY_PREFIX = "rq:job:"
 QUEUE_KEY_PREFIX = "rq:queue:"
 QUEUES_KEY = "rq:queues"
 EVENT_COUNT_META = "event_count"
+CLAIM_OWNERS_KEY = "stratum:claim-owners"
+ALIVE_KEY_PREFIX = "stratum:alive:"
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -82,7 +85,7 @@ def claimed_key(owner_job_id: str) -> str:
 
 def alive_key(worker_name: str) -> str:
     """A worker's heartbeat: exists while the worker process lives."""
-    return f"stratum:alive:{worker_name}"
+    return ALIVE_KEY_PREFIX + worker_name
 
 
 def stranded_key(job_id: str) -> str:

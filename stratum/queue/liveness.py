@@ -6,7 +6,8 @@ maintenance interval (ten minutes). So each worker process also runs a small hea
 thread refreshing ``stratum:alive:{worker}`` every ``HEARTBEAT_INTERVAL_S``; a worker
 killed with ``kill -9`` stops refreshing and its key expires after ``ALIVE_TTL_S``. The
 scheduler's reaper then puts that worker's started jobs back on the queue, so they run
-again well within a minute. Running a job twice is safe: processing is idempotent.
+again well within a minute, together with the jobs they had claimed for coalescing
+(``stratum/queue/claims.py``). Running a job twice is safe: processing is idempotent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
-from stratum.queue.claims import release_claims
+from stratum.queue.claims import release_claims, release_orphaned_claims
 from stratum.queue.layout import alive_key, intermediate_key, job_key, stranded_key
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class Heartbeat:
 
 def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
     """Requeue started jobs whose worker is no longer alive, and jobs stranded between
-    dequeue and start; return their ids."""
+    dequeue and start; return their ids. The jobs such jobs (or any job no live worker
+    runs) had claimed for coalescing go back to the queue as well."""
     registry = StartedJobRegistry(queue=queue)
     requeued: list[str] = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
@@ -94,7 +96,9 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
         queue.enqueue_job(job, at_front=True)
         requeued.append(job_id)
         log.warning("requeued job %s abandoned by dead worker %s", job_id, job.worker_name)
-    return requeued + reap_stranded_jobs(connection, queue)
+    requeued += reap_stranded_jobs(connection, queue)
+    release_orphaned_claims(connection, queue.key)
+    return requeued
 
 
 def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None) -> list[str]:

@@ -11,6 +11,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from stratum.queue.claims import claimed_count
 from stratum.queue.layout import (
     MsgpackSerializer,
     alive_key,
@@ -35,8 +36,9 @@ def queue_status(settings: Settings, connection: Redis | None = None) -> dict:
             oldest_age = round(max(0.0, (datetime.now(UTC) - ts).total_seconds()), 3)
     queues[q.name] = {
         "queued": q.count,
-        # taken by a worker: started, or dequeued and about to start (RQ's intermediate list)
-        "started": StartedJobRegistry(queue=q).count + conn.llen(intermediate_key(q.key)),
+        # taken by a worker: started, dequeued and about to start (RQ's intermediate list),
+        # or claimed by a started job to be persisted with it (coalescing)
+        "started": StartedJobRegistry(queue=q).count + conn.llen(intermediate_key(q.key)) + claimed_count(conn, q.key),
         "scheduled": ScheduledJobRegistry(queue=q).count,
         "failed": FailedJobRegistry(queue=q).count,
         "oldest_queued_age_s": oldest_age,
