@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
-import zlib
 from collections import defaultdict
 
 import psycopg
@@ -14,9 +12,9 @@ from rq import get_current_job
 
 from core.schemas import decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
-from stratum.queue import MsgpackSerializer
+from stratum.queue import layout
+from stratum.queue.claims import Coalescer
 from workers import runtime
-from workers.coalesce import Coalescer
 from workers.identity_store import SnapshotChanged
 from workers.persist import BatchOutcome, persist_tenant_events
 from workers.prepare import PreparedEvent, prepare_batch
@@ -36,20 +34,21 @@ TRANSIENT = (
 
 def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
-    queued batches when there are any (workers/coalesce.py). Exactly once: running it again
+    queued batches when there are any (stratum/queue/claims.py). Exactly once: running it again
     for the same payload stores nothing twice."""
     job = get_current_job()
     rt = runtime.current()
-    if job is None or rt.settings.worker_coalesce_max_events <= 100:
+    if job is None or rt.settings.worker_coalesce_max_events <= 0:
         return persist_payloads([payload])
     coalescer = Coalescer(job.connection)
-    queue_key = f"rq:queue:{job.origin}"
-    # Batches hold up to 1000 events, usually about 100: claim by the typical size.
-    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events // 100 - 1)
+    queue_key = layout.queue_key(job.origin)
+    # Counted in events; a job that does not say how many it holds counts as a full batch.
+    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
+                              rt.settings.max_events_per_request)
     if not claimed:
         return persist_payloads([payload])
     try:
-        result = persist_payloads([payload, *(_payload_of(data) for _, data in claimed)])
+        result = persist_payloads([payload, *(layout.payload_of(data) for _, data in claimed)])
     except Exception:
         log.warning("coalesced persist of %d batches failed; retrying this batch alone", len(claimed) + 1,
                     exc_info=True)
@@ -60,14 +59,6 @@ def process_batch(payload: bytes) -> dict[str, int]:
     coalescer.finish(job.id, [job_id for job_id, _ in claimed])
     result["coalesced_jobs"] = len(claimed)
     return result
-
-
-def _payload_of(job_data: bytes) -> bytes:
-    """The payload argument of a queued job's ``data`` (RQ may have zlib-compressed it)."""
-    with contextlib.suppress(zlib.error):
-        job_data = zlib.decompress(job_data)
-    _func, _instance, args, _kwargs = MsgpackSerializer.loads(job_data)
-    return args[0]
 
 
 def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
