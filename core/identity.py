@@ -1,14 +1,16 @@
 """Identity planning: from a batch's identifiers and a snapshot of the affected graph to
-a plan (profiles to create, identifiers to link, profiles to merge, identifiers dropped).
+a plan (profiles to create, identifiers to link or move, profiles to merge, identifiers left
+out with their decisions).
 
 Pure: the worker loads the snapshot, calls ``plan_identities`` and applies the plan in one
-transaction (workers/identity_store.py). Rules are CONTRACT section 6.
+transaction (workers/identity_store.py). Rules are CONTRACT section 6: identity rules, trust,
+verified identity, public keys cannot fill a profile, order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from core.identifiers import KNOWN_TYPES, PRIORITY, Identifier
@@ -17,6 +19,7 @@ DEFAULT_TYPE_LIMITS: Mapping[str, int] = {
     "external_id": 1, "email": 5, "phone": 5, "device_id": 10, "anonymous_id": 100,
 }
 TRUSTED_SOURCE_TYPES = frozenset({"server", "crm", "import", "sgtm"})
+MAX_EVENT_DECISIONS = 20  # an event's decision list is summarized past this many entries
 _WEAKEST = len(PRIORITY)
 
 
@@ -46,6 +49,13 @@ class ProfileState:
     counts: dict[str, int] = field(default_factory=dict)
     merge_count: int = 0
     new: bool = False
+    # identifiers only unverified website claims carried, (type, hash) -> link rank (larger:
+    # linked more recently); the ones a trusted identifier may displace at a type limit
+    provisional: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def copy(self) -> ProfileState:
+        return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new,
+                            dict(self.provisional))
 
     @property
     def best_priority(self) -> int:
@@ -67,6 +77,22 @@ class Link:
     event_index: int
     # the event's strongest identifier already on the profile (edge source), if any
     via: Identifier | None
+    # linked by an unverified claim under ``protect``: provisional until a trusted event carries it
+    provisional: bool = False
+
+
+@dataclass(frozen=True)
+class Move:
+    """An identifier already stored that changes profile: a provisional one that a trusted
+    event carried to another profile's known identifier (then no longer provisional), or one
+    displaced at a type limit to a profile of its own (still provisional)."""
+
+    identifier: Identifier
+    from_profile: str
+    to_profile: str
+    event_index: int
+    via: Identifier | None
+    provisional: bool
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,7 @@ class Decision:
     """Something the planner refused to do, recorded with the event."""
 
     event_index: int
-    kind: str  # "limit" | "untrusted_merge" | "merge_limit"
+    kind: str  # "limit" | "untrusted_merge" | "merge_limit" | "unverified_claim"
     identifier: Identifier
     message: str
 
@@ -98,8 +124,25 @@ class Plan:
     created: dict[str, ProfileState] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    # provisional identifiers a trusted event carried where they are: no longer provisional
+    confirmed: set[tuple[str, str]] = field(default_factory=set)
     decisions: list[Decision] = field(default_factory=list)
     event_profiles: list[str | None] = field(default_factory=list)
+
+
+def summarize_decisions(decisions: list[dict], limit: int = MAX_EVENT_DECISIONS) -> list[dict]:
+    """An event's decision list as stored: the first ``limit`` entries, then one ``summary``
+    entry counting the rest by kind (a flood of identifiers cannot grow an event's row)."""
+    if len(decisions) <= limit:
+        return decisions
+    rest = decisions[limit:]
+    kinds: dict[str, int] = {}
+    for d in rest:
+        kinds[str(d.get("kind"))] = kinds.get(str(d.get("kind")), 0) + 1
+    listed = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    return [*decisions[:limit], {"kind": "summary", "omitted": len(rest), "kinds": kinds,
+                                 "message": f"{len(rest)} more decisions not listed ({listed})"}]
 
 
 def _survivor_key(p: ProfileState) -> tuple:
@@ -109,20 +152,46 @@ def _survivor_key(p: ProfileState) -> tuple:
 @dataclass(frozen=True)
 class EventIdentity:
     """One event as the planner sees it: its identifiers, its time, and how far its claims
-    can be trusted."""
+    can be trusted (CONTRACT 6: trust, verified identity)."""
 
     identifiers: Sequence[Identifier]
     time: datetime
-    # a server-side source (TRUSTED_SOURCE_TYPES): may merge two known profiles
+    # a server-side source (TRUSTED_SOURCE_TYPES)
     trusted: bool = True
+    # (type, hash) of its known identifiers that carried a valid signature
+    verified: frozenset[tuple[str, str]] = frozenset()
+    # its source runs identity_verification = protect
+    protect: bool = False
+
+    def authoritative(self, ident: Identifier) -> bool:
+        """A claim that may move a provisional identifier or displace one at a limit."""
+        return self.trusted or (ident.type, ident.hash) in self.verified
+
+    def unverified_claim(self, ident: Identifier) -> bool:
+        """Under ``protect``: a known identifier without a valid signature."""
+        return (self.protect and not self.trusted and ident.type in KNOWN_TYPES
+                and (ident.type, ident.hash) not in self.verified)
+
+    @property
+    def may_merge_known(self) -> bool:
+        """Only server-side sources and verified claims merge two known profiles."""
+        return self.trusted or bool(self.verified)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Claim:
-    """One identifier of the event and the profile holding it before the event (None: new)."""
+    """One identifier of the event and the profile holding it before the event."""
 
     ident: Identifier
-    profile: str | None
+    profile: str | None  # None: on no profile, or moving off one (``moving_from``)
+    authoritative: bool
+    unverified: bool  # an unverified claim under protect
+    provisional: bool = False
+    moving_from: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.ident.type, self.ident.hash)
 
 
 @dataclass
@@ -136,27 +205,29 @@ class _Combined:
     # only held profiles count here: linking a new email to a profile merges nothing
     known: bool = False
 
-    def add_identifier(self, id_type: str) -> None:
-        self.counts[id_type] = self.counts.get(id_type, 0) + 1
-        self.total += 1
+    def add_identifier(self, id_type: str, n: int = 1) -> None:
+        self.counts[id_type] = self.counts.get(id_type, 0) + n
+        self.total += n
 
 
 @dataclass
 class _Kept:
-    """The outcome of deciding what is left out: the claims the event may act on."""
+    """The outcome of deciding what is left out: what the event may act on."""
 
     held: list[_Claim] = field(default_factory=list)  # on a profile; their profiles are merged
-    new: list[Identifier] = field(default_factory=list)  # on no profile yet; linked
+    new: list[_Claim] = field(default_factory=list)  # linked (or moved) to the event's profile
+    displaced: list[tuple[str, str]] = field(default_factory=list)  # provisional, to a profile of its own
 
 
 class IdentityPlanner:
     """Plans a batch event by event, in four named steps per event:
 
-    1. ``choose_anchors``: which profile holds each identifier now, strongest first;
-    2. ``decide_left_out``: walking those claims, what must be left out so that no limit or
-       trust rule breaks (CONTRACT 6), before anything changes;
+    1. ``choose_anchors``: which profile holds each identifier now, in decision order;
+    2. ``decide_left_out``: walking those claims, what must be left out so that no limit,
+       trust or verification rule breaks (CONTRACT 6), before anything changes;
     3. ``merge``: the profiles of the kept claims become one;
-    4. ``link``: the kept new identifiers join that profile.
+    4. ``link``: the kept new identifiers join that profile, provisional ones move to it,
+       displaced ones leave it.
 
     Because step 2 finishes before step 3 starts, a left-out identifier never causes a link
     or a merge for its event. The planner works on copies: its inputs are never modified.
@@ -167,10 +238,10 @@ class IdentityPlanner:
         self.rules = rules
         self.new_profile_id = new_profile_id
         self.owner: dict[tuple[str, str], str] = dict(graph)
-        self.state: dict[str, ProfileState] = {
-            pid: ProfileState(p.id, p.first_seen, dict(p.counts), p.merge_count, p.new) for pid, p in profiles.items()
-        }
+        self.state: dict[str, ProfileState] = {pid: p.copy() for pid, p in profiles.items()}
         self.redirect: dict[str, str] = {}  # absorbed profile -> the profile that absorbed it
+        # ranks of provisional links made here: after every loaded one
+        self.next_rank = 1 + max((r for p in profiles.values() for r in p.provisional.values()), default=0)
         self.plan = Plan()
 
     def live(self, key: tuple[str, str]) -> str | None:
@@ -183,46 +254,138 @@ class IdentityPlanner:
         return pid
 
     def add_event(self, index: int, event: EventIdentity) -> None:
-        if not event.identifiers:
-            self.plan.event_profiles.append(None)
-            return
-        kept = self.decide_left_out(index, event, self.choose_anchors(event))
+        kept = self.decide_left_out(index, event, self.choose_anchors(event)) if event.identifiers else _Kept()
         target = self.merge(index, kept)
-        target = self.link(index, event, target, kept)
-        self.plan.event_profiles.append(target)
+        self.plan.event_profiles.append(self.link(index, event, target, kept))
 
     def choose_anchors(self, event: EventIdentity) -> list[_Claim]:
         """The event's identifiers with their current profiles, in the order they are decided:
-        strongest type first (when something has to give, the weaker one does), and within a
-        type those already on a profile before new ones (the one seen later gives way)."""
-        claims = [_Claim(i, self.live((i.type, i.hash))) for i in event.identifiers]
+        under protect, the home's claims (verified ones, anonymous_id, device_id) before
+        unverified ones; then strongest type first (when something has to give, the weaker
+        one does); within a type, those already on a profile first (the one seen later gives
+        way)."""
+        claims = []
+        for ident in event.identifiers:
+            pid = self.live((ident.type, ident.hash))
+            provisional = pid is not None and (ident.type, ident.hash) in self.state[pid].provisional
+            claims.append(_Claim(ident, pid, event.authoritative(ident), event.unverified_claim(ident), provisional))
+        self._find_moves(claims)
         order = {id(c): n for n, c in enumerate(claims)}
-        return sorted(claims, key=lambda c: (PRIORITY[c.ident.type], c.profile is None, order[id(c)]))
+        return sorted(claims, key=lambda c: (c.unverified, PRIORITY[c.ident.type], c.profile is None, order[id(c)]))
+
+    @staticmethod
+    def _find_moves(claims: list[_Claim]) -> None:
+        """A provisional identifier that a trusted claim carries together with another
+        profile's (non-provisional) known identifier moves to that profile instead of
+        merging the two: it becomes a new claim of the event."""
+        firm = {c.profile for c in claims
+                if c.profile is not None and c.authoritative and not c.provisional and c.ident.type in KNOWN_TYPES}
+        for c in claims:
+            if c.provisional and c.authoritative and firm - {c.profile}:
+                c.moving_from, c.profile = c.profile, None
 
     def decide_left_out(self, index: int, event: EventIdentity, claims: list[_Claim]) -> _Kept:
         """Walk the claims, keeping each one that fits the profile the kept ones so far would
         form; record a decision for each one left out. Changes nothing but ``plan.decisions``."""
         combined, kept = _Combined(), _Kept()
         refused: dict[str, tuple[str, str]] = {}  # profile -> (kind, message) of its refusal
+        moving_out: dict[str, list[str]] = {}  # profile -> types of the claims moving off it
+        for c in claims:
+            if c.moving_from is not None:
+                moving_out.setdefault(c.moving_from, []).append(c.ident.type)
         for claim in claims:
+            if claim.unverified and not self._unverified_claim_fits(index, claim, combined, kept):
+                continue
             pid = claim.profile
             if pid is None:
-                message = self._limit_message(combined.counts, combined.total, claim.ident.type)
-                if message is not None:
-                    self._decide(index, "limit", claim.ident, message)
-                    continue
-                combined.add_identifier(claim.ident.type)
-                kept.new.append(claim.ident)
+                self._keep_new(index, event, claim, combined, kept)
                 continue
             if pid not in combined.profiles:
-                refusal = refused.get(pid) or self._join_refusal(combined, self.state[pid], event.trusted)
+                joining = self._state_without(pid, moving_out.get(pid, ()))
+                refusal = refused.get(pid) or self._join_making_room(combined, joining, event, kept)
                 if refusal is not None:
                     refused[pid] = refusal
                     self._decide(index, refusal[0], claim.ident, refusal[1])
                     continue
-                self._join(combined, self.state[pid])
+                self._join(combined, joining)
             kept.held.append(claim)
         return kept
+
+    def _unverified_claim_fits(self, index: int, claim: _Claim, combined: _Combined, kept: _Kept) -> bool:
+        """The protect rule: an unverified claim is an ordinary match on the event's home
+        profile (or a new identifier for it), and left out anywhere else."""
+        if claim.profile is not None and claim.profile not in combined.profiles:
+            self._decide(index, "unverified_claim", claim.ident,
+                         f"unverified {claim.ident.type} held by another profile: left out (sign it to link it)")
+            return False
+        if claim.profile is None and not (kept.held or kept.new):
+            self._decide(index, "unverified_claim", claim.ident,
+                         f"unverified {claim.ident.type} and no verified identifier, anonymous_id or device_id "
+                         "to attach it to: left out")
+            return False
+        return True
+
+    def _keep_new(self, index: int, event: EventIdentity, claim: _Claim, combined: _Combined, kept: _Kept) -> None:
+        """Keep a claim that is on no profile (or moves) if the profile has room; at a type
+        limit, a trusted claim displaces the latest provisional identifier of that type."""
+        t = claim.ident.type
+        message = self._limit_message(combined.counts, combined.total, t)
+        if message is not None:
+            at_type_limit = combined.counts.get(t, 0) >= self.rules.type_limits.get(t, 0)
+            displaced = self._displaceable(combined, t, event, kept) if claim.authoritative and at_type_limit else None
+            if displaced is None:
+                self._decide(index, "limit", claim.ident, message)
+                return
+            kept.displaced.append(displaced)
+            combined.add_identifier(t, -1)
+        combined.add_identifier(t)
+        kept.new.append(claim)
+
+    def _displaceable(self, combined: _Combined, id_type: str, event: EventIdentity,
+                      kept: _Kept) -> tuple[str, str] | None:
+        """The most recently linked provisional identifier of ``id_type`` on the profiles kept
+        so far that this event does not carry, or None."""
+        found = self._provisional_of(id_type, [self.state[p] for p in combined.profiles], event, kept)
+        return found[0] if found else None
+
+    @staticmethod
+    def _provisional_of(id_type: str, profiles: Sequence[ProfileState], event: EventIdentity,
+                        kept: _Kept) -> list[tuple[str, str]]:
+        """Provisional identifiers of ``id_type`` on ``profiles`` that the event neither
+        carries nor already displaces, most recently linked first."""
+        carried = {(i.type, i.hash) for i in event.identifiers} | set(kept.displaced)
+        found = [(rank, k) for p in profiles for k, rank in p.provisional.items()
+                 if k[0] == id_type and k not in carried]
+        return [k for _rank, k in sorted(found, reverse=True)]
+
+    def _join_making_room(self, combined: _Combined, joining: ProfileState, event: EventIdentity,
+                          kept: _Kept) -> tuple[str, str] | None:
+        """Why ``joining`` may not join what is kept so far, or None. Where only a type limit
+        stands in the way and the event's kept trusted new identifiers of that type outnumber
+        the excess, the excess of provisional identifiers is displaced instead."""
+        refusal = self._join_refusal(combined, joining, event.may_merge_known)
+        if refusal is None or refusal[0] != "limit":
+            return refusal
+        room: list[tuple[str, str]] = []
+        for t in set(combined.counts) | set(joining.counts):
+            excess = combined.counts.get(t, 0) + joining.counts.get(t, 0) - self.rules.type_limits.get(t, 0)
+            if excess <= 0:
+                continue
+            newcomers = sum(1 for c in kept.new if c.ident.type == t and c.authoritative)
+            candidates = self._provisional_of(t, [self.state[p] for p in combined.profiles] + [joining], event, kept)
+            if newcomers < excess or len(candidates) < excess:
+                return refusal
+            room.extend(candidates[:excess])
+        trial = _Combined(list(combined.profiles), dict(combined.counts), combined.total, combined.merge_count,
+                          combined.known)
+        for k in room:
+            trial.add_identifier(k[0], -1)
+        if not room or self._join_refusal(trial, joining, event.may_merge_known) is not None:
+            return refusal
+        kept.displaced.extend(room)
+        for k in room:
+            combined.add_identifier(k[0], -1)
+        return None
 
     def merge(self, index: int, kept: _Kept) -> str | None:
         """Merge the profiles of the kept claims into one (survivor by the rule); return it,
@@ -246,34 +409,93 @@ class IdentityPlanner:
             # merge, its links and events go straight to the survivor.
             for t, n in a.counts.items():
                 s.counts[t] = s.counts.get(t, 0) + n
+            s.provisional.update(a.provisional)
             s.first_seen = min(s.first_seen, a.first_seen)
             self.plan.created.pop(absorbed, None)
         return survivor
 
-    def link(self, index: int, event: EventIdentity, target: str | None, kept: _Kept) -> str:
-        """Link the kept new identifiers to ``target`` (a new profile when None); return the
-        event's profile. ``decide_left_out`` made sure they fit."""
+    def link(self, index: int, event: EventIdentity, target: str | None, kept: _Kept) -> str | None:
+        """Link the kept new identifiers to ``target`` (a new profile when None), move the
+        kept provisional ones to it and the displaced ones off it; return the event's profile
+        (None when nothing of the event was kept: no home). ``decide_left_out`` made sure
+        everything fits."""
         if target is None:
-            target = self.new_profile_id()
-            self.state[target] = self.plan.created[target] = ProfileState(target, event.time, {}, 0, True)
+            if not kept.new:
+                return None
+            target = self._new_profile(event.time)
         s = self.state[target]
+        for claim in kept.held:
+            if claim.provisional and claim.authoritative:
+                s.provisional.pop(claim.key, None)
+                self.plan.confirmed.add(claim.key)
+        for key in kept.displaced:
+            self._displace(index, event, key, target)
         via = kept.held[0].ident if kept.held else None
-        for ident in kept.new:
-            self.owner[(ident.type, ident.hash)] = target
-            s.counts[ident.type] = s.counts.get(ident.type, 0) + 1
-            self.plan.links.append(Link(ident, target, index, via))
-            via = via or ident
+        for claim in kept.new:
+            if claim.moving_from is not None:
+                self._move(index, claim, target, via)
+            else:
+                self.owner[claim.key] = target
+                s.counts[claim.ident.type] = s.counts.get(claim.ident.type, 0) + 1
+                if claim.unverified:
+                    s.provisional[claim.key] = self.next_rank
+                    self.next_rank += 1
+                self.plan.links.append(Link(claim.ident, target, index, via, claim.unverified))
+            via = via or claim.ident
         if event.time < s.first_seen:
             s.first_seen = event.time
         return target
+
+    def _new_profile(self, first_seen: datetime) -> str:
+        pid = self.new_profile_id()
+        self.state[pid] = self.plan.created[pid] = ProfileState(pid, first_seen, {}, 0, True)
+        return pid
+
+    def _move(self, index: int, claim: _Claim, target: str, via: Identifier | None) -> None:
+        """A provisional identifier joins ``target``, no longer provisional (no merge)."""
+        source = self._final(claim.moving_from)
+        self.plan.confirmed.add(claim.key)
+        if source == target:  # its profile joined the event's profile anyway
+            self.state[target].provisional.pop(claim.key, None)
+            return
+        s, t = self.state[source], claim.ident.type
+        s.counts[t] -= 1
+        s.provisional.pop(claim.key, None)
+        self.state[target].counts[t] = self.state[target].counts.get(t, 0) + 1
+        self.owner[claim.key] = target
+        self.plan.moves.append(Move(claim.ident, source, target, index, via, provisional=False))
+        self._decide(index, "unverified_claim", claim.ident,
+                     f"moved off a profile that only unverified claims linked this {t} to")
+
+    def _displace(self, index: int, event: EventIdentity, key: tuple[str, str], target: str) -> None:
+        """Move a provisional identifier off ``target`` to a profile of its own."""
+        s, t = self.state[target], key[0]
+        rank = s.provisional.pop(key)
+        s.counts[t] -= 1
+        pid = self._new_profile(event.time)
+        self.state[pid].counts[t] = 1
+        self.state[pid].provisional[key] = rank
+        self.owner[key] = pid
+        ident = Identifier(t, "", key[1])  # stored identifiers are known by their hash only
+        self.plan.moves.append(Move(ident, target, pid, index, None, provisional=True))
+        self._decide(index, "limit", ident, f"displaced at the profile's {t} limit by a server-side or verified "
+                                            f"{t}; moved to a profile of its own")
 
     def finish(self) -> Plan:
         """The plan, with every profile id resolved to its final survivor (a merge can absorb
         a profile that an earlier event of the batch was attributed to)."""
         plan, final = self.plan, self._final
         plan.event_profiles = [final(p) for p in plan.event_profiles]
-        plan.links = [Link(lk.identifier, final(lk.profile_id), lk.event_index, lk.via) for lk in plan.links]
-        plan.merges = [Merge(final(m.survivor), m.absorbed, m.trigger, m.event_index, m.via) for m in plan.merges]
+        plan.links = [replace(lk, profile_id=final(lk.profile_id)) for lk in plan.links]
+        plan.merges = [replace(m, survivor=final(m.survivor)) for m in plan.merges]
+        plan.moves = [replace(mv, from_profile=final(mv.from_profile), to_profile=final(mv.to_profile))
+                      for mv in plan.moves]
+        # a provisional identifier linked and then confirmed within this plan is simply linked
+        linked = {(lk.identifier.type, lk.identifier.hash) for lk in plan.links}
+        plan.links = [replace(lk, provisional=False)
+                      if lk.provisional and (lk.identifier.type, lk.identifier.hash) in plan.confirmed else lk
+                      for lk in plan.links]
+        plan.confirmed -= linked
         return plan
 
     def _decide(self, index: int, kind: str, ident: Identifier, message: str) -> None:
@@ -287,13 +509,23 @@ class IdentityPlanner:
             return f"profile already holds {self.rules.max_identifiers} identifiers"
         return None
 
-    def _join_refusal(self, combined: _Combined, p: ProfileState, trusted: bool) -> tuple[str, str] | None:
-        """Why ``p`` may not join the profiles kept so far (None when it may, or is the first)."""
+    def _state_without(self, pid: str, moving_types: Sequence[str]) -> ProfileState:
+        """The profile as it joins the event, without the claims moving off it."""
+        p = self.state[pid]
+        if not moving_types:
+            return p
+        p = p.copy()
+        for t in moving_types:
+            p.counts[t] -= 1
+        return p
+
+    def _join_refusal(self, combined: _Combined, p: ProfileState, may_merge_known: bool) -> tuple[str, str] | None:
+        """Why ``p`` may not join what is kept so far (None when it may, or is the first)."""
         if not combined.profiles and not combined.total:
             return None
         joined = ProfileState("", p.first_seen, dict(combined.counts), combined.merge_count)
         # Kept new identifiers alone are no profile yet: joining them is no merge.
-        return _merge_refusal(joined, p, self.rules, trusted, known=combined.known,
+        return _merge_refusal(joined, p, self.rules, may_merge_known, known=combined.known,
                               merging=bool(combined.profiles))
 
     @staticmethod
@@ -303,8 +535,7 @@ class IdentityPlanner:
         combined.profiles.append(p.id)
         combined.merge_count += p.merge_count
         for t, n in p.counts.items():
-            combined.counts[t] = combined.counts.get(t, 0) + n
-        combined.total += p.total
+            combined.add_identifier(t, n)
         combined.known = combined.known or p.is_known
 
 
@@ -322,8 +553,8 @@ def plan_identities(
     An event is an ``EventIdentity`` or an (identifiers, event time) pair, which takes
     ``trusted_source``. ``graph`` maps (type, hash) to the live profile holding it;
     ``profiles`` holds the state of every profile in ``graph``. Neither is modified. Each
-    event ends attributed to one profile (``plan.event_profiles``), or None when it had no
-    identifier.
+    event ends attributed to one profile (``plan.event_profiles``), or None when nothing of
+    it was kept (no identifier, or no home for them).
     """
     planner = IdentityPlanner(graph, profiles, rules, new_profile_id)
     for index, event in enumerate(events):

@@ -27,6 +27,10 @@ class PreparedEvent:
     context: dict[str, Any]
     traits: dict[str, Any]
     decisions: list[dict[str, str]] = field(default_factory=list)
+    # (type, hash) of the known identifiers whose signature checked out (CONTRACT 6,
+    # verified identity), and whether the source runs identity_verification = protect
+    verified: frozenset[tuple[str, str]] = frozenset()
+    protect: bool = False
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:
