@@ -59,7 +59,11 @@ def _survivor_key(p: ProfileState) -> tuple:
     return (p.best_priority, p.first_seen, p.id)
 
 
-@dataclass
+def _decision_order(c: _Claim) -> tuple:
+    return (c.unverified, PRIORITY[c.ident.type], c.profile is None, c.position)
+
+
+@dataclass(slots=True)
 class _Claim:
     """One identifier of the event and the profile holding it before the event."""
 
@@ -67,7 +71,8 @@ class _Claim:
     profile: str | None  # None: on no profile, or moving off one (``moving_from``)
     authoritative: bool
     unverified: bool  # an unverified claim under protect
-    provisional: bool = False
+    provisional: bool
+    position: int  # in the event
     moving_from: str | None = None
 
     @property
@@ -75,7 +80,7 @@ class _Claim:
         return (self.ident.type, self.ident.hash)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Combined:
     """What the event's profile would look like after the merges and links kept so far."""
 
@@ -91,7 +96,7 @@ class _Combined:
         self.total += n
 
 
-@dataclass
+@dataclass(slots=True)
 class _Kept:
     """The outcome of deciding what is left out: what the event may act on."""
 
@@ -135,9 +140,32 @@ class IdentityPlanner:
         return pid
 
     def add_event(self, index: int, event: EventIdentity) -> None:
+        known_profile = self._only_holder(event)
+        if known_profile is not None:  # the common case, with nothing to decide
+            s = self.state[known_profile]
+            s.first_seen = min(s.first_seen, event.time)
+            self.plan.event_profiles.append(known_profile)
+            return
         kept = self.decide_left_out(index, event, self.choose_anchors(event)) if event.identifiers else _Kept()
         target = self.merge(index, kept)
         self.plan.event_profiles.append(self.link(index, event, target, kept))
+
+    def _only_holder(self, event: EventIdentity) -> str | None:
+        """The profile holding every identifier of the event, when no rule can apply to it
+        (nothing new, nothing to merge, no claim to check, nothing provisional), else None."""
+        if event.protect and not event.trusted:
+            return None
+        pid = None
+        for ident in event.identifiers:
+            holder = self.live((ident.type, ident.hash))
+            if holder is None or (pid is not None and holder != pid):
+                return None
+            pid = holder
+        if pid is not None and self.state[pid].provisional:
+            provisional = self.state[pid].provisional
+            if any((i.type, i.hash) in provisional for i in event.identifiers):
+                return None
+        return pid
 
     def choose_anchors(self, event: EventIdentity) -> list[_Claim]:
         """The event's identifiers with their current profiles, in the order they are decided:
@@ -145,14 +173,20 @@ class IdentityPlanner:
         unverified ones; then strongest type first (when something has to give, the weaker
         one does); within a type, those already on a profile first (the one seen later gives
         way)."""
+        trusted, verified = event.trusted, event.verified
+        protected = event.protect and not trusted
         claims = []
-        for ident in event.identifiers:
-            pid = self.live((ident.type, ident.hash))
-            provisional = pid is not None and (ident.type, ident.hash) in self.state[pid].provisional
-            claims.append(_Claim(ident, pid, event.authoritative(ident), event.unverified_claim(ident), provisional))
-        self._find_moves(claims)
-        order = {id(c): n for n, c in enumerate(claims)}
-        return sorted(claims, key=lambda c: (c.unverified, PRIORITY[c.ident.type], c.profile is None, order[id(c)]))
+        for n, ident in enumerate(event.identifiers):
+            key = (ident.type, ident.hash)
+            pid = self.live(key)
+            signed = key in verified
+            provisional = pid is not None and key in self.state[pid].provisional
+            claims.append(_Claim(ident, pid, trusted or signed,
+                                 protected and not signed and ident.type in KNOWN_TYPES, provisional, n))
+        if any(c.provisional for c in claims):
+            self._find_moves(claims)
+        claims.sort(key=_decision_order)
+        return claims
 
     @staticmethod
     def _find_moves(claims: list[_Claim]) -> None:
@@ -182,7 +216,7 @@ class IdentityPlanner:
                 self._keep_new(index, event, claim, combined, kept)
                 continue
             if pid not in combined.profiles:
-                joining = self._state_without(pid, moving_out.get(pid, ()))
+                joining = self._state_without(pid, moving_out[pid]) if pid in moving_out else self.state[pid]
                 refusal = refused.get(pid) or self._join_making_room(combined, joining, event, kept)
                 if refusal is not None:
                     refused[pid] = refusal
@@ -276,6 +310,8 @@ class IdentityPlanner:
         first_claim: dict[str, Identifier] = {}  # profile -> the event's strongest identifier on it
         for claim in kept.held:
             first_claim.setdefault(claim.profile, claim.ident)
+        if len(first_claim) == 1:
+            return kept.held[0].profile
         survivor = min(first_claim, key=lambda p: _survivor_key(self.state[p]))
         s = self.state[survivor]
         for absorbed, trigger in first_claim.items():
@@ -367,16 +403,20 @@ class IdentityPlanner:
         a profile that an earlier event of the batch was attributed to)."""
         plan, final = self.plan, self._final
         plan.event_profiles = [final(p) for p in plan.event_profiles]
-        plan.links = [replace(lk, profile_id=final(lk.profile_id)) for lk in plan.links]
-        plan.merges = [replace(m, survivor=final(m.survivor)) for m in plan.merges]
+        if self.redirect:
+            plan.links = [lk if lk.profile_id not in self.redirect else replace(lk, profile_id=final(lk.profile_id))
+                          for lk in plan.links]
+            plan.merges = [m if m.survivor not in self.redirect else replace(m, survivor=final(m.survivor))
+                           for m in plan.merges]
         plan.moves = [replace(mv, from_profile=final(mv.from_profile), to_profile=final(mv.to_profile))
                       for mv in plan.moves]
-        # a provisional identifier linked and then confirmed within this plan is simply linked
-        linked = {(lk.identifier.type, lk.identifier.hash) for lk in plan.links}
-        plan.links = [replace(lk, provisional=False)
-                      if lk.provisional and (lk.identifier.type, lk.identifier.hash) in plan.confirmed else lk
-                      for lk in plan.links]
-        plan.confirmed -= linked
+        if plan.confirmed:
+            # a provisional identifier linked and then confirmed within this plan is simply linked
+            linked = {(lk.identifier.type, lk.identifier.hash) for lk in plan.links}
+            plan.links = [replace(lk, provisional=False)
+                          if lk.provisional and (lk.identifier.type, lk.identifier.hash) in plan.confirmed else lk
+                          for lk in plan.links]
+            plan.confirmed -= linked
         return plan
 
     def _decide(self, index: int, kind: str, ident: Identifier, message: str) -> None:
@@ -415,9 +455,12 @@ class IdentityPlanner:
             combined.merge_count += 1
         combined.profiles.append(p.id)
         combined.merge_count += p.merge_count
+        counts = combined.counts
         for t, n in p.counts.items():
-            combined.add_identifier(t, n)
-        combined.known = combined.known or p.is_known
+            counts[t] = counts.get(t, 0) + n
+            combined.total += n
+            if n > 0 and t in KNOWN_TYPES:
+                combined.known = True
 
 
 def plan_identities(
