@@ -158,3 +158,29 @@ def test_a_flooded_event_stores_a_summarized_decision_list(store) -> None:
     _pid, decisions = store.event(eid)
     assert len(decisions) == MAX_EVENT_DECISIONS + 1
     assert decisions[-1]["kind"] == "summary" and decisions[-1]["omitted"] == 35 - MAX_EVENT_DECISIONS
+
+
+def test_shared_device_never_drags_an_anonymous_profile_into_another_customer(ingest_client, new_tenant, drain, db):
+    """Issue 10.4 end to end (ingest API, queue, worker): device D is on u1's profile; a
+    browser profile (anonymous a) logs in as u2 on D. D is left out before any merge."""
+    tenant = new_tenant(source_type="server")
+
+    def post(*ids: tuple[str, str]) -> None:
+        event = {"event_name": "E", "event_time": datetime.now(UTC).isoformat(),
+                 "identifiers": [{"type": t, "value": v} for t, v in ids]}
+        r = ingest_client.post("/api/v1/cdp/events", json={"events": [event]},
+                               headers={"Authorization": f"Bearer {tenant.write_key}"})
+        assert r.status_code == 202, r.text
+        assert drain() == 0
+
+    post(("device_id", "D"), ("external_id", "u1"))
+    post(("anonymous_id", "a"))
+    post(("device_id", "D"), ("external_id", "u2"), ("anonymous_id", "a"))
+    store = Store(db, tenant)
+    assert store.profile_of("anonymous_id", "a") == store.profile_of("external_id", "u2")
+    assert store.profile_of("device_id", "D") == store.profile_of("external_id", "u1") != store.profile_of(
+        "anonymous_id", "a")
+    assert db.execute("SELECT count(*) FROM profile_merges WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 0
+    [decisions] = db.execute("SELECT decisions FROM events WHERE tenant_id = %s AND decisions IS NOT NULL",
+                             (tenant.id,)).fetchone()
+    assert [(d["kind"], d["type"]) for d in decisions] == [("limit", "device_id")]
