@@ -84,7 +84,8 @@ def persist_tenant_events(
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
 
-    Raises SnapshotChanged (retry the transaction) when a concurrent merge moved the graph.
+    Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
+    provisional identifier, changed the graph.
     """
     out = BatchOutcome()
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
