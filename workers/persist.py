@@ -4,7 +4,6 @@ transaction. Running it twice for the same events changes nothing the second tim
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,12 +12,19 @@ from decimal import Decimal
 import msgspec
 import psycopg
 
-from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
+from core.identity import (
+    TRUSTED_SOURCE_TYPES,
+    EventIdentity,
+    IdentityRules,
+    plan_identities,
+    summarize_decisions,
+)
 from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
 from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
+    apply_moves,
     identifiers_of,
     link_identifiers,
     load_snapshot,
@@ -78,7 +84,8 @@ def persist_tenant_events(
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
 
-    Raises SnapshotChanged (retry the transaction) when a concurrent merge moved the graph.
+    Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
+    provisional identifier, changed the graph.
     """
     out = BatchOutcome()
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
@@ -90,43 +97,30 @@ def persist_tenant_events(
     if snapshot.suppressed:
         _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
-    event_profiles: list[str | None] = [None] * len(fresh)
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Website write keys are public: their events may not merge known profiles (CONTRACT 6).
-    groups: dict[bool, list[int]] = defaultdict(list)
-    for i, e in enumerate(fresh):
-        groups[e.source_type in TRUSTED_SOURCE_TYPES].append(i)
-    graph = dict(snapshot.graph)
-    all_links, all_merges = [], []
-    for trusted, indexes in sorted(groups.items()):
-        states = {pid: p.planner_state() for pid, p in profiles.items()}
-        plan = plan_identities(
-            [(fresh[i].identifiers, fresh[i].event.event_time) for i in indexes], graph, states, rules,
-            trusted_source=trusted, new_profile_id=new_profile_id,
-        )
-        for pid, st in plan.created.items():
-            profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
-                                       new=True)
-            out.profiles_created += 1
-        _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
-        ids = [fresh[i].event.event_id for i in indexes]
-        apply_merges(conn, tenant_id, plan, profiles, ids)
-        all_links.extend(plan.links)
-        all_merges.extend(plan.merges)
-        out.merges += len(plan.merges)
-        times = [fresh[i].event.event_time for i in indexes]
-        link_types = [_LINK_TYPES.get(fresh[i].event.event_type, "co_occurrence") for i in indexes]
-        link_identifiers(conn, tenant_id, plan, ids, times, link_types, profiles)
-        for local, pid in enumerate(plan.event_profiles):
-            event_profiles[indexes[local]] = pid
-        for d in plan.decisions:
-            decisions[indexes[d.event_index]].append(d.as_dict())
-        for lk in plan.links:
-            graph[(lk.identifier.type, lk.identifier.hash)] = lk.profile_id
-        absorbed = {m.absorbed: m.survivor for m in plan.merges}
-        if absorbed:
-            graph = {k: absorbed.get(v, v) for k, v in graph.items()}
+    # Website write keys are public: unless a claim is verified, their events may not merge
+    # known profiles, and under protect may not claim another profile's identifiers (CONTRACT 6).
+    plan = plan_identities(
+        [EventIdentity(e.identifiers, e.event.event_time, e.source_type in TRUSTED_SOURCE_TYPES, e.verified, e.protect)
+         for e in fresh],
+        snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
+        new_profile_id=new_profile_id,
+    )
+    for pid, st in plan.created.items():
+        profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
+                                   new=True)
+    out.profiles_created = len(plan.created)
+    _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
+    ids = [e.event.event_id for e in fresh]
+    link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
+    apply_merges(conn, tenant_id, plan, profiles, ids)
+    out.merges = len(plan.merges)
+    link_identifiers(conn, tenant_id, plan, ids, [e.event.event_time for e in fresh], link_types, profiles)
+    apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
+    event_profiles = plan.event_profiles
+    for d in plan.decisions:
+        decisions[d.event_index].append(d.as_dict())
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
@@ -139,7 +133,8 @@ def persist_tenant_events(
 
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
-    changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
+    changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
+               | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)})
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
@@ -215,7 +210,8 @@ def _copy_text(value: str) -> str:
 def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                  profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
     """COPY the events in text format, building the lines directly: psycopg's per-row
-    formatter was a large share of the worker's time."""
+    formatter was a large share of the worker's time. Decision lists are stored summarized
+    past ``MAX_EVENT_DECISIONS`` entries."""
     enc = _json.encode
     lines = []
     for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
@@ -225,7 +221,7 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
             pid or "\\N", _copy_text(ev.dedupe_key), _copy_text(ev.event_type), _copy_text(ev.event_name),
             _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
             _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
-            _copy_text(enc(dec).decode()) if dec else "\\N",
+            _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",
         )))
     lines.append("")
     with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:

@@ -17,6 +17,10 @@ from core.segment import map_segment_event
 
 @dataclass
 class PreparedEvent:
+    """One event ready to persist. ``verified``: (type, hash) of its known identifiers whose
+    signature checked out (CONTRACT 6, verified identity); ``protect``: its source runs
+    identity_verification = protect. The identity planner receives both per event."""
+
     event: QueuedEvent
     tenant_id: str
     source_id: str
@@ -27,6 +31,8 @@ class PreparedEvent:
     context: dict[str, Any]
     traits: dict[str, Any]
     decisions: list[dict[str, str]] = field(default_factory=list)
+    verified: frozenset[tuple[str, str]] = frozenset()
+    protect: bool = False
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:
