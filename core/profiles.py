@@ -43,7 +43,8 @@ def next_lifecycle(current: str, *, known: bool, purchases: int) -> str:
 def merge_traits(
     traits: dict[str, Any], times: dict[str, str], new: dict[str, Any], at: datetime
 ) -> None:
-    """Per key, the value with the newest event time wins (ties: the later write)."""
+    """Per key, the value with the newest ``at`` wins (ties: the later write). ``at`` is the
+    event's state time, ``min(event_time, received_at)`` (core.event_time.state_time)."""
     stamp = at.isoformat()
     for key, value in new.items():
         if key not in times or times[key] <= stamp:
@@ -54,7 +55,7 @@ def merge_traits(
 def merge_trait_sets(
     traits: dict[str, Any], times: dict[str, str], other: dict[str, Any], other_times: dict[str, str]
 ) -> None:
-    """Fold another profile's traits in, key by key, newest event time winning."""
+    """Fold another profile's traits in, key by key, newest state time winning."""
     for key, value in other.items():
         stamp = other_times.get(key, "")
         if key not in traits or times.get(key, "") < stamp:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, post
 
+from core.event_time import oldest_event_time
 from core.intake import Rejection, contains_nul
 from core.schemas import QueuedSegmentEvent, encode_event, encode_event_value
 from core.segment import screen_segment_event
@@ -94,11 +95,13 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
     rejected: list[tuple[int, Rejection, bytes]] = []
     region, blocked = source.phone_region, source.extra_blocked
     max_bytes, max_future = settings.max_event_bytes, settings.max_future_skew_s
+    oldest = oldest_event_time(received_at, settings.retention_months)
     for i, raw in enumerate(raws):
         raw_bytes = bytes(raw)
         screened = screen_segment_event(raw_bytes, path_type=path_type, batch_sent_at=sent_at,
                                         received_at=received_at, max_event_bytes=max_bytes,
-                                        max_future_s=max_future, phone_region=region, extra_blocked=blocked)
+                                        max_future_s=max_future, phone_region=region, oldest_event_time=oldest,
+                                        extra_blocked=blocked)
         if isinstance(screened, Rejection):
             rejected.append((i, screened, raw_bytes))
             continue

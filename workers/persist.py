@@ -69,6 +69,29 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     return [e for e in events if e.event.event_id in won]
 
 
+def split_expired(events: list[PreparedEvent], oldest: datetime | None
+                  ) -> tuple[list[PreparedEvent], list[PreparedEvent]]:
+    """(events to store, events older than the retention cut-off ``oldest``). An event can
+    pass the door and still be too old here: queued before its month left retention."""
+    if oldest is None or all(e.event.event_time >= oldest for e in events):
+        return events, []
+    return ([e for e in events if e.event.event_time >= oldest],
+            [e for e in events if e.event.event_time < oldest])
+
+
+def record_rejected(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], reason: str) -> None:
+    """Events not stored (nor counted on any profile): the read API answers ``rejected``
+    for their ids. Idempotent, like everything a retried job writes."""
+    if not events:
+        return
+    conn.execute(
+        "INSERT INTO event_outcomes (event_id, tenant_id, status, reason)"
+        " SELECT u.e, %s, 'rejected', %s FROM json_to_recordset(%s::json) AS u(e uuid)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (tenant_id, reason, json_rows([{"e": e.event.event_id} for e in events])),
+    )
+
+
 def persist_tenant_events(
     conn: psycopg.Connection,
     tenant_id: str,
@@ -102,7 +125,7 @@ def persist_tenant_events(
     for trusted, indexes in sorted(groups.items()):
         states = {pid: p.planner_state() for pid, p in profiles.items()}
         plan = plan_identities(
-            [(fresh[i].identifiers, fresh[i].event.event_time) for i in indexes], graph, states, rules,
+            [(fresh[i].identifiers, fresh[i].state_time) for i in indexes], graph, states, rules,
             trusted_source=trusted, new_profile_id=new_profile_id,
         )
         for pid, st in plan.created.items():
@@ -115,7 +138,7 @@ def persist_tenant_events(
         all_links.extend(plan.links)
         all_merges.extend(plan.merges)
         out.merges += len(plan.merges)
-        times = [fresh[i].event.event_time for i in indexes]
+        times = [fresh[i].state_time for i in indexes]
         link_types = [_LINK_TYPES.get(fresh[i].event.event_type, "co_occurrence") for i in indexes]
         link_identifiers(conn, tenant_id, plan, ids, times, link_types, profiles)
         for local, pid in enumerate(plan.event_profiles):
@@ -130,7 +153,7 @@ def persist_tenant_events(
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
-        t = e.event.event_time
+        t = e.state_time
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
             lo_hi = seen.get(key)
@@ -172,7 +195,7 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
 def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                      profile_ids: list[str | None]) -> None:
     """Consent objects of events: a history row each, and the current state per type
-    (the decision with the newest event time wins)."""
+    (the decision with the newest state time wins)."""
     rows = []
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None or not e.event.consent:
@@ -180,7 +203,7 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         ctx = e.context
         ua = ctx.get("user_agent") or ctx.get("userAgent")
         for consent_type, granted in e.event.consent.items():
-            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.event.event_time, "s": e.source_id,
+            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.state_time, "s": e.source_id,
                          "e": e.event.event_id, "ip": str(ctx["ip"])[:64] if ctx.get("ip") else None,
                          "ua": str(ua)[:512] if ua else None})
     if not rows:
@@ -246,10 +269,10 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         if is_purchase(ev.event_name):
             p.purchase_count += 1
             p.revenue += revenue_of(e.properties)
-        p.first_seen = min(p.first_seen, ev.event_time)
-        p.last_seen = max(p.last_seen, ev.event_time)
+        p.first_seen = min(p.first_seen, e.state_time)
+        p.last_seen = max(p.last_seen, e.state_time)
         if e.traits:
-            merge_traits(p.traits, p.trait_times, e.traits, ev.event_time)
+            merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
