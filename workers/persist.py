@@ -14,7 +14,14 @@ import msgspec
 import psycopg
 
 from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
-from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from core.profiles import (
+    MAX_TRAIT_KEYS,
+    MAX_TRAITS_BYTES,
+    is_purchase,
+    merge_traits,
+    next_lifecycle,
+    revenue_of,
+)
 from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
@@ -160,6 +167,7 @@ def persist_tenant_events(
             seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     touch_identifiers(conn, tenant_id, seen)
 
+    _merge_event_traits(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
@@ -255,6 +263,21 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         copy.write("\n".join(lines).encode())
 
 
+def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
+                        profiles: dict[str, ProfileRow], decisions: list[list[dict]]) -> None:
+    """Fold each event's traits into its profile (newest state time per key), before the
+    events are written: keys refused by the profile caps are warned on the event itself."""
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+        if pid is None or not e.traits:
+            continue
+        p = profiles[pid]
+        refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        if refused:
+            # The count only: trait keys are client text and warnings never echo it.
+            dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "
+                        f"capped at {MAX_TRAIT_KEYS} keys and {MAX_TRAITS_BYTES // 1024} KB of JSON"})
+
+
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                      profiles: dict[str, ProfileRow], changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it."""
@@ -271,8 +294,6 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
             p.revenue += revenue_of(e.properties)
         p.first_seen = min(p.first_seen, e.state_time)
         p.last_seen = max(p.last_seen, e.state_time)
-        if e.traits:
-            merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
