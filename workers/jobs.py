@@ -6,17 +6,19 @@ import logging
 import random
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import psycopg
 from rq import get_current_job
 
+from core.event_time import retention_cutoff
 from core.schemas import decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
 from workers import runtime
 from workers.identity_store import SnapshotChanged
-from workers.persist import BatchOutcome, persist_tenant_events
+from workers.persist import BatchOutcome, persist_tenant_events, record_rejected, split_expired
 from workers.prepare import PreparedEvent, prepare_batch
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,9 @@ def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
+    # Past the retention cut-off (queued before a month rolled out): never stored, so no
+    # partition is created for it and no profile counts it.
+    events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
     months = {month_start(e.event.event_time) for e in events}
 
     def attempt() -> BatchOutcome:
@@ -91,6 +96,7 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
             rt.known_partitions |= missing
         config = rt.tenant_config(tenant_id)
         with conn.transaction():
+            record_rejected(conn, tenant_id, expired, "event_too_old")
             return persist_tenant_events(conn, tenant_id, events, config.rules)
 
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)

@@ -19,7 +19,14 @@ from core.identity import (
     plan_identities,
     summarize_decisions,
 )
-from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from core.profiles import (
+    MAX_TRAIT_KEYS,
+    MAX_TRAITS_BYTES,
+    is_purchase,
+    merge_traits,
+    next_lifecycle,
+    revenue_of,
+)
 from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
@@ -75,6 +82,29 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     return [e for e in events if e.event.event_id in won]
 
 
+def split_expired(events: list[PreparedEvent], oldest: datetime | None
+                  ) -> tuple[list[PreparedEvent], list[PreparedEvent]]:
+    """(events to store, events older than the retention cut-off ``oldest``). An event can
+    pass the door and still be too old here: queued before its month left retention."""
+    if oldest is None or all(e.event.event_time >= oldest for e in events):
+        return events, []
+    return ([e for e in events if e.event.event_time >= oldest],
+            [e for e in events if e.event.event_time < oldest])
+
+
+def record_rejected(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], reason: str) -> None:
+    """Events not stored (nor counted on any profile): the read API answers ``rejected``
+    for their ids. Idempotent, like everything a retried job writes."""
+    if not events:
+        return
+    conn.execute(
+        "INSERT INTO event_outcomes (event_id, tenant_id, status, reason)"
+        " SELECT u.e, %s, 'rejected', %s FROM json_to_recordset(%s::json) AS u(e uuid)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (tenant_id, reason, json_rows([{"e": e.event.event_id} for e in events])),
+    )
+
+
 def persist_tenant_events(
     conn: psycopg.Connection,
     tenant_id: str,
@@ -102,7 +132,7 @@ def persist_tenant_events(
     # Website write keys are public: unless a claim is verified, their events may not merge
     # known profiles, and under protect may not claim another profile's identifiers (CONTRACT 6).
     plan = plan_identities(
-        [EventIdentity(e.identifiers, e.event.event_time, e.source_type in TRUSTED_SOURCE_TYPES, e.verified, e.protect)
+        [EventIdentity(e.identifiers, e.state_time, e.source_type in TRUSTED_SOURCE_TYPES, e.verified, e.protect)
          for e in fresh],
         snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
         new_profile_id=new_profile_id,
@@ -116,7 +146,7 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    link_identifiers(conn, tenant_id, plan, ids, [e.event.event_time for e in fresh], link_types, profiles)
+    link_identifiers(conn, tenant_id, plan, ids, [e.state_time for e in fresh], link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
     for d in plan.decisions:
@@ -124,13 +154,14 @@ def persist_tenant_events(
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
-        t = e.event.event_time
+        t = e.state_time
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
             lo_hi = seen.get(key)
             seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     touch_identifiers(conn, tenant_id, seen)
 
+    _merge_event_traits(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
@@ -167,7 +198,7 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
 def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                      profile_ids: list[str | None]) -> None:
     """Consent objects of events: a history row each, and the current state per type
-    (the decision with the newest event time wins)."""
+    (the decision with the newest state time wins)."""
     rows = []
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None or not e.event.consent:
@@ -175,7 +206,7 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         ctx = e.context
         ua = ctx.get("user_agent") or ctx.get("userAgent")
         for consent_type, granted in e.event.consent.items():
-            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.event.event_time, "s": e.source_id,
+            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.state_time, "s": e.source_id,
                          "e": e.event.event_id, "ip": str(ctx["ip"])[:64] if ctx.get("ip") else None,
                          "ua": str(ua)[:512] if ua else None})
     if not rows:
@@ -228,6 +259,21 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         copy.write("\n".join(lines).encode())
 
 
+def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
+                        profiles: dict[str, ProfileRow], decisions: list[list[dict]]) -> None:
+    """Fold each event's traits into its profile (newest state time per key), before the
+    events are written: keys refused by the profile caps are warned on the event itself."""
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+        if pid is None or not e.traits:
+            continue
+        p = profiles[pid]
+        refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        if refused:
+            # The count only: trait keys are client text and warnings never echo it.
+            dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "
+                        f"capped at {MAX_TRAIT_KEYS} keys and {MAX_TRAITS_BYTES // 1024} KB of JSON"})
+
+
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                      profiles: dict[str, ProfileRow], changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it."""
@@ -242,10 +288,8 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         if is_purchase(ev.event_name):
             p.purchase_count += 1
             p.revenue += revenue_of(e.properties)
-        p.first_seen = min(p.first_seen, ev.event_time)
-        p.last_seen = max(p.last_seen, ev.event_time)
-        if e.traits:
-            merge_traits(p.traits, p.trait_times, e.traits, ev.event_time)
+        p.first_seen = min(p.first_seen, e.state_time)
+        p.last_seen = max(p.last_seen, e.state_time)
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)

@@ -6,9 +6,11 @@ Pure apart from its inputs; runs before any database work so a transaction is sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.privacy import scrub_context, scrub_pii
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
@@ -33,6 +35,12 @@ class PreparedEvent:
     decisions: list[dict[str, str]] = field(default_factory=list)
     verified: frozenset[tuple[str, str]] = frozenset()
     protect: bool = False
+
+    @property
+    def state_time(self) -> datetime:
+        """``min(event_time, received_at)``: what traits, consents and first/last seen are
+        ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)."""
+        return state_time(self.event.event_time, self.received_at)
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:

@@ -244,5 +244,6 @@ event_outcomes = Table(
     Column("status", Text, nullable=False),
     Column("duplicate_of", UUID(as_uuid=True)),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("reason", Text),  # rejected: the code (event_too_old)
     CheckConstraint("status IN ('duplicate', 'rejected', 'erased')", name="status"),
 )
