@@ -27,6 +27,7 @@ from read_api.errors import (
     unexpected_error_response,
 )
 from read_api.events import event_status, profile_events
+from read_api.export_slots import ExportSlots
 from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
 from read_api.metrics import ReadMetrics, metrics_middleware
@@ -85,7 +86,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await pool.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool),
-                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_)
+                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_,
+                                   export_slots=ExportSlots(redis, settings.export_max_per_tenant,
+                                                            settings.export_lease_s))
         try:
             yield
         finally:

@@ -79,6 +79,8 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     profile_cache_ttl_s: int = 300
+    export_max_per_tenant: int = 4
+    export_lease_s: int = 60
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -118,6 +120,8 @@ def settings_from_env() -> Settings:
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
+        export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
     )
 
