@@ -21,8 +21,11 @@ from read_api.errors import (
     UNAVAILABLE_ERRORS,
     ApiError,
     api_error_response,
+    body_incomplete_response,
+    body_timeout_response,
     domain_error_response,
     http_exception_response,
+    too_deep_response,
     unavailable_response,
     unexpected_error_response,
 )
@@ -37,6 +40,7 @@ from read_api.profiles import find_profile, get_profile
 from read_api.sources import create_source, list_sources, rotate_key, update_source
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
+from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, libpq_url
 
 ROUTES = [
@@ -98,12 +102,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
         lifespan=[lifespan],
-        middleware=[lambda app: metrics_middleware(app, metrics_)],
+        middleware=[lambda app: metrics_middleware(app, metrics_),
+                    lambda app: guard_request_body(app, settings.http_body_timeout_s)],
         exception_handlers={
             ApiError: api_error_response,
             StratumError: domain_error_response,
             HTTPException: http_exception_response,
             **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_response),
+            RecursionError: too_deep_response,
+            BodyTimeout: body_timeout_response,
+            BodyIncomplete: body_incomplete_response,
             Exception: unexpected_error_response,
         },
         openapi_config=OpenAPIConfig(title="Stratum CDP read API", version="1", path="/schema",
