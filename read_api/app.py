@@ -7,8 +7,6 @@ from contextlib import asynccontextmanager, suppress
 import redis.exceptions
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -40,6 +38,7 @@ from read_api.profiles import find_profile, get_profile
 from read_api.sources import create_source, list_sources, rotate_key, update_source
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
+from stratum.apidocs import openapi_config
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, libpq_url
 
@@ -114,7 +113,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             BodyIncomplete: body_incomplete_response,
             Exception: unexpected_error_response,
         },
-        openapi_config=OpenAPIConfig(title="Stratum CDP read API", version="1", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi_config("Stratum CDP read API"),
         debug=False,
     )
