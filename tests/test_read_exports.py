@@ -249,7 +249,7 @@ def test_cli_export_to_stdout(tenant, data, settings):
     assert missing.returncode == 2 and b"no tenant" in missing.stderr
 
 
-def test_a_client_leaving_early_frees_the_export(read_client, tenant, data, monkeypatch, db):
+def test_a_client_leaving_early_frees_the_export(read_client, tenant, data, monkeypatch, db, redis_conn):
     monkeypatch.setattr(exports, "FETCH_ROWS", 1)
     state = read_client.app.state.read
     with read_client.stream("GET", "/api/v1/cdp/export/events", headers=auth(tenant.api_key)) as r:
@@ -260,6 +260,7 @@ def test_a_client_leaving_early_frees_the_export(read_client, tenant, data, monk
     while state.exports_running and datetime.now(UTC) < deadline:
         read_client.get("/health")
     assert state.exports_running == 0
+    assert redis_conn.zcard(export_slots_key(tenant.id)) == 0  # its tenant slot was given back
     # No export connection is left behind in the database.
     assert db.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%stratum_export%%'"
                       " AND pid <> pg_backend_pid()").fetchone()[0] == 0
