@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
-from core.identifiers import normalize_identifier
+from core.identifiers import KNOWN_TYPES, normalize_identifier
+from core.identity_signature import SIGNATURE_HEX_CHARS
 from core.schemas import NativeEvent, QueuedEvent, encode_event
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -103,11 +105,14 @@ def intake_native_event(
         return Rejection("invalid_event", None, "event is nested too deeply")
     if (bad := check_event_time(ev.event_time, received_at, max_future_s)) is not None:
         return bad
+    if ev.idempotency_key is not None and (too_long := dedupe_key_too_long(ev.idempotency_key)):
+        return Rejection("dedupe_key_too_long", "idempotency_key", too_long)
     if not ev.identifiers:
         return Rejection("no_usable_identifier", "identifiers", "at least one identifier is required")
 
     warnings: list[str] = []
     identifiers: list[tuple[str, str]] = []
+    claims: list[tuple[str, str, str]] = []
     for i, ident in enumerate(ev.identifiers):
         try:
             norm = normalize_identifier(ident.type, ident.value, default_region=phone_region, extra_blocked=extra_blocked)
@@ -118,6 +123,8 @@ def intake_native_event(
             fld = f"identifiers[{i}].type" if exc.code == "unknown_identifier_type" else f"identifiers[{i}].value"
             return Rejection(exc.code, fld, exc.message)
         identifiers.append((norm.type, norm.value))
+        if ident.signature is not None and norm.type in KNOWN_TYPES:
+            claims.append((norm.type, ident.value, _signature_text(ident.signature)))
     if not identifiers:
         return Rejection("no_usable_identifier", "identifiers", "every identifier was blocked; send a real one")
 
@@ -137,6 +144,7 @@ def intake_native_event(
         consent=consent or None,
         emq=score,
         warnings=warnings,
+        claims=claims,
     )
     try:
         blob = encode_event(queued)
@@ -144,3 +152,11 @@ def intake_native_event(
         return Rejection("number_out_of_range", "properties",
                          "integers must fit in 64 bits; send larger numbers as strings")
     return Accepted(queued, ev.idempotency_key, warnings, blob)
+
+
+def _signature_text(signature: object) -> str:
+    """A signature as queued: the string as sent, at most one character past a valid
+    signature's length (still malformed, but bounded); any other JSON value as ``"?"``."""
+    if isinstance(signature, str):
+        return signature[: SIGNATURE_HEX_CHARS + 1]
+    return "?"

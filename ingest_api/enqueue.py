@@ -145,8 +145,10 @@ QUEUES_KEY = "rq:queues"
 def dedupe_bucket_key(tenant_id: str, bucket: int) -> str:
     """Redis hash of the dedupe marks of one tenant for one window-long bucket of time.
 
-    Dedupe is scoped per tenant (not per source). A mark is found while its bucket or the
-    next one is current, so a key is remembered for at least the window and at most twice it.
+    Its fields are the SHA-256 digests of scoped keys (core.dedupe: the tenant for
+    server-side sources, the source for website sources), never the keys themselves. A mark
+    is found while its bucket or the next one is current, so a key is remembered for at
+    least the window and at most twice it.
     """
     return f"stratum:dedupe:{tenant_id}:{bucket}"
 
@@ -155,7 +157,9 @@ def dedupe_bucket_key(tenant_id: str, bucket: int) -> str:
 class PendingEvent:
     blob: bytes
     event_id: str
-    dedupe_key: str | None  # None: no client key, nothing to mark (event_id is unique)
+    # base64 SHA-256 of the scoped client key (ingest_api.pipeline.pending_event); None: no
+    # client key, nothing to mark (event_id is unique)
+    dedupe_key: str | None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ docs/CONFIGURATION.md. Everything else in the code base receives a ``Settings``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -81,6 +82,8 @@ class Settings:
     profile_cache_ttl_s: int = 300
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
+    # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
+    secret_key: str | None = field(default=None, repr=False)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -119,13 +122,22 @@ def settings_from_env() -> Settings:
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
+        secret_key=_env("SECRET_KEY", "") or None,
     )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Process-wide settings, read once. Tests build their own with ``Settings(...)``."""
-    return settings_from_env()
+    """Process-wide settings, read once. Tests build their own with ``Settings(...)``.
+
+    Every process reads its settings here once at start, so this is where a missing
+    ``STRATUM_SECRET_KEY`` is reported (CONTRACT 2)."""
+    settings = settings_from_env()
+    if not settings.secret_key:
+        logging.getLogger("stratum").warning(
+            "STRATUM_SECRET_KEY is not set: identity secrets are stored in plain text; set it to a long random "
+            "value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') on every process")
+    return settings
 
 
 def global_blocked_values(settings: Settings) -> frozenset[str]:

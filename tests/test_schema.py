@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
+from conftest import stored_dedupe_key
 
 import migrations
 from stratum.db.connect import create_database_if_missing, with_database
@@ -93,7 +94,8 @@ def test_event_dedupe_holds_across_partitions(ingest_client, tenant, drain, db, 
         for key in redis_conn.scan_iter("stratum:dedupe:*"):
             redis_conn.delete(key)
     assert drain() == 0
-    rows = db.execute("SELECT tableoid::regclass::text, event_time FROM events WHERE dedupe_key = 'order-77'").fetchall()
+    rows = db.execute("SELECT tableoid::regclass::text, event_time FROM events WHERE dedupe_key = %s",
+                      (stored_dedupe_key(tenant, "order-77"),)).fetchall()
     assert len(rows) == 1
     assert rows[0][0] == "events_p202401"
 
@@ -163,5 +165,6 @@ def test_retention_drops_whole_old_months(ingest_client, tenant, drain, db):
     assert drain() == 0
     dropped = drop_expired_partitions(db, datetime(2026, 11, 28, tzinfo=UTC), 13)
     assert "events_p202401" in dropped and "events_p202610" not in dropped
-    assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == ["recent"]
+    assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == [
+        stored_dedupe_key(tenant, "recent")]
     assert [r[0] for r in db.execute("SELECT dedupe_key FROM event_keys").fetchall()] == ["recent"]
