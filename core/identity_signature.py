@@ -41,6 +41,14 @@ def _digest_of(signature: object) -> bytes | None:
         return None
 
 
+def signature_text(signature: object) -> str:
+    """A signature as queued: the string as sent, at most one character past a valid
+    signature's length (still malformed, but bounded); any other JSON value as ``"?"``."""
+    if isinstance(signature, str):
+        return signature[: SIGNATURE_HEX_CHARS + 1]
+    return "?"
+
+
 def signature_matches(secrets: Sequence[str], id_type: str, value: str, signature: object) -> bool:
     """True if ``signature`` signs ``"{id_type}:{value}"`` under one of ``secrets``.
 
@@ -59,11 +67,13 @@ def signature_matches(secrets: Sequence[str], id_type: str, value: str, signatur
 
 @dataclass(frozen=True)
 class SignedClaim:
-    """A known identifier as sent (``value`` before normalization) with its signature."""
+    """A known identifier (``value`` before normalization) with its signature, which covers
+    ``signed_text`` when given (the JSON text of a number), else ``value`` itself."""
 
     type: str
     value: str
     signature: str
+    signed_text: str = ""
 
 
 def check_claims(claims: Iterable[SignedClaim], secrets: Sequence[str], *, phone_region: str | None,
@@ -84,7 +94,7 @@ def check_claims(claims: Iterable[SignedClaim], secrets: Sequence[str], *, phone
         except (BlockedIdentifier, InvalidIdentifier):
             continue
         key = (ident.type, ident.hash)
-        if signature_matches(secrets, claim.type, claim.value, claim.signature):
+        if signature_matches(secrets, claim.type, claim.signed_text or claim.value, claim.signature):
             verified.add(key)
             refused.pop(key, None)
         elif key not in verified:

@@ -16,7 +16,7 @@ from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import KNOWN_TYPES, normalize_identifier
-from core.identity_signature import SIGNATURE_HEX_CHARS
+from core.identity_signature import signature_text
 from core.schemas import NativeEvent, QueuedEvent, encode_event
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -112,7 +112,7 @@ def intake_native_event(
 
     warnings: list[str] = []
     identifiers: list[tuple[str, str]] = []
-    claims: list[tuple[str, str, str]] = []
+    claims: list[tuple[str, str, str, str]] = []
     for i, ident in enumerate(ev.identifiers):
         try:
             norm = normalize_identifier(ident.type, ident.value, default_region=phone_region, extra_blocked=extra_blocked)
@@ -124,7 +124,7 @@ def intake_native_event(
             return Rejection(exc.code, fld, exc.message)
         identifiers.append((norm.type, norm.value))
         if ident.signature is not None and norm.type in KNOWN_TYPES:
-            claims.append((norm.type, ident.value, _signature_text(ident.signature)))
+            claims.append((norm.type, ident.value, signature_text(ident.signature), ""))
     if not identifiers:
         return Rejection("no_usable_identifier", "identifiers", "every identifier was blocked; send a real one")
 
@@ -153,10 +153,3 @@ def intake_native_event(
                          "integers must fit in 64 bits; send larger numbers as strings")
     return Accepted(queued, ev.idempotency_key, warnings, blob)
 
-
-def _signature_text(signature: object) -> str:
-    """A signature as queued: the string as sent, at most one character past a valid
-    signature's length (still malformed, but bounded); any other JSON value as ``"?"``."""
-    if isinstance(signature, str):
-        return signature[: SIGNATURE_HEX_CHARS + 1]
-    return "?"

@@ -73,10 +73,12 @@ class QueuedEvent(Struct, array_like=True, tag="n"):
     warnings: list[str]
     # alias: the previous id linked to the user id (both also appear in identifiers)
     previous_id: str | None = None
-    # Known identifiers that came with a signature: (type, value as sent, signature), checked
-    # and dropped by workers (core.identity_signature), never stored. Last and defaulted, so
-    # payloads queued without it still decode (and older workers ignore it).
-    claims: list[tuple[str, str, str]] = []
+    # Known identifiers that came with a signature: (type, value, signature, signed text),
+    # checked and dropped by workers (core.identity_signature), never stored. ``value`` is the
+    # identifier as the event maps it; ``signed text`` the value as sent when that differs
+    # (a Segment userId sent as a number), else "". Last and defaulted, so payloads queued
+    # without it still decode (and older workers ignore it).
+    claims: list[tuple[str, str, str, str]] = []
 
 
 class QueuedSegmentEvent(Struct, array_like=True, tag="s"):

@@ -29,7 +29,7 @@ from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import MAX_IDENTIFIER_CHARS, is_blocked, normalize_identifier
-from core.identity_signature import SIGNATURE_HEX_CHARS
+from core.identity_signature import signature_text
 from core.intake import Accepted, Rejection, check_event_time, contains_nul
 from core.schemas import QueuedEvent
 
@@ -235,14 +235,14 @@ def map_segment_event(
     elif msg.integrations:
         context = {**context, "integrations": msg.integrations}
     identifiers, warnings = segment_identifiers(msg, etype, context, phone_region, extra_blocked)
-    claims: list[tuple[str, str, str]] = []
+    claims: list[tuple[str, str, str, str]] = []
     if SIGNATURE_CONTEXT_KEY in context:
         context = dict(context)
         signature = context.pop(SIGNATURE_CONTEXT_KEY)
-        user_id = _user_id_as_sent(raw)
-        if user_id is not None:
-            sig = signature[: SIGNATURE_HEX_CHARS + 1] if isinstance(signature, str) else "?"
-            claims.append(("external_id", user_id, sig))
+        signed = _user_id_as_sent(raw)
+        user_id = _id_text(msg.userId)
+        if signed is not None and user_id is not None:
+            claims.append(("external_id", user_id, signature_text(signature), "" if signed == user_id else signed))
 
     properties = msg.properties or {}
     traits: dict[str, Any] = {}
