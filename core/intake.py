@@ -152,4 +152,3 @@ def intake_native_event(
         return Rejection("number_out_of_range", "properties",
                          "integers must fit in 64 bits; send larger numbers as strings")
     return Accepted(queued, ev.idempotency_key, warnings, blob)
-

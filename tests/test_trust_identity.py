@@ -233,3 +233,11 @@ def test_cli_source_create_prints_the_identity_secret_of_website_sources(setting
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout.strip().splitlines()[-1])) == {"source_id", "write_key"}
     assert "STRATUM_SECRET_KEY is not set" in out.stderr  # every process warns without a key
+
+
+def test_stratum_dev_generates_one_secret_key_and_keeps_it(tmp_path):
+    from stratum.dev import dev_secret_key
+
+    first = dev_secret_key(tmp_path)
+    assert len(first) >= 40 and dev_secret_key(tmp_path) == first  # kept for the next run
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0  # owner-only
