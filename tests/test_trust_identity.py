@@ -33,7 +33,7 @@ def _queued(redis_conn, settings, rt: WorkerRuntime) -> list[PreparedEvent]:
     for job_id in redis_conn.lrange(f"rq:queue:{settings.queue_name}", 0, -1):
         job = Job.fetch(job_id.decode(), connection=redis_conn, serializer=MsgpackSerializer)
         batch = decode_batch(job.args[0])
-        config = rt.tenant_config(batch.tenant_id)
+        config = rt.tenant_config(batch.tenant_id, batch.source_id)
         out += prepare_batch(batch, config.extra_blocked, config.source_identity(batch.source_id, batch.source_type))
     return out
 
@@ -184,6 +184,17 @@ def test_rotation_keeps_the_previous_secret_for_24_hours(ingest_client, read_cli
     db.commit()
     assert verified_by(old) == frozenset()
     assert verified_by(new) == {("external_id", hash_of("external_id", "rot-1"))}
+
+
+def test_a_new_sources_secret_verifies_from_its_first_event(ingest_client, tenant, db, settings, redis_conn):
+    rt = _fresh_runtime(settings)
+    rt.tenant_config(tenant.id)  # cached before the new source exists
+    with db.transaction():
+        created = admin.create_source(db, uuid.UUID(tenant.id), "new site", "website")
+    ingest_client.post("/api/v1/cdp/events", headers=auth(created.key), json={"events": [{
+        **event("Seen"), "identifiers": [_signed(created.identity_secret, "email", "new@example.com")]}]})
+    (prepared,) = _queued(redis_conn, settings, rt)
+    assert prepared.verified == {("email", hash_of("email", "new@example.com"))}
 
 
 def test_identity_secrets_are_stored_encrypted_with_the_secret_key(db, settings, redis_conn, ingest_client):

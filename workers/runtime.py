@@ -79,10 +79,13 @@ class WorkerRuntime:
             finally:
                 self._conn = None
 
-    def tenant_config(self, tenant_id: str) -> TenantConfig:
+    def tenant_config(self, tenant_id: str, source_id: str | None = None) -> TenantConfig:
+        """The tenant's identity rules and its sources' identity settings, cached for
+        ``TENANT_CACHE_TTL_S``. A ``source_id`` the cached copy does not know (a source
+        created since) reloads it, so a new source's secret verifies from its first event."""
         now = time.monotonic()
         hit = self._tenants.get(tenant_id)
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and (source_id is None or source_id in hit[1].sources):
             return hit[1]
         conn = self.connection()
         row = conn.execute("SELECT settings FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
