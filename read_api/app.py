@@ -35,7 +35,13 @@ from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
-from read_api.sources import create_source, list_sources, rotate_key, update_source
+from read_api.sources import (
+    create_source,
+    list_sources,
+    rotate_identity_secret,
+    rotate_key,
+    update_source,
+)
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
 from stratum.apidocs import openapi_config
@@ -44,7 +50,8 @@ from stratum.settings import Settings, get_settings, libpq_url
 
 ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
-    event_status, list_sources, create_source, update_source, rotate_key, export_profiles, export_events,
+    event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
+    export_profiles, export_events,
     tenant_stats,
 ]
 

@@ -87,8 +87,12 @@ def cmd_operator_create(args, settings: Settings) -> None:
 def cmd_source_create(args, settings: Settings) -> None:
     from stratum.admin import create_source
 
-    created = _admin(settings, create_source, args.tenant, args.name, args.type, args.phone_region)
-    _print_json({"source_id": str(created.owner_id), "write_key": created.key})
+    created = _admin(settings, create_source, args.tenant, args.name, args.type, args.phone_region,
+                     secret_key=settings.secret_key)
+    out = {"source_id": str(created.owner_id), "write_key": created.key}
+    if created.identity_secret:
+        out["identity_secret"] = created.identity_secret
+    _print_json(out)
 
 
 def cmd_migrate(args, settings: Settings) -> None:

@@ -8,6 +8,7 @@ docs/CONFIGURATION.md. Everything else in the code base receives a ``Settings``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -87,6 +88,8 @@ class Settings:
     export_lease_s: int = 60
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
+    # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
+    secret_key: str | None = field(default=None, repr=False)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -130,13 +133,22 @@ def settings_from_env() -> Settings:
         export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
         export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
+        secret_key=_env("SECRET_KEY", "") or None,
     )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Process-wide settings, read once. Tests build their own with ``Settings(...)``."""
-    return settings_from_env()
+    """Process-wide settings, read once. Tests build their own with ``Settings(...)``.
+
+    Every process reads its settings here once at start, so this is where a missing
+    ``STRATUM_SECRET_KEY`` is reported (CONTRACT 2)."""
+    settings = settings_from_env()
+    if not settings.secret_key:
+        logging.getLogger("stratum").warning(
+            "STRATUM_SECRET_KEY is not set: identity secrets are stored in plain text; set it to a long random "
+            "value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') on every process")
+    return settings
 
 
 def global_blocked_values(settings: Settings) -> frozenset[str]:
