@@ -1,4 +1,16 @@
-"""The job functions RQ runs. ``process_batch`` is the only one the ingest API enqueues."""
+"""The job functions RQ runs. ``process_batch`` is the only one the ingest API enqueues.
+
+What a failure does to a job:
+
+- a transient error (workers/outages.py) is retried with backoff; when the retries run
+  out, ``ServiceUnavailable`` propagates, the coalesced batches go back on the queue
+  untouched and the worker puts this job back too, then waits for the service;
+- an event that cannot be stored is isolated (workers/isolation.py): every other event of
+  the job, coalesced batches included, is stored, and only that event becomes a failed job;
+- a coalesced batch that cannot even be read becomes a failed job of its own; this job's
+  own unreadable payload fails this job, before anything is claimed;
+- RQ's job timeout propagates (the claimed batches go back), and RQ fails the job.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +20,38 @@ import random
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import psycopg
 from rq import get_current_job
+from rq.job import Job
 
-from core.schemas import decode_batch
+from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import MsgpackSerializer
 from workers import runtime
 from workers.coalesce import Coalescer
-from workers.identity_store import SnapshotChanged
+from workers.isolation import (
+    FailedEventSink,
+    failed_event_payload,
+    failure_reason,
+    must_propagate,
+    persist_isolating,
+)
+from workers.outages import REDIS_OUTAGE, ServiceUnavailable, connection_lost, is_transient
 from workers.persist import BatchOutcome, persist_tenant_events
-from workers.prepare import PreparedEvent, prepare_batch
+from workers.prepare import PreparedEvent, prepare_event
 
 log = logging.getLogger(__name__)
 
-# Errors worth another attempt: lost connections, deadlocks, serialization failures, and
-# our own "graph moved under us". Anything else is a poison batch and fails the job.
-TRANSIENT = (
-    psycopg.OperationalError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.LockNotAvailable,
-    SnapshotChanged,
-)
+
+@dataclass
+class _Item:
+    """A prepared event and where it was queued (to rebuild it alone if it must be isolated)."""
+
+    prepared: PreparedEvent
+    batch: QueuedBatch
+    queued: QueuedEvent | QueuedSegmentEvent
 
 
 def process_batch(payload: bytes) -> dict[str, int]:
@@ -40,26 +60,35 @@ def process_batch(payload: bytes) -> dict[str, int]:
     for the same payload stores nothing twice."""
     job = get_current_job()
     rt = runtime.current()
+    sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 100:
-        return persist_payloads([payload])
+        return persist_payloads([(None, payload)], sink)
+    decode_batch(payload)  # unreadable: this job fails alone, before it claims anything
     coalescer = Coalescer(job.connection)
     queue_key = f"rq:queue:{job.origin}"
     # Batches hold up to 1000 events, usually about 100: claim by the typical size.
     claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events // 100 - 1)
     if not claimed:
-        return persist_payloads([payload])
+        return persist_payloads([(None, payload)], sink)
     try:
-        result = persist_payloads([payload, *(_payload_of(data) for _, data in claimed)])
-    except Exception:
-        log.warning("coalesced persist of %d batches failed; retrying this batch alone", len(claimed) + 1,
-                    exc_info=True)
-        # Put the others back untouched and try this job's own batch alone: one poison batch
-        # must not fail the batches it happened to be coalesced with.
-        coalescer.give_back(queue_key, job.id)
-        return persist_payloads([payload])
-    coalescer.finish(job.id, [job_id for job_id, _ in claimed])
+        result = persist_payloads([(None, payload), *((job_id, data) for job_id, data in claimed)], sink,
+                                  claimed_data=True)
+    except BaseException:
+        # An outage or the job timeout (a poison event never gets here: it is isolated).
+        # The claimed batches go back untouched, for whichever job runs next.
+        with contextlib.suppress(*REDIS_OUTAGE):
+            coalescer.give_back(queue_key, job.id)
+        raise
+    failed = set(result.pop("failed_jobs", []))
+    coalescer.finish(job.id, [job_id for job_id, _ in claimed if job_id not in failed])
     result["coalesced_jobs"] = len(claimed)
     return result
+
+
+def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEventSink | None:
+    if job is None:
+        return None  # called outside RQ: a poison event raises instead
+    return FailedEventSink(job.connection, job.origin, rt.settings.failed_job_ttl_s, rt.settings.job_timeout_s)
 
 
 def _payload_of(job_data: bytes) -> bytes:
@@ -70,23 +99,57 @@ def _payload_of(job_data: bytes) -> bytes:
     return args[0]
 
 
-def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
-    """Persist queued batches exactly once (one transaction per tenant)."""
+def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedEventSink | None = None, *,
+                     claimed_data: bool = False) -> dict:
+    """Persist queued batches exactly once (one transaction per tenant, split only to
+    isolate a bad event). ``payloads`` are (job id, payload) pairs, the job id set for
+    coalesced jobs; with ``claimed_data`` the payloads of those are RQ job data. Without a
+    ``sink`` a bad event raises. Returns counts, plus ``failed_jobs``: coalesced jobs whose
+    batch could not be read and now sit in the failed registry."""
     rt = runtime.current()
-    by_tenant: dict[str, list[PreparedEvent]] = defaultdict(list)
-    for payload in payloads:
-        batch = decode_batch(payload)
+    by_tenant: dict[str, list[_Item]] = defaultdict(list)
+    failed_jobs: list[str] = []
+    isolated = 0
+
+    def isolate(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
+        nonlocal isolated
+        if sink is None:
+            raise exc
+        sink.record(failed_event_payload(batch, queued), failure_reason(exc), event_id=queued.event_id)
+        isolated += 1
+
+    for job_id, raw in payloads:
+        try:
+            batch = decode_batch(_payload_of(raw) if claimed_data and job_id else raw)
+        except Exception as exc:
+            if sink is None or job_id is None:
+                raise
+            sink.fail_job(job_id, failure_reason(exc))
+            failed_jobs.append(job_id)
+            continue
         config = _with_retry(rt, f"tenant {batch.tenant_id} settings", lambda b=batch: rt.tenant_config(b.tenant_id))
-        by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked))
+        for queued in batch.events:
+            try:
+                prepared = prepare_event(batch, queued, config.extra_blocked)
+            except Exception as exc:
+                if must_propagate(exc):
+                    raise
+                isolate(batch, queued, exc)
+                continue
+            by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued))
     total = BatchOutcome()
-    for tenant_id, events in by_tenant.items():
-        outcome = _persist_with_retry(rt, tenant_id, events)
-        total.stored += outcome.stored
-        total.duplicates += outcome.duplicates
-        total.profiles_created += outcome.profiles_created
-        total.merges += outcome.merges
-    return {"stored": total.stored, "duplicates": total.duplicates,
-            "profiles_created": total.profiles_created, "merges": total.merges}
+    for tenant_id, items in by_tenant.items():
+        outcome = persist_isolating(
+            lambda part, t=tenant_id: _persist_with_retry(rt, t, [i.prepared for i in part]), items,
+            lambda item, exc: isolate(item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
+        total = _add_outcomes(total, outcome)
+    return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
+            "merges": total.merges, "isolated": isolated, "failed_jobs": failed_jobs}
+
+
+def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
+    return BatchOutcome(a.stored + b.stored, a.duplicates + b.duplicates, a.profiles_created + b.profiles_created,
+                        a.merges + b.merges)
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
@@ -106,19 +169,22 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
 
 
 def _with_retry(rt: runtime.WorkerRuntime, what: str, fn):
-    """Run ``fn``, retrying transient database errors with jittered exponential backoff
-    (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database restart)."""
+    """Run ``fn``, retrying transient errors (workers/outages.py) with jittered exponential
+    backoff (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database
+    restart). When they run out, raise ``ServiceUnavailable``: the worker requeues the job
+    and waits for the database. Any other error propagates at once."""
     attempts = max(1, rt.settings.db_retry_attempts)
     for n in range(1, attempts + 1):
         try:
             return fn()
-        except TRANSIENT as exc:
-            if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.TransactionRollback
-                                                                            | psycopg.errors.LockNotAvailable):
+        except Exception as exc:
+            if not is_transient(exc) or isinstance(exc, ServiceUnavailable):
+                raise
+            if connection_lost(exc):
                 rt.reset_connection()  # the connection itself is gone
             if n == attempts:
-                raise
+                raise ServiceUnavailable(f"{what}: {failure_reason(exc)}, {attempts} attempts") from exc
             delay = min(2.0, 0.05 * 2 ** (n - 1)) * (0.5 + random.random())
-            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, n, attempts, delay)
+            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, failure_reason(exc), n, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -3,6 +3,7 @@ transaction. Running it twice for the same events changes nothing the second tim
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import msgspec
 import psycopg
 
 from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
-from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from core.profiles import add_revenue, is_purchase, merge_traits, next_lifecycle, purchase_amount
 from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
@@ -79,6 +80,7 @@ def persist_tenant_events(
     """Store one tenant's events inside the caller's transaction.
 
     Raises SnapshotChanged (retry the transaction) when a concurrent merge moved the graph.
+    ``events`` are never modified, so a retry after a rollback sees the same inputs.
     """
     out = BatchOutcome()
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
@@ -88,7 +90,7 @@ def persist_tenant_events(
 
     snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
     if snapshot.suppressed:
-        _drop_suppressed(fresh, snapshot.suppressed)
+        fresh = _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
     event_profiles: list[str | None] = [None] * len(fresh)
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
@@ -137,24 +139,32 @@ def persist_tenant_events(
             seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     touch_identifiers(conn, tenant_id, seen)
 
+    changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
+    # Counters before the COPY: a value left out of them is recorded as a warning on its event.
+    touched = _count_events(fresh, event_profiles, profiles, decisions) | changed
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
-    changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
-    _update_profiles(conn, fresh, event_profiles, profiles, changed)
+    _write_profiles(conn, profiles, touched)
     out.stored = len(fresh)
     return out
 
 
-def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> None:
-    """Identifiers of erased people never identify again (recorded with the event)."""
+def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> list[PreparedEvent]:
+    """Identifiers of erased people never identify again (recorded with the event).
+
+    Returns copies of the events that held one; the inputs stay as they were, so a retried
+    transaction starts from the same events."""
+    out = []
     for e in events:
-        kept = [i for i in e.identifiers if (i.type, i.hash) not in suppressed]
-        if len(kept) != len(e.identifiers):
-            for i in e.identifiers:
-                if (i.type, i.hash) in suppressed:
-                    e.decisions.append({"kind": "suppressed", "type": i.type, "hash": i.hash,
-                                        "message": "identifier of an erased profile"})
-            e.identifiers = kept
+        dropped = [i for i in e.identifiers if (i.type, i.hash) in suppressed]
+        if not dropped:
+            out.append(e)
+            continue
+        notes = [{"kind": "suppressed", "type": i.type, "hash": i.hash, "message": "identifier of an erased profile"}
+                 for i in dropped]
+        out.append(dataclasses.replace(e, identifiers=[i for i in e.identifiers if (i.type, i.hash) not in suppressed],
+                                       decisions=[*e.decisions, *notes]))
+    return out
 
 
 def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
@@ -232,11 +242,15 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         copy.write("\n".join(lines).encode())
 
 
-def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow], changed: set[str]) -> None:
-    """Write back every profile whose events, identifiers or merges changed it."""
-    touched: set[str] = set(changed)
-    for e, pid in zip(events, profile_ids, strict=True):
+def _count_events(events: list[PreparedEvent], profile_ids: list[str | None], profiles: dict[str, ProfileRow],
+                  decisions: list[list[dict]]) -> set[str]:
+    """Fold the events into their profiles' counters, traits and times (the rows are this
+    transaction's snapshot); return the profiles touched.
+
+    Counters never fail a batch: an amount that cannot be summed, or a total that would no
+    longer fit ``profiles.revenue``, is left out with a warning in the event's ``decisions``."""
+    touched: set[str] = set()
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
         if pid is None:
             continue
         p = profiles[pid]
@@ -245,11 +259,24 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         p.event_count += 1
         if is_purchase(ev.event_name):
             p.purchase_count += 1
-            p.revenue += revenue_of(e.properties)
+            amount = purchase_amount(e.properties)
+            if amount.warning:
+                dec.append({"kind": "warning", "message": amount.warning})
+            total = add_revenue(p.revenue, amount.amount)
+            if total is None:
+                dec.append({"kind": "warning", "message": "revenue left out: the profile's total would exceed"
+                                                          " the counter's range"})
+            else:
+                p.revenue = total
         p.first_seen = min(p.first_seen, ev.event_time)
         p.last_seen = max(p.last_seen, ev.event_time)
         if e.traits:
             merge_traits(p.traits, p.trait_times, e.traits, ev.event_time)
+    return touched
+
+
+def _write_profiles(conn: psycopg.Connection, profiles: dict[str, ProfileRow], touched: set[str]) -> None:
+    """Write back every profile whose events, identifiers or merges changed it."""
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)

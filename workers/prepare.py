@@ -30,32 +30,36 @@ class PreparedEvent:
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:
+    return [prepare_event(batch, queued, extra_blocked) for queued in batch.events]
+
+
+def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
+                  extra_blocked: frozenset[str] = frozenset()) -> PreparedEvent:
+    """One queued event of ``batch``, ready to store. May raise on a malformed event: the
+    caller isolates it (workers/isolation.py)."""
     region = batch.phone_region
-    out: list[PreparedEvent] = []
-    for queued in batch.events:
-        if isinstance(queued, QueuedSegmentEvent):
-            ev = map_segment_event(
-                queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
-                event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
-                batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
-        else:
-            ev = queued
-        identifiers: list[Identifier] = []
-        decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
-        seen: set[tuple[str, str]] = set()
-        for id_type, raw in ev.identifiers:
-            try:  # memoized in core: repeat identifiers cost a cache lookup
-                ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
-            except (BlockedIdentifier, InvalidIdentifier) as exc:
-                decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
-                continue
-            if (ident.type, ident.hash) not in seen:
-                seen.add((ident.type, ident.hash))
-                identifiers.append(ident)
-        out.append(PreparedEvent(
-            event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
-            received_at=batch.received_at, identifiers=identifiers,
-            properties=scrub_pii(ev.properties, region), context=scrub_context(ev.context, region),
-            traits=scrub_pii(ev.traits, region), decisions=decisions,
-        ))
-    return out
+    if isinstance(queued, QueuedSegmentEvent):
+        ev = map_segment_event(
+            queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
+            event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
+            batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
+    else:
+        ev = queued
+    identifiers: list[Identifier] = []
+    decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
+    seen: set[tuple[str, str]] = set()
+    for id_type, raw in ev.identifiers:
+        try:  # memoized in core: repeat identifiers cost a cache lookup
+            ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
+        except (BlockedIdentifier, InvalidIdentifier) as exc:
+            decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
+            continue
+        if (ident.type, ident.hash) not in seen:
+            seen.add((ident.type, ident.hash))
+            identifiers.append(ident)
+    return PreparedEvent(
+        event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
+        received_at=batch.received_at, identifiers=identifiers,
+        properties=scrub_pii(ev.properties, region), context=scrub_context(ev.context, region),
+        traits=scrub_pii(ev.traits, region), decisions=decisions,
+    )

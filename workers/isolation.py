@@ -1,0 +1,117 @@
+"""Isolating a poison event: one bad event must never fail the events queued with it.
+
+``persist_isolating`` stores a list of events in one transaction; when that fails with an
+error that is not transient (workers/outages.py), it splits the list in halves and stores
+each half the same way, down to the single event that fails. Halves that succeed commit on
+their own: running a half again later stores nothing twice (processing is idempotent), so
+nothing depends on the order of the splits.
+
+The isolated event goes to RQ's failed registry as a job of its own (``process_batch`` of a
+one-event batch), with its reason, where ``stratum status``, ``/ops`` and ``stratum
+replay-failed`` list and replay it (workers/status.py). The reason names the error class
+and SQLSTATE only, never the error's text: database messages quote the offending value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
+import psycopg
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.results import Result
+from rq.timeouts import BaseTimeoutException
+
+from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
+from stratum.queue import PROCESS_BATCH, MsgpackSerializer, events_queue
+from workers.outages import is_transient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent) -> bytes:
+    """The queue payload of an isolated event's failed job: its batch's header with that one
+    event, so a replay runs it exactly as it was queued.
+
+    This is the one place that builds what rests in the failed registry; raw email and
+    phone must not rest there (CONTRACT 6), so the event is to be scrubbed here once the
+    queued-event scrubber exists."""
+    return _encoder.encode(msgspec.structs.replace(batch, events=[queued]))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``ClassName (sqlstate XXXXX)``: what failed, without the value that made it fail."""
+    state = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return f"{type(exc).__name__} (sqlstate {state})" if state else type(exc).__name__
+
+
+def must_propagate(exc: BaseException) -> bool:
+    """Errors that are not the data's: outages (the whole job goes back on the queue) and
+    RQ's job timeout (the job fails as a whole, as RQ decides)."""
+    return is_transient(exc) or isinstance(exc, BaseTimeoutException) or not isinstance(exc, Exception)
+
+
+def persist_isolating(store: Callable[[Sequence[T]], R], items: Sequence[T],
+                      on_poison: Callable[[T, Exception], None], combine: Callable[[R, R], R], empty: R) -> R:
+    """``store(items)``; on a non-transient error, bisect until each failing item is alone
+    and hand it to ``on_poison``. Transient errors and timeouts propagate untouched."""
+    try:
+        return store(items)
+    except Exception as exc:
+        if must_propagate(exc):
+            raise
+        if len(items) == 1:
+            on_poison(items[0], exc)
+            return empty
+        log.warning("storing %d events failed (%s); splitting the batch to isolate the bad event",
+                    len(items), failure_reason(exc))
+    mid = len(items) // 2
+    left = persist_isolating(store, items[:mid], on_poison, combine, empty)
+    right = persist_isolating(store, items[mid:], on_poison, combine, empty)
+    return combine(left, right)
+
+
+@dataclass
+class FailedEventSink:
+    """Where isolated events go: RQ's failed registry of the queue their job came from."""
+
+    connection: Redis
+    queue_name: str
+    failure_ttl_s: int
+    job_timeout_s: int
+
+    def record(self, payload: bytes, reason: str, *, event_id: str) -> str:
+        """Save a failed ``process_batch`` job holding ``payload``; return its id."""
+        queue = events_queue(self.connection, self.queue_name)
+        job = Job.create(PROCESS_BATCH, args=[payload], connection=self.connection, serializer=MsgpackSerializer,
+                         origin=self.queue_name, timeout=self.job_timeout_s, failure_ttl=self.failure_ttl_s,
+                         result_ttl=0, description="process_batch (isolated event)", status=JobStatus.FAILED)
+        exc_string = f"event {event_id} isolated from its batch\n{reason}"
+        with self.connection.pipeline() as pipe:
+            FailedJobRegistry(queue=queue).add(job, ttl=self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
+            Result.create_failure(job, self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
+            pipe.execute()
+        log.error("event %s isolated into failed job %s: %s", event_id, job.id, reason)
+        return job.id
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """Move a claimed (coalesced) job whose whole payload is unreadable to the failed registry."""
+        queue = events_queue(self.connection, self.queue_name)
+        job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
+        job.set_status(JobStatus.FAILED)
+        exc_string = f"queued batch could not be read\n{reason}"
+        with self.connection.pipeline() as pipe:
+            FailedJobRegistry(queue=queue).add(job, ttl=self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
+            Result.create_failure(job, self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
+            pipe.execute()
+        log.error("coalesced job %s failed: %s", job_id, reason)
