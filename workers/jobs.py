@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from rq import get_current_job
 from rq.job import Job
+from rq.timeouts import BaseTimeoutException
 
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
@@ -58,8 +59,16 @@ def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
     queued batches when there are any (workers/coalesce.py). Exactly once: running it again
     for the same payload stores nothing twice."""
-    job = get_current_job()
     rt = runtime.current()
+    try:
+        return _process_batch(rt, payload)
+    except BaseTimeoutException:
+        rt.reset_connection()  # the timeout may have cut a query short: that connection is unusable
+        raise
+
+
+def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
+    job = get_current_job()
     sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 100:
         return persist_payloads([(None, payload)], sink)
