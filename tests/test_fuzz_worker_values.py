@@ -57,11 +57,16 @@ def _times():
     return st.tuples(st.one_of(near, near, far), offsets).map(lambda t: t[0] + t[1])
 
 
+# Amounts at the edge of profiles.revenue (numeric(18, 4)): alone or summed, they overflow it.
+_EDGE_AMOUNTS = st.sampled_from([99999999999999, "99999999999999.99999", 99999999999999.99, 5e13, 6e13,
+                                 "-99999999999999.99995", "99999999999999.9999", -(10 ** 14)])
+
+
 def _properties():
-    revenue = st.one_of(_NUMBERS, _NUMERIC_TEXT, st.booleans(), st.none(), _VALUES)
-    return st.fixed_dictionaries({}, optional={"revenue": revenue, "total": revenue, "currency": _SCALARS,
-                                              "items": _VALUES}).flatmap(
-        lambda fixed: st.dictionaries(_KEYS, _VALUES, max_size=3).map(lambda extra: {**extra, **fixed}))
+    revenue = st.one_of(_EDGE_AMOUNTS, _EDGE_AMOUNTS, _NUMBERS, _NUMERIC_TEXT, st.booleans(), st.none(), _VALUES)
+    amounts = st.one_of(st.fixed_dictionaries({"revenue": revenue}), st.fixed_dictionaries({"total": revenue}),
+                        st.fixed_dictionaries({}, optional={"revenue": revenue, "total": revenue}))
+    return st.tuples(amounts, st.dictionaries(_KEYS, _VALUES, max_size=3)).map(lambda t: {**t[1], **t[0]})
 
 
 def _context():
@@ -72,6 +77,7 @@ def _context():
 
 
 _NAMES = st.one_of(st.sampled_from(["Purchase", "Order Completed", "order_completed", "Viewed", "x" * 255]),
+                   st.sampled_from(["Purchase", "Order Completed"]),
                    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                            min_size=1, max_size=255))
 _CONSENT = st.dictionaries(st.sampled_from(["analytics", "ads", "email", "sms", "all"]),
