@@ -16,6 +16,7 @@ from stratum.db.connect import connect
 from stratum.queue import events_queue
 from workers import jobs
 from workers.identity_store import SnapshotChanged
+from workers.isolation import persist_isolating
 from workers.outages import ServiceUnavailable, is_transient
 from workers.prepare import prepare_batch
 from workers.status import failed_jobs
@@ -125,3 +126,39 @@ def test_the_job_timeout_is_not_swallowed_by_coalescing(ingest_client, tenant, d
     assert "JobTimeoutException" in failed_jobs(settings, redis_conn)[0]["reason"]
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 10  # the two claimed batches
     assert redis_conn.keys("stratum:claimed:*") == []
+
+
+@pytest.mark.parametrize(("exc", "split"), [
+    (psycopg.errors.NumericValueOutOfRange(), True),
+    (psycopg.errors.CheckViolation(), True),
+    (psycopg.errors.UntranslatableCharacter(), True),
+    (psycopg.errors.ProgramLimitExceeded(), True),
+    (psycopg.DataError("client-side: cannot dump"), True),
+    (ValueError("unexpected value"), True),
+    (psycopg.errors.DiskFull(), False),
+    (psycopg.errors.OutOfMemory(), False),
+    (psycopg.errors.QueryCanceled(), False),
+    (psycopg.errors.InternalError_(), False),
+    (psycopg.errors.SerializationFailure(), False),
+    (ServiceUnavailable(), False),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_only_errors_caused_by_the_data_split_a_batch(exc, split):
+    """A full disk would fail every half alike: it must fail the job, not scatter it into
+    one failed job per event."""
+    calls = []
+
+    def store(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise exc
+        return len(items)
+
+    isolated = []
+    items = ["a", "b", "bad", "c"]
+    if split:
+        assert persist_isolating(store, items, lambda i, e: isolated.append(i), lambda a, b: a + b, 0) == 3
+        assert isolated == ["bad"]
+    else:
+        with pytest.raises(type(exc)):
+            persist_isolating(store, items, lambda i, e: isolated.append(i), lambda a, b: a + b, 0)
+        assert calls == [items] and isolated == []

@@ -1,7 +1,8 @@
 """Isolating a poison event: one bad event must never fail the events queued with it.
 
 ``persist_isolating`` stores a list of events in one transaction; when that fails with an
-error that is not transient (workers/outages.py), it splits the list in halves and stores
+error caused by the data (a value the database refuses; not an outage, workers/outages.py,
+nor a full disk), it splits the list in halves and stores
 each half the same way, down to the single event that fails. Halves that succeed commit on
 their own: running a half again later stores nothing twice (processing is idempotent), so
 nothing depends on the order of the splits.
@@ -55,20 +56,39 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__} (sqlstate {state})" if state else type(exc).__name__
 
 
+# SQLSTATE classes that describe the data: data exception, integrity constraint violation,
+# syntax error or access rule violation, program limit exceeded (a value too large to index).
+_DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "42", "54"})
+
+
 def must_propagate(exc: BaseException) -> bool:
     """Errors that are not the data's: outages (the whole job goes back on the queue) and
     RQ's job timeout (the job fails as a whole, as RQ decides)."""
     return is_transient(exc) or isinstance(exc, BaseTimeoutException) or not isinstance(exc, Exception)
 
 
+def caused_by_data(exc: BaseException) -> bool:
+    """Worth splitting the batch for: the database refused a value, or our own code met a
+    value it did not expect (any non-database exception). Resource and server errors (disk
+    full, out of memory, query cancelled, internal errors) would fail every half alike:
+    they fail the job as a whole instead, to be replayed once the cause is fixed."""
+    if must_propagate(exc):
+        return False
+    if isinstance(exc, psycopg.Error):
+        # no SQLSTATE (and not a lost connection): psycopg refused to send a value
+        return exc.sqlstate is None or exc.sqlstate[:2] in _DATA_SQLSTATE_CLASSES
+    return True
+
+
 def persist_isolating(store: Callable[[Sequence[T]], R], items: Sequence[T],
                       on_poison: Callable[[T, Exception], None], combine: Callable[[R, R], R], empty: R) -> R:
-    """``store(items)``; on a non-transient error, bisect until each failing item is alone
-    and hand it to ``on_poison``. Transient errors and timeouts propagate untouched."""
+    """``store(items)``; on an error caused by the data (``caused_by_data``), bisect until
+    each failing item is alone and hand it to ``on_poison``. Any other error propagates
+    untouched."""
     try:
         return store(items)
     except Exception as exc:
-        if must_propagate(exc):
+        if not caused_by_data(exc):
             raise
         if len(items) == 1:
             on_poison(items[0], exc)

@@ -34,9 +34,9 @@ from workers import runtime
 from workers.coalesce import Coalescer
 from workers.isolation import (
     FailedEventSink,
+    caused_by_data,
     failed_event_payload,
     failure_reason,
-    must_propagate,
     persist_isolating,
 )
 from workers.outages import REDIS_OUTAGE, ServiceUnavailable, connection_lost, is_transient
@@ -141,7 +141,7 @@ def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedE
             try:
                 prepared = prepare_event(batch, queued, config.extra_blocked)
             except Exception as exc:
-                if must_propagate(exc):
+                if not caused_by_data(exc):
                     raise
                 isolate(batch, queued, exc)
                 continue
