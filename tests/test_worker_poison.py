@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry
 
 from core.schemas import decode_batch
 from stratum.queue import MsgpackSerializer, events_queue
-from workers.status import failed_jobs, replay_failed
+from stratum.queue.status import failed_jobs, replay_failed
 
 POISON_NAME = "Poison-Pill"
 

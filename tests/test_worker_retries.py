@@ -14,12 +14,12 @@ from rq.registry import FailedJobRegistry
 from core.schemas import QueuedBatch, QueuedEvent
 from stratum.db.connect import connect
 from stratum.queue import events_queue
+from stratum.queue.status import failed_jobs
 from workers import jobs
 from workers.identity_store import SnapshotChanged
 from workers.isolation import persist_isolating
 from workers.outages import ServiceUnavailable, is_transient
 from workers.prepare import prepare_batch
-from workers.status import failed_jobs
 
 
 @pytest.mark.parametrize(("exc", "transient"), [

@@ -9,7 +9,7 @@ nothing depends on the order of the splits.
 
 The isolated event goes to RQ's failed registry as a job of its own (``process_batch`` of a
 one-event batch), with its reason, where ``stratum status``, ``/ops`` and ``stratum
-replay-failed`` list and replay it (workers/status.py). The reason names the error class
+replay-failed`` list and replay it (stratum/queue/status.py). The reason names the error class
 and SQLSTATE only, never the error's text: database messages quote the offending value.
 """
 

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +28,9 @@ from rq.timeouts import BaseTimeoutException
 
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
-from stratum.queue import MsgpackSerializer
+from stratum.queue import layout
+from stratum.queue.claims import Coalescer
 from workers import runtime
-from workers.coalesce import Coalescer
 from workers.isolation import (
     FailedEventSink,
     caused_by_data,
@@ -57,7 +56,7 @@ class _Item:
 
 def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
-    queued batches when there are any (workers/coalesce.py). Exactly once: running it again
+    queued batches when there are any (stratum/queue/claims.py). Exactly once: running it again
     for the same payload stores nothing twice."""
     rt = runtime.current()
     try:
@@ -70,13 +69,14 @@ def process_batch(payload: bytes) -> dict[str, int]:
 def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     job = get_current_job()
     sink = _failed_event_sink(job, rt)
-    if job is None or rt.settings.worker_coalesce_max_events <= 100:
+    if job is None or rt.settings.worker_coalesce_max_events <= 0:
         return persist_payloads([(None, payload)], sink)
     decode_batch(payload)  # unreadable: this job fails alone, before it claims anything
     coalescer = Coalescer(job.connection)
-    queue_key = f"rq:queue:{job.origin}"
-    # Batches hold up to 1000 events, usually about 100: claim by the typical size.
-    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events // 100 - 1)
+    queue_key = layout.queue_key(job.origin)
+    # Counted in events; a job that does not say how many it holds counts as a full batch.
+    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
+                              rt.settings.max_events_per_request)
     if not claimed:
         return persist_payloads([(None, payload)], sink)
     try:
@@ -100,14 +100,6 @@ def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEven
     return FailedEventSink(job.connection, job.origin, rt.settings.failed_job_ttl_s, rt.settings.job_timeout_s)
 
 
-def _payload_of(job_data: bytes) -> bytes:
-    """The payload argument of a queued job's ``data`` (RQ may have zlib-compressed it)."""
-    with contextlib.suppress(zlib.error):
-        job_data = zlib.decompress(job_data)
-    _func, _instance, args, _kwargs = MsgpackSerializer.loads(job_data)
-    return args[0]
-
-
 def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedEventSink | None = None, *,
                      claimed_data: bool = False) -> dict:
     """Persist queued batches exactly once (one transaction per tenant, split only to
@@ -129,7 +121,7 @@ def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedE
 
     for job_id, raw in payloads:
         try:
-            batch = decode_batch(_payload_of(raw) if claimed_data and job_id else raw)
+            batch = decode_batch(layout.payload_of(raw) if claimed_data and job_id else raw)
         except Exception as exc:
             if sink is None or job_id is None:
                 raise

@@ -29,17 +29,17 @@ from rq.queue import Queue
 from rq.worker import WorkerStatus
 
 from stratum.queue import MsgpackSerializer, events_queue
+from stratum.queue.claims import release_claims
+from stratum.queue.liveness import Heartbeat
 from stratum.settings import Settings
 from workers import runtime
-from workers.coalesce import release_claims
-from workers.liveness import Heartbeat
 from workers.outages import REDIS_OUTAGE, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# RQ's worker key TTL between jobs. Liveness during jobs is workers/liveness.py's heartbeat.
+# RQ's worker key TTL between jobs. Liveness during jobs is stratum/queue/liveness.py's heartbeat.
 WORKER_TTL_S = 20
 # Waiting for a service that does not answer: 0.5 s doubling up to 10 s, with jitter.
 OUTAGE_BACKOFF_START_S = 0.5
