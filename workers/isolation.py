@@ -23,13 +23,10 @@ from typing import TypeVar
 import msgspec
 import psycopg
 from redis import Redis
-from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
-from rq.results import Result
 from rq.timeouts import BaseTimeoutException
 
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
-from stratum.queue import PROCESS_BATCH, MsgpackSerializer, events_queue
+from stratum.queue.failed import fail_queued_job, record_failed_batch
 from workers.outages import is_transient
 
 log = logging.getLogger(__name__)
@@ -111,27 +108,15 @@ class FailedEventSink:
     job_timeout_s: int
 
     def record(self, payload: bytes, reason: str, *, event_id: str) -> str:
-        """Save a failed ``process_batch`` job holding ``payload``; return its id."""
-        queue = events_queue(self.connection, self.queue_name)
-        job = Job.create(PROCESS_BATCH, args=[payload], connection=self.connection, serializer=MsgpackSerializer,
-                         origin=self.queue_name, timeout=self.job_timeout_s, failure_ttl=self.failure_ttl_s,
-                         result_ttl=0, description="process_batch (isolated event)", status=JobStatus.FAILED)
-        exc_string = f"event {event_id} isolated from its batch\n{reason}"
-        with self.connection.pipeline() as pipe:
-            FailedJobRegistry(queue=queue).add(job, ttl=self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
-            Result.create_failure(job, self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
-            pipe.execute()
-        log.error("event %s isolated into failed job %s: %s", event_id, job.id, reason)
-        return job.id
+        """Save a failed one-event job holding ``payload``; return its id."""
+        job_id = record_failed_batch(self.connection, self.queue_name, payload,
+                                     f"event {event_id} isolated from its batch\n{reason}", event_count=1,
+                                     failure_ttl_s=self.failure_ttl_s, job_timeout_s=self.job_timeout_s)
+        log.error("event %s isolated into failed job %s: %s", event_id, job_id, reason)
+        return job_id
 
     def fail_job(self, job_id: str, reason: str) -> None:
         """Move a claimed (coalesced) job whose whole payload is unreadable to the failed registry."""
-        queue = events_queue(self.connection, self.queue_name)
-        job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
-        job.set_status(JobStatus.FAILED)
-        exc_string = f"queued batch could not be read\n{reason}"
-        with self.connection.pipeline() as pipe:
-            FailedJobRegistry(queue=queue).add(job, ttl=self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
-            Result.create_failure(job, self.failure_ttl_s, exc_string=exc_string, pipeline=pipe)
-            pipe.execute()
+        fail_queued_job(self.connection, self.queue_name, job_id, f"queued batch could not be read\n{reason}",
+                        failure_ttl_s=self.failure_ttl_s)
         log.error("coalesced job %s failed: %s", job_id, reason)
