@@ -4,6 +4,7 @@
   work commits: RQ's bookkeeping of the finished job (and its heartbeat) cannot reach
   Redis. The worker must not exit; once Redis is back on the same port and folder (the
   append-only file keeps the queue), the job is run again (idempotent) and the rest drained.
+  Then Redis goes down again while the worker idles; once back, new work is taken.
 - Postgres is down when the worker takes its jobs, for longer than the worker's retries of
   one job. No job may be failed for that: the job goes back on the queue, the worker waits
   for the database, and drains everything once it is back.
@@ -87,6 +88,18 @@ def test_worker_survives_redis_going_down_while_it_finishes_a_job(settings, db, 
             assert worker.poll() is None, f"the worker died: {log.read_text()[-3000:]}"
             assert FailedJobRegistry(queue=queue).count == 0
             assert claimed_keys(r) == []
+        # Redis goes away again while the worker idles, then comes back with new work.
+        server.stop()
+        assert not wait_until(lambda: worker.poll() is not None, 3, 0.1), \
+            f"the idle worker exited during the Redis outage: {log.read_text()[-3000:]}"
+        server.start()
+        with TestClient(app=create_app(s)) as client:
+            total += _post_all(client, tenant.write_key, "rdo2")
+        with Redis.from_url(server.url) as r:
+            queue = events_queue(r, s.queue_name)
+            assert wait_until(lambda: queue.count == 0 and StartedJobRegistry(queue=queue).count == 0, 60, 0.1), \
+                f"the worker did not take new jobs after Redis came back: {log.read_text()[-3000:]}"
+            assert worker.poll() is None and FailedJobRegistry(queue=queue).count == 0
     finally:
         with contextlib.suppress(psycopg.Error):
             locker.close()
@@ -133,3 +146,25 @@ def test_worker_waits_out_a_postgres_outage_without_failing_jobs(private_pg, set
     assert claimed_keys(redis_conn) == []
     with psycopg.connect(private_pg.url, autocommit=True) as conn:
         assert_exact_and_consistent(conn, tenant.id, total)
+
+
+def test_sigterm_ends_the_wait_for_postgres(private_pg, settings, redis_conn, tmp_path):
+    """A worker waiting out an outage still stops on request, leaving its job queued."""
+    s = settings.replace(database_url=private_pg.url)
+    migrate(s, quiet=True)
+    with psycopg.connect(private_pg.url, autocommit=True) as conn:
+        tenant = make_tenant(conn, source_type="server")
+    with TestClient(app=create_app(s)) as client:
+        _post_all(client, tenant.write_key, "pgt")
+    queue = events_queue(redis_conn, s.queue_name)
+    private_pg._run("pg_ctl", "stop", "-D", str(private_pg.data), "-m", "fast", "-w", "-t", "30")
+    log = tmp_path / "worker.log"
+    worker = start_worker(s, log, STRATUM_DB_RETRY_ATTEMPTS="2")
+    try:
+        assert wait_until(lambda: "Postgres unreachable" in log.read_text(), 30, 0.1), log.read_text()[-3000:]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        stop_process(worker, signal.SIGKILL, timeout_s=5)
+    assert queue.count == N_BATCHES and FailedJobRegistry(queue=queue).count == 0
+    assert StartedJobRegistry(queue=queue).count == 0 and claimed_keys(redis_conn) == []
