@@ -383,12 +383,14 @@ def check_identity_invariants(db: psycopg.Connection, tenant_id: str, w: Workloa
         " WHERE e.tenant_id = %s AND pi.profile_id <> e.profile_id", (tenant_id,)).fetchone()[0]
     assert misplaced == 0, f"{misplaced} event identifiers are on another profile than their event"
 
-    # A live profile's first/last seen span exactly the events it holds.
+    # A live profile's first/last seen span exactly the state times (CONTRACT 6:
+    # min(event_time, received_at)) of the events it holds.
     span = db.execute(
-        "SELECT count(*) FROM profiles p JOIN (SELECT profile_id, min(event_time) AS lo, max(event_time) AS hi"
+        "SELECT count(*) FROM profiles p JOIN (SELECT profile_id, min(least(event_time, received_at)) AS lo,"
+        " max(least(event_time, received_at)) AS hi"
         " FROM events WHERE tenant_id = %s GROUP BY 1) e ON e.profile_id = p.id"
         " WHERE p.first_seen <> e.lo OR p.last_seen <> e.hi", (tenant_id,)).fetchone()[0]
-    assert span == 0, f"{span} live profiles whose first_seen/last_seen differ from their events' times"
+    assert span == 0, f"{span} live profiles whose first_seen/last_seen differ from their events' state times"
     stale_links = db.execute(
         "SELECT count(*) FROM identity_links l JOIN profiles p ON p.id = l.profile_id"
         " WHERE l.tenant_id = %s AND p.merged_into IS NOT NULL", (tenant_id,)).fetchone()[0]

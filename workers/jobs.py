@@ -21,11 +21,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import BaseTimeoutException
 
+from core.event_time import retention_cutoff
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import layout
@@ -39,7 +41,7 @@ from workers.isolation import (
     persist_isolating,
 )
 from workers.outages import REDIS_OUTAGE, ServiceUnavailable, connection_lost, is_transient
-from workers.persist import BatchOutcome, persist_tenant_events
+from workers.persist import BatchOutcome, persist_tenant_events, record_rejected, split_expired
 from workers.prepare import PreparedEvent, prepare_event
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,9 @@ def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
+    # Past the retention cut-off (queued before a month rolled out): never stored, so no
+    # partition is created for it and no profile counts it.
+    events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
     months = {month_start(e.event.event_time) for e in events}
 
     def attempt() -> BatchOutcome:
@@ -164,6 +169,7 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
             rt.known_partitions |= missing
         config = rt.tenant_config(tenant_id)
         with conn.transaction():
+            record_rejected(conn, tenant_id, expired, "event_too_old")
             return persist_tenant_events(conn, tenant_id, events, config.rules)
 
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)
