@@ -72,7 +72,7 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     job = get_current_job()
     sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 0:
-        return persist_payloads([(None, payload)], sink)
+        return persist_payloads([payload], sink)
     decode_batch(payload)  # unreadable: this job fails alone, before it claims anything
     coalescer = Coalescer(job.connection)
     queue_key = layout.queue_key(job.origin)
@@ -80,17 +80,27 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
                               rt.settings.max_events_per_request)
     if not claimed:
-        return persist_payloads([(None, payload)], sink)
+        return persist_payloads([payload], sink)
     try:
-        result = persist_payloads([(None, payload), *((job_id, data) for job_id, data in claimed)], sink,
-                                  claimed_data=True)
+        payloads, job_ids, unreadable = [payload], [None], []
+        for job_id, data in claimed:
+            try:
+                payloads.append(layout.payload_of(data))
+                job_ids.append(job_id)
+            except Exception as exc:  # not even a job of ours
+                unreadable.append((job_id, failure_reason(exc)))
+        result = persist_payloads(payloads, sink, job_ids=job_ids)
+        # Only now, with everything else stored: a give-back above must find them claimed.
+        unreadable += result.pop("unreadable")
+        for job_id, reason in unreadable:
+            sink.fail_job(job_id, reason)
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
         # The claimed batches go back untouched, for whichever job runs next.
         with contextlib.suppress(*REDIS_OUTAGE):
             coalescer.give_back(queue_key, job.id)
         raise
-    failed = set(result.pop("failed_jobs", []))
+    failed = {job_id for job_id, _ in unreadable}
     coalescer.finish(job.id, [job_id for job_id, _ in claimed if job_id not in failed])
     result["coalesced_jobs"] = len(claimed)
     return result
@@ -102,16 +112,16 @@ def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEven
     return FailedEventSink(job.connection, job.origin, rt.settings.failed_job_ttl_s, rt.settings.job_timeout_s)
 
 
-def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedEventSink | None = None, *,
-                     claimed_data: bool = False) -> dict:
+def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = None, *,
+                     job_ids: Sequence[str | None] = ()) -> dict:
     """Persist queued batches exactly once (one transaction per tenant, split only to
-    isolate a bad event). ``payloads`` are (job id, payload) pairs, the job id set for
-    coalesced jobs; with ``claimed_data`` the payloads of those are RQ job data. Without a
-    ``sink`` a bad event raises. Returns counts, plus ``failed_jobs``: coalesced jobs whose
-    batch could not be read and now sit in the failed registry."""
+    isolate a bad event). ``job_ids`` (parallel to ``payloads``) name the coalesced jobs a
+    payload came from, None for the running job's own. Without a ``sink`` a bad event, or
+    a payload that cannot be read, raises. Returns counts, plus ``unreadable``: (job id,
+    reason) of the coalesced jobs whose batch could not be read, for the caller to fail."""
     rt = runtime.current()
     by_tenant: dict[str, list[_Item]] = defaultdict(list)
-    failed_jobs: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     isolated = 0
 
     def isolate(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
@@ -121,14 +131,13 @@ def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedE
         sink.record(failed_event_payload(batch, queued), failure_reason(exc), event_id=queued.event_id)
         isolated += 1
 
-    for job_id, raw in payloads:
+    for job_id, raw in zip(job_ids or [None] * len(payloads), payloads, strict=True):
         try:
-            batch = decode_batch(layout.payload_of(raw) if claimed_data and job_id else raw)
+            batch = decode_batch(raw)
         except Exception as exc:
             if sink is None or job_id is None:
                 raise
-            sink.fail_job(job_id, failure_reason(exc))
-            failed_jobs.append(job_id)
+            unreadable.append((job_id, failure_reason(exc)))
             continue
         config = _with_retry(rt, f"tenant {batch.tenant_id} settings", lambda b=batch: rt.tenant_config(b.tenant_id))
         for queued in batch.events:
@@ -147,7 +156,7 @@ def persist_payloads(payloads: Sequence[tuple[str | None, bytes]], sink: FailedE
             lambda item, exc: isolate(item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
         total = _add_outcomes(total, outcome)
     return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
-            "merges": total.merges, "isolated": isolated, "failed_jobs": failed_jobs}
+            "merges": total.merges, "isolated": isolated, "unreadable": unreadable}
 
 
 def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
