@@ -487,9 +487,10 @@ def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, 
             redis_conn.delete(alive_key(dead))  # what its TTL does ~20 s after the kill
         return reap_abandoned_jobs(redis_conn, events_queue(redis_conn, queue_name))
 
+    # The survivor starts once the victim is busy: coalescing by event count lets one worker
+    # claim this whole workload in its first job, which would leave the victim nothing to do.
     victim = start_worker(settings, tmp_path, "victim", burst=False)
-    survivor = start_worker(settings, tmp_path, "survivor", burst=False)
-    procs = [victim, survivor]
+    procs = [victim]
     try:
         wait_until(lambda: worker_name_of(redis_conn, victim.pid) is not None, 30, "the victim worker to register")
         victim_name = worker_name_of(redis_conn, victim.pid)
@@ -498,6 +499,8 @@ def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, 
             return any(wk == victim_name for _j, _e, wk in started_entries(redis_conn, queue_name))
 
         wait_until(victim_busy, 30, "the victim to start a job", interval=0.005)
+        survivor = start_worker(settings, tmp_path, "survivor", burst=False)
+        procs.append(survivor)
         # A job takes a few hundred ms (coalesced or not): 0.1 s in, the victim is inside it,
         # most likely inside its database transaction.
         time.sleep(0.1)
