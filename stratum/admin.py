@@ -4,6 +4,7 @@ transaction; keys are returned once and only their hashes are stored."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,26 @@ from stratum.keys import OPERATOR_KEY_PREFIX, TENANT_KEY_PREFIX, WRITE_KEY_PREFI
 
 SOURCE_TYPES = ("website", "server", "sgtm", "import", "crm")
 KEY_ROLES = ("admin", "read")
+MAX_NAME_CHARS = 200
+MAX_ORIGIN_CHARS = 300
+# C0 controls and DEL: NUL cannot be stored in Postgres text at all, the rest break logs and pages.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+def validate_name(name: object, what: str) -> str:
+    """A tenant, operator or source name as stored: trimmed, 1..200 characters, no control
+    characters. StratumError ``invalid_name`` / ``name_too_long`` otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise StratumError(f"{what} name must not be empty", code="invalid_name")
+    name = name.strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise StratumError(f"{what} name must be at most {MAX_NAME_CHARS} characters, got {len(name)}",
+                           code="name_too_long")
+    if _CONTROL_CHARS.search(name):
+        raise StratumError(f"{what} name must not contain control characters (NUL, newline, tab...)",
+                           code="invalid_name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -28,10 +49,9 @@ class CreatedKey:
 
 def create_tenant(conn: psycopg.Connection, name: str) -> CreatedKey:
     """A new tenant and its first admin key."""
-    if not name.strip():
-        raise StratumError("tenant name must not be empty", code="invalid_name")
+    name = validate_name(name, "tenant")
     tenant_id = uuid.uuid4()
-    conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name.strip()))
+    conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name))
     created = create_tenant_key(conn, tenant_id, "admin")
     return CreatedKey(tenant_id, created.key_id, created.key)
 
@@ -59,6 +79,7 @@ def revoke_key(conn: psycopg.Connection, key_id: uuid.UUID) -> bool:
 
 
 def create_operator(conn: psycopg.Connection, name: str) -> CreatedKey:
+    name = validate_name(name, "operator")
     operator_id, key_id, key = uuid.uuid4(), uuid.uuid4(), new_key(OPERATOR_KEY_PREFIX)
     conn.execute("INSERT INTO operators (id, name) VALUES (%s, %s)", (operator_id, name))
     conn.execute(
@@ -98,8 +119,7 @@ def create_source(
     """A new source with its write key (shown once)."""
     if source_type not in SOURCE_TYPES:
         raise StratumError(f"type must be one of {', '.join(SOURCE_TYPES)}", code="invalid_source_type")
-    if not name.strip():
-        raise StratumError("source name must not be empty", code="invalid_name")
+    name = validate_name(name, "source")
     check_rate_limit(rate_limit)
     region = validate_phone_region(phone_region)
     if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() is None:
@@ -108,7 +128,7 @@ def create_source(
     conn.execute(
         "INSERT INTO sources (id, tenant_id, name, type, write_key_hash, phone_region, rate_limit, allowed_origins)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (source_id, tenant_id, name.strip(), source_type, hash_key(key), region, rate_limit, allowed_origins or []),
+        (source_id, tenant_id, name, source_type, hash_key(key), region, rate_limit, allowed_origins or []),
     )
     return CreatedKey(source_id, source_id, key)
 
@@ -141,22 +161,37 @@ def validate_allowed_origins(origins: list[str] | None) -> list[str]:
     out: list[str] = []
     for origin in origins:
         value = origin.strip().rstrip("/") if isinstance(origin, str) else ""
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query
-                or parts.fragment or parts.username or parts.password):
-            raise StratumError(f"allowed origin {origin!r} must look like https://shop.example.com",
+        if not _is_origin(value):
+            shown = origin[:MAX_ORIGIN_CHARS] if isinstance(origin, str) else origin
+            raise StratumError(f"allowed origin {shown!r} must look like https://shop.example.com",
                                code="invalid_allowed_origins")
         if value not in out:
             out.append(value)
     return out
 
 
+def _is_origin(value: str) -> bool:
+    """``scheme://host[:port]``: http(s), a DNS name or an IP address, a valid port, nothing else."""
+    if not value or len(value) > MAX_ORIGIN_CHARS or _CONTROL_CHARS.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:  # "http://[::1", "http://[zz]", "https://a.com:abc"
+        return False
+    host = parts.hostname or ""
+    if (parts.scheme not in ("http", "https") or not host or parts.path or parts.query or parts.fragment
+            or parts.username is not None or parts.password is not None):
+        return False
+    if value.lower().startswith(f"{parts.scheme}://["):
+        return True  # a bracketed IPv6 address, already checked by urlsplit
+    return bool(_HOST_NAME.match(host))
+
+
 def _validate_source_fields(changes: dict) -> dict:
     out = dict(changes)
     if "name" in out:
-        if not isinstance(out["name"], str) or not out["name"].strip():
-            raise StratumError("source name must not be empty", code="invalid_name")
-        out["name"] = out["name"].strip()
+        out["name"] = validate_name(out["name"], "source")
     if "rate_limit" in out:
         check_rate_limit(out["rate_limit"])
     if "phone_region" in out:

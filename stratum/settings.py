@@ -55,6 +55,10 @@ class Settings:
     ingest_port: int = 8000
     read_host: str = "127.0.0.1"
     read_port: int = 8001
+    # HTTP servers (both APIs): hostile or broken clients
+    http_header_timeout_s: float = 5.0
+    http_body_timeout_s: float = 60.0
+    http_max_connections: int = 4096
     max_events_per_request: int = 1000
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
@@ -79,6 +83,8 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     profile_cache_ttl_s: int = 300
+    export_max_per_tenant: int = 4
+    export_lease_s: int = 60
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -97,6 +103,9 @@ def settings_from_env() -> Settings:
         ingest_port=_int("INGEST_PORT", d.ingest_port),
         read_host=_env("READ_HOST", d.read_host),
         read_port=_int("READ_PORT", d.read_port),
+        http_header_timeout_s=_float("HTTP_HEADER_TIMEOUT_S", d.http_header_timeout_s),
+        http_body_timeout_s=_float("HTTP_BODY_TIMEOUT_S", d.http_body_timeout_s),
+        http_max_connections=_int("HTTP_MAX_CONNECTIONS", d.http_max_connections),
         max_events_per_request=_int("MAX_EVENTS_PER_REQUEST", d.max_events_per_request),
         max_request_bytes=_int("MAX_REQUEST_BYTES", d.max_request_bytes),
         max_event_bytes=_int("MAX_EVENT_BYTES", d.max_event_bytes),
@@ -118,6 +127,8 @@ def settings_from_env() -> Settings:
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
+        export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
     )
 
