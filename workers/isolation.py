@@ -44,6 +44,7 @@ def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegment
     This is the one place that builds what rests in the failed registry; raw email and
     phone must not rest there (CONTRACT 6), so the event is to be scrubbed here once the
     queued-event scrubber exists."""
+    # TODO(issue 10.2): pass ``queued`` through core.privacy.scrub_queued_event.
     return _encoder.encode(msgspec.structs.replace(batch, events=[queued]))
 
 
