@@ -147,3 +147,22 @@ def test_isolated_payload_is_a_replayable_batch(ingest_client, tenant, drain, re
                     serializer=MsgpackSerializer)
     assert job.func_name == "workers.jobs.process_batch" and job.origin == queue.name
     assert msgspec.msgpack.decode(job.args[0])[0] == 1  # queue format version leads the payload
+
+
+def test_an_event_the_worker_cannot_even_prepare_is_isolated(tenant, drain, db, redis_conn, settings):
+    """A queued Segment event whose raw JSON does not map (a bug or a corrupted payload)
+    fails alone; the native event beside it is stored."""
+    from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
+
+    now = datetime.now(UTC)
+    good = QueuedEvent("0190a000-0000-7000-8000-0000000000a1", "k-good", "track", "Viewed", now,
+                       [("external_id", "prep-1")], {}, {}, {}, None, 0, [])
+    bad = QueuedSegmentEvent("0190a000-0000-7000-8000-0000000000a2", "k-bad", "track", now, b"{not json")
+    batch = QueuedBatch(1, tenant.id, tenant.source_id, "server", "US", now, "req-prep", None, None, [good, bad])
+    queue = events_queue(redis_conn, settings.queue_name)
+    queue.enqueue("workers.jobs.process_batch", msgspec.msgpack.encode(batch), result_ttl=0)
+    assert drain() == 1
+    assert db.execute("SELECT event_id::text FROM events").fetchall() == [(good.event_id,)]
+    job = Job.fetch(FailedJobRegistry(queue=queue).get_job_ids()[0], connection=redis_conn,
+                    serializer=MsgpackSerializer)
+    assert [e.event_id for e in decode_batch(job.args[0]).events] == [bad.event_id]
