@@ -153,11 +153,14 @@ class ResilientWorker(SimpleWorker):
     def _requeue_interrupted(self, job: Job, queue: Queue) -> None:
         """Undo this worker's hold on ``job`` and put it at the front of its queue, with the
         batches it had claimed. Safe to repeat."""
+        executions = [x for x in self.executions.values() if x.job_id == job.id]
         with self.connection.pipeline() as pipe:
-            for execution in [x for x in self.executions.values() if x.job_id == job.id]:
-                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            for execution in executions:
+                execution.delete(job=job, pipeline=pipe)
             pipe.lrem(queue.intermediate_queue_key, 0, job.id)
             pipe.execute()
+        for execution in executions:  # forgotten only once Redis has them deleted
+            self.executions.pop(execution.id, None)
         release_claims(self.connection, queue.key, job.id)
         if self.connection.exists(job.key) and self.connection.lpos(queue.key, job.id) is None:
             queue.enqueue_job(job, at_front=True)
