@@ -8,7 +8,6 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from read_api.auth import KeyDirectory
-from read_api.cache import ProfileCache
 from read_api.metrics import ReadMetrics
 from stratum.settings import Settings
 
@@ -19,7 +18,6 @@ class ReadState:
     pool: AsyncConnectionPool
     redis: Redis
     keys: KeyDirectory
-    cache: ProfileCache
     metrics: ReadMetrics = field(default_factory=ReadMetrics)
     # Streaming exports in flight in this process (each holds its own connection).
     exports_running: int = 0
