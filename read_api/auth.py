@@ -10,6 +10,7 @@ back as valid (CONTRACT section 3: within one second).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from litestar import Request
@@ -36,20 +37,22 @@ class Principal:
 
 
 class KeyDirectory:
-    def __init__(self, pool: AsyncConnectionPool, ttl_s: float = MAX_CACHE_TTL_S) -> None:
+    def __init__(self, pool: AsyncConnectionPool, ttl_s: float = MAX_CACHE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
         # Capped: a longer TTL would let a revoked key work past the CONTRACT's second.
-        self._ttl_s = min(max(ttl_s, 0.0), MAX_CACHE_TTL_S)
+        self.ttl_s = min(max(ttl_s, 0.0), MAX_CACHE_TTL_S)
+        self._clock = clock
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def lookup(self, key: str) -> Principal | None:
         digest = hash_key(key)
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self._clock():
             return hit[1]
         # The expiry counts from before the query, so an entry is never trusted for longer
         # than ttl_s after the snapshot it was read from.
-        expires = time.monotonic() + self._ttl_s
+        expires = self._clock() + self.ttl_s
         async with self._pool.connection() as conn:
             await conn.set_autocommit(True)  # one round trip, no BEGIN/COMMIT
             try:
