@@ -3,6 +3,7 @@ identity resolution, against a raw COPY of the same rows in the same run, and th
 microseconds per event spent by the workers, by Postgres and by Redis (bench/costs.py).
 
     python -m bench.workers [--events 100000] [--quick] [--repeat 2]
+    python -m bench.workers --events 50000 --profile worker.txt   # py-spy, one worker
 
 Batches of realistic Segment traffic (bench/traffic.py) are posted through a real ingest
 process first, so the queue holds exactly what production would hold; then N burst
@@ -15,9 +16,11 @@ bench/results/workers.json.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from bench.common import create_source, prepare, table, wait_http, write_results
 from bench.costs import CostMeter, wait_cpu_s
@@ -42,7 +45,8 @@ def _stored(env) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
-def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
+def _queue_traffic(n_events: int, seed: int):
+    """A fresh bench database and a queue holding ``n_events`` of bench traffic."""
     env = prepare()
     _, _, write_key = create_source(env)
     gen = TrafficGenerator(seed=seed, people=max(1000, n_events // 10))
@@ -53,6 +57,22 @@ def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
         _post_all(INGEST_PORT, write_key, batches)
     finally:
         env.stop_all()
+    return env
+
+
+def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> None:
+    """One burst worker draining the queue under ``py-spy record`` (raw collapsed stacks,
+    for flamegraph.pl or a per-function sum). No timing is reported: sampling costs CPU."""
+    env = _queue_traffic(n_events, seed)
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    p = env.start(py_spy, "record", "-r", str(rate_hz), "-f", "raw", "-o", out, "--", sys.executable, "-m",
+                  "stratum.cli", "worker", "--burst")
+    p.wait(3600)
+    print(f"wrote {out} ({_stored(env)} events stored)")
+
+
+def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
+    env = _queue_traffic(n_events, seed)
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
     meter = CostMeter(env.database_url, env.redis())
     start = time.perf_counter()
@@ -84,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="20,000 events")
     ap.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times")
+    ap.add_argument("--profile", metavar="FILE", help="instead: profile one burst worker with py-spy into FILE")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else args.events
+    if args.profile:
+        profile_worker(n, seed=1, out=args.profile)
+        return 0
     runs = [run_workers(w, n, seed=1) for _ in range(args.repeat) for w in (1, 2)]
     path = write_results("workers", {"events_posted": n, "runs": runs})
     rows = [("workers", "events/s", "COPY events/s, ratio; CPU us/event: worker / postgres / redis")]

@@ -63,9 +63,8 @@ LEFT JOIN LATERAL (
 def _iso_sql(column: str) -> str:
     """SQL rendering a timestamptz exactly as ``schemas.iso`` does (Python's isoformat in
     UTC: microseconds only when non-zero), whatever the session's time zone."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN to_char({utc}, 'US') = '000000' THEN ''"
-            f" ELSE to_char({utc}, '.US') END || '+00:00'")
+    # '.000000' can only be the fraction, so one to_char and a replace do it.
+    return f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') || '+00:00'"
 
 
 def _document_sql(merged_from: str) -> str:

@@ -4,6 +4,8 @@ tests/test_read_lookup_races.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from litestar.testing import TestClient
 from test_read_support import auth, event, hash_of, ingest_and_drain, profile_by
@@ -135,3 +137,27 @@ def test_lookups_work_without_redis(ingest_client, tenant, drain, settings, read
         r = profile_by(client, tenant.api_key, "email", "nored@example.com")
         assert r.status_code == 200 and r.json() == expected
         assert _get(client, tenant.api_key, expected["id"]).json() == expected
+
+
+def test_lookups_render_a_profile_exactly_as_exports_do(ingest_client, read_client, tenant, drain, db):
+    """Lookups have Postgres build the document; exports build it in Python from rows
+    (read_api/profiles.py: profile_from_row). Both must agree to the character, timestamps
+    included: whole seconds (no fraction), and fractions ending in zero."""
+    import msgspec
+
+    from read_api.profiles import PROFILE_COLUMNS, PROFILE_JOINS, profile_from_row
+
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Viewed", ("email", "iso@example.com"), at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+                     event("Order Completed", ("email", "iso@example.com"), ("device_id", "iso-dev"),
+                           at=datetime(2026, 1, 2, 3, 4, 6, 123450, tzinfo=UTC), properties={"revenue": 10.1},
+                           traits={"plan": "pro", "n": 1}))
+    profile = profile_by(read_client, tenant.api_key, "email", "iso@example.com").json()
+    read_client.put(f"/api/v1/cdp/profiles/{profile['id']}/consents", json={"consents": {"email": True}},
+                    headers=auth(tenant.api_key))
+    profile = profile_by(read_client, tenant.api_key, "email", "iso@example.com").json()
+    row = db.execute(f"SELECT false, {PROFILE_COLUMNS} FROM profiles p {PROFILE_JOINS} WHERE p.id = %s",
+                     (profile["id"],)).fetchone()
+    from_rows = msgspec.json.decode(msgspec.json.encode(profile_from_row(row).profile))
+    assert profile == from_rows
+    assert profile["consents"]["email"]["granted"] is True and len(profile["identifiers"]) == 2
