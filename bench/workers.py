@@ -71,6 +71,15 @@ def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> No
     print(f"wrote {out} ({_stored(env)} events stored)")
 
 
+def _failure_reasons(env) -> list[str]:
+    """Why jobs failed (the last line of each exception), so a failed run explains itself."""
+    from stratum.settings import Settings
+    from workers.status import failed_jobs
+
+    settings = Settings(database_url=env.database_url, redis_url=env.redis_url, queue_name=env.queue_name)
+    return sorted({job["reason"] for job in failed_jobs(settings, env.redis())})
+
+
 def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
     env = _queue_traffic(n_events, seed)
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
@@ -90,13 +99,14 @@ def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
     costs["cpu_s"].update(worker=round(worker_s, 3), worker_startup_each=round(startup_s, 3))
     costs["us_per_event"]["worker"] = round(worker_s / max(stored, 1) * 1e6, 1)
     failed = env.redis().zcard(f"rq:failed:{env.queue_name}")
+    failures = _failure_reasons(env) if failed else []
     from bench.copy_baseline import copy_baseline
 
     copy_s = copy_baseline(env.database_url, stored)
     return {"workers": n_workers, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
-            "failed_jobs": failed, "costs": costs}
+            "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"redis idle share {r['costs']['redis_idle_us_per_event']:.0f}, worker start "
                      f"{r['costs']['cpu_s']['worker_startup_each']:.2f} s each; stored {r['events_stored']}, "
                      f"failed jobs {r['failed_jobs']})"))
+        rows += [("", "", f"failed: {reason}") for reason in r["failure_reasons"]]
     print(table(rows))
     print(f"wrote {path}")
     return 0
