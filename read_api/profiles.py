@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import IDENTIFIER_TYPES, normalize_identifier
-from read_api.auth import principal_of, tenant_key
+from read_api.auth import principal_of, tenant_key_before_request
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.schemas import ConsentState, Counters, Profile, ProfileIdentifier, iso
@@ -205,7 +205,7 @@ def identifier_hash_from_query(identifier_type: str | None, identifier_value: st
     return ident.type, ident.hash
 
 
-@get("/api/v1/cdp/profiles/{profile_id:str}", guards=[tenant_key], summary="A profile by id",
+@get("/api/v1/cdp/profiles/{profile_id:str}", before_request=tenant_key_before_request, summary="A profile by id",
      description="A merged-away id answers with the surviving profile, `merged_from` set to the requested id.",
      responses=errors_for(401, 403, 404, 503))
 async def get_profile(request: Request, profile_id: FromPath[str]) -> Profile:
@@ -213,7 +213,8 @@ async def get_profile(request: Request, profile_id: FromPath[str]) -> Profile:
     return await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id))
 
 
-@get("/api/v1/cdp/profiles", guards=[tenant_key], summary="The live profile holding an identifier",
+@get("/api/v1/cdp/profiles", before_request=tenant_key_before_request,
+     summary="The live profile holding an identifier",
      description="`identifier_value` is normalized and hashed exactly as at ingest (`phone_region` for "
                  "national phone numbers); or pass the SHA-256 `identifier_hash` directly.",
      responses=errors_for(400, 401, 403, 404, 503))

@@ -161,3 +161,16 @@ def test_lookups_render_a_profile_exactly_as_exports_do(ingest_client, read_clie
     from_rows = msgspec.json.decode(msgspec.json.encode(profile_from_row(row).profile))
     assert profile == from_rows
     assert profile["consents"]["email"]["granted"] is True and len(profile["identifiers"]) == 2
+
+
+def test_lookups_check_the_key_before_the_query(read_client, tenant):
+    """The lookup routes authenticate in a before_request hook (cheaper than a guard):
+    still before any parameter is looked at, so a bad query without a key is 401."""
+    for params in ({"identifier_type": "fax", "identifier_value": "1"}, {"identifier_type": ["a", "b"]}, {}):
+        r = read_client.get("/api/v1/cdp/profiles", params=params)
+        assert r.status_code == 401 and r.json()["code"] == "missing_api_key", r.text
+        r = read_client.get("/api/v1/cdp/profiles", params=params, headers=auth("sk_not-a-key"))
+        assert r.status_code == 401 and r.json()["code"] == "invalid_api_key", r.text
+    r = read_client.get("/api/v1/cdp/profiles/not-a-uuid")
+    assert r.status_code == 401 and r.json()["code"] == "missing_api_key"
+    assert _get(read_client, tenant.api_key, "not-a-uuid").status_code == 404
