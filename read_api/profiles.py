@@ -59,7 +59,6 @@ LEFT JOIN LATERAL (
 """
 
 
-
 def _iso_sql(column: str) -> str:
     """SQL rendering a timestamptz exactly as ``schemas.iso`` does (Python's isoformat in
     UTC: microseconds only when non-zero), whatever the session's time zone."""
