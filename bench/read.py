@@ -23,7 +23,7 @@ import psycopg
 from bench.common import create_source, prepare, table, wait_http, write_results
 from bench.costs import CostMeter
 from bench.loadgen import have_wrk, run_constant_rate_get, run_wrk_get
-from bench.read_parts import measure_parts
+from bench.read_parts import measure_framework, measure_parts
 from bench.scale import _fill, _latencies
 
 # bench.scale's _latencies talks to 18301, so the one-process read API listens there.
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                    sequential_timeline_p50_ms=round(tl[len(tl) // 2], 2),
                    timeline_vs_lookup=round(tl[len(tl) // 2] / lk[len(lk) // 2], 2))
         out["parts_us"] = measure_parts(env.database_url, tenant_id, api_key, emails)
+        out["parts_us"].update(measure_framework(env.database_url, env.redis_url, tenant_id, api_key, emails))
         rounds = [{key: _saturate(env, PORTS[key], paths[key], auth, secs, [procs[key].pid]) for key, _ in TARGETS}
                   for _ in range(args.rounds)]
         out.update(_summary(rounds))
@@ -157,6 +158,8 @@ def _rows(out: dict) -> list[tuple[str, str, str]]:
     rows.append(("parts, us/lookup: round trip wall / decode / encode",
                  f"{parts['statement_round_trip_wall']} / {parts['decode_document_to_struct']} / "
                  f"{parts['encode_struct_to_json']}", ""))
+    rows.append(("in process, no sockets, us/lookup: read API / bare / difference",
+                 f"{parts['read_api_in_process']} / {parts['bare_in_process']} / {parts['framework_difference']}", ""))
     rows.append(("sequential p50 ms: lookup / timeline first page",
                  f"{out['sequential_lookup_p50_ms']} / {out['sequential_timeline_p50_ms']}", "timeline <= 1.5x lookup"))
     return rows
