@@ -4,6 +4,7 @@ with its own pool, and a lookup answers through them."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_read_api_workers_flag_starts_that_many_processes(settings, ingest_clien
     env = {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url}
     proc = subprocess.Popen([sys.executable, "-m", "stratum.cli", "read-api", "--host", "127.0.0.1", "--port",
                              str(port), "--workers", "2"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -54,9 +55,10 @@ def test_read_api_workers_flag_starts_that_many_processes(settings, ingest_clien
                                 tenant.api_key)
             assert status == 200 and b'"identifiers"' in body
     finally:
-        proc.terminate()
+        # The whole process group: killing only the main process would orphan its workers.
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(15)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
