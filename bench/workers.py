@@ -1,22 +1,29 @@
-"""Worker throughput benchmark: events/s through 1 and 2 workers with identity resolution,
-against a raw COPY of the same rows in the same run.
+"""Worker throughput benchmark and cost model: events/s through 1 and 2 workers with
+identity resolution, against a raw COPY of the same rows in the same run, and the CPU
+microseconds per event spent by the workers, by Postgres and by Redis (bench/costs.py).
 
-    python -m bench.workers [--events 100000] [--quick]
+    python -m bench.workers [--events 100000] [--quick] [--repeat 2]
+    python -m bench.workers --events 50000 --profile worker.txt   # py-spy, one worker
 
 Batches of realistic Segment traffic (bench/traffic.py) are posted through a real ingest
 process first, so the queue holds exactly what production would hold; then N burst
-workers drain it and the clock stops when the last job is done. Writes
+workers drain it and the clock stops when the last job is done. A burst worker's CPU is
+its exact rusage; the CPU of starting one (imports, connections: a burst worker on an
+empty queue, measured in the same run) is reported apart and subtracted. Writes
 bench/results/workers.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from bench.common import create_source, prepare, table, wait_http, write_results
+from bench.costs import CostMeter, wait_cpu_s
 from bench.traffic import TrafficGenerator
 
 INGEST_PORT = 18110
@@ -38,7 +45,8 @@ def _stored(env) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
-def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
+def _queue_traffic(n_events: int, seed: int):
+    """A fresh bench database and a queue holding ``n_events`` of bench traffic."""
     env = prepare()
     _, _, write_key = create_source(env)
     gen = TrafficGenerator(seed=seed, people=max(1000, n_events // 10))
@@ -49,36 +57,81 @@ def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
         _post_all(INGEST_PORT, write_key, batches)
     finally:
         env.stop_all()
+    return env
+
+
+def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> None:
+    """One burst worker draining the queue under ``py-spy record`` (raw collapsed stacks,
+    for flamegraph.pl or a per-function sum). No timing is reported: sampling costs CPU."""
+    env = _queue_traffic(n_events, seed)
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    p = env.start(py_spy, "record", "-r", str(rate_hz), "-f", "raw", "-o", out, "--", sys.executable, "-m",
+                  "stratum.cli", "worker", "--burst")
+    p.wait(3600)
+    print(f"wrote {out} ({_stored(env)} events stored)")
+
+
+def _failure_reasons(env) -> list[str]:
+    """Why jobs failed (the last line of each exception), so a failed run explains itself."""
+    from stratum.settings import Settings
+    from workers.status import failed_jobs
+
+    settings = Settings(database_url=env.database_url, redis_url=env.redis_url, queue_name=env.queue_name)
+    return sorted({job["reason"] for job in failed_jobs(settings, env.redis())})
+
+
+def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
+    env = _queue_traffic(n_events, seed)
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
+    meter = CostMeter(env.database_url, env.redis())
     start = time.perf_counter()
     workers = [env.stratum("worker", "--burst") for _ in range(n_workers)]
     for w in workers:
-        w.wait(3600)
+        w.returncode, cpu_s = wait_cpu_s(w.pid)
+        meter.add_exited("worker_total", cpu_s)
     elapsed = time.perf_counter() - start
     stored = _stored(env)
+    costs = meter.finish(stored)
+    # What starting a worker costs (imports, connections), measured on the now empty queue.
+    idle = env.stratum("worker", "--burst")
+    idle.returncode, startup_s = wait_cpu_s(idle.pid)
+    worker_s = max(0.0, costs["cpu_s"]["worker_total"] - n_workers * startup_s)
+    costs["cpu_s"].update(worker=round(worker_s, 3), worker_startup_each=round(startup_s, 3))
+    costs["us_per_event"]["worker"] = round(worker_s / max(stored, 1) * 1e6, 1)
     failed = env.redis().zcard(f"rq:failed:{env.queue_name}")
+    failures = _failure_reasons(env) if failed else []
     from bench.copy_baseline import copy_baseline
 
     copy_s = copy_baseline(env.database_url, stored)
     return {"workers": n_workers, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
-            "failed_jobs": failed}
+            "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="20,000 events")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times")
+    ap.add_argument("--profile", metavar="FILE", help="instead: profile one burst worker with py-spy into FILE")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else args.events
-    runs = [run_workers(1, n, seed=1), run_workers(2, n, seed=1)]
+    if args.profile:
+        profile_worker(n, seed=1, out=args.profile)
+        return 0
+    runs = [run_workers(w, n, seed=1) for _ in range(args.repeat) for w in (1, 2)]
     path = write_results("workers", {"events_posted": n, "runs": runs})
-    rows = [("workers", "events/s", "COPY events/s, ratio")]
+    rows = [("workers", "events/s", "COPY events/s, ratio; CPU us/event: worker / postgres / redis")]
     for r in runs:
+        us = r["costs"]["us_per_event"]
         rows.append((str(r["workers"]), f"{r['events_per_s']:.0f}",
-                     f"{r['copy_events_per_s']:.0f}, {r['ratio_vs_copy']:.3f} (stored {r['events_stored']}, "
+                     f"{r['copy_events_per_s']:.0f}, {r['ratio_vs_copy']:.3f}; {us['worker']:.0f} / "
+                     f"{us['postgres']:.0f} / {us['redis']:.0f} (pg background {us['postgres_background']:.0f}, "
+                     f"redis idle share {r['costs']['redis_idle_us_per_event']:.0f}, worker start "
+                     f"{r['costs']['cpu_s']['worker_startup_each']:.2f} s each; stored {r['events_stored']}, "
                      f"failed jobs {r['failed_jobs']})"))
+        rows += [("", "", f"failed: {reason}") for reason in r["failure_reasons"]]
     print(table(rows))
     print(f"wrote {path}")
     return 0

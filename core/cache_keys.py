@@ -9,17 +9,6 @@ from __future__ import annotations
 _PREFIX = "stratum"
 
 
-def profile_cache_key(tenant_id: str, profile_id: str) -> str:
-    """The read API's cached PROFILE of a live profile (validated against
-    ``profiles.updated_at`` on every hit, so a stale entry is never served)."""
-    return f"{_PREFIX}:profile:{tenant_id}:{profile_id}"
-
-
-def identifier_cache_key(tenant_id: str, id_type: str, id_hash: str) -> str:
-    """Identifier -> id of the live profile that held it when cached."""
-    return f"{_PREFIX}:profile-by-identifier:{tenant_id}:{id_type}:{id_hash}"
-
-
 def deadletter_key(tenant_id: str) -> str:
     """Redis list of a tenant's unusable events (written by ingest, shown by ``/ops``)."""
     return f"{_PREFIX}:deadletter:{tenant_id}"

@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from core.errors import StratumError
 from read_api.auth import KeyDirectory
-from read_api.cache import ProfileCache
 from read_api.consents import get_consents, put_consents
 from read_api.erasure import erase_profile
 from read_api.errors import (
@@ -95,8 +94,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                    kwargs={"options": "-c TimeZone=UTC"})
         await pool.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool),
-                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_,
+        app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool, settings.read_key_cache_ttl_s),
+                                   metrics_,
                                    export_slots=ExportSlots(redis, settings.export_max_per_tenant,
                                                             settings.export_lease_s))
         try:

@@ -108,6 +108,6 @@ async def put_consents(request: Request, profile_id: FromPath[str], data: JSONBo
             types, granted = list(changes), list(changes.values())
             await conn.execute(_UPSERT_SQL, (live, principal.tenant_id, now, types, granted))
             await conn.execute(_HISTORY_INSERT_SQL, (principal.tenant_id, live, now, ip, user_agent, types, granted))
-            # A changed profile gets a new updated_at: that is what invalidates cached copies.
+            # A consent change is a change of the profile, so its updated_at moves too.
             await conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (live,))
         return await read_consents(conn, live)

@@ -20,10 +20,6 @@ from litestar import Request, delete
 from litestar.params import FromPath, FromQuery
 from psycopg import AsyncConnection
 
-from core.cache_keys import (
-    identifier_cache_key,
-    profile_cache_key,
-)
 from read_api.auth import principal_of, tenant_admin_key
 from read_api.openapi import errors_for
 from read_api.profile_locks import lock_live_profile
@@ -75,7 +71,7 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
 @delete("/api/v1/cdp/profiles/{profile_id:str}", guards=[tenant_admin_key], status_code=200,
         summary="Erase a profile (admin key)",
         description="Deletes the person: the profile and profiles merged into it, identifiers, events, consents, "
-                    "consent history, identity links, merge records and cached copies. Erased identifiers are "
+                    "consent history, identity links and merge records. Erased identifiers are "
                     "suppressed (`suppress=false` to skip). A merged-away id erases its survivor.",
         responses=errors_for(401, 403, 404, 409, 503))
 async def erase_profile(request: Request, profile_id: FromPath[str], suppress: FromQuery[bool] = True) -> Erasure:
@@ -84,7 +80,7 @@ async def erase_profile(request: Request, profile_id: FromPath[str], suppress: F
     requested = parse_profile_id(profile_id)
     async with st.pool.connection() as conn, conn.transaction():
         live = await lock_live_profile(conn, tenant_id, requested)
-        counts, ids, identifiers = await _delete_rows(conn, tenant_id, live)
+        counts, _, identifiers = await _delete_rows(conn, tenant_id, live)
         if suppress and identifiers:
             # In the erasure's own transaction: workers read suppression and the graph in one
             # statement, so they see either the person or the suppression, never neither.
@@ -92,10 +88,4 @@ async def erase_profile(request: Request, profile_id: FromPath[str], suppress: F
                 "INSERT INTO suppressed_identifiers (tenant_id, type, hash)"
                 " SELECT %s, t, h FROM unnest(%s::text[], %s::text[]) AS u(t, h) ON CONFLICT DO NOTHING",
                 (tenant_id, [t for t, _ in identifiers], [h for _, h in identifiers]))
-        async with st.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(profile_cache_key(tenant_id, pid) for pid in ids),
-                        *(identifier_cache_key(tenant_id, t, h) for t, h in identifiers))
-            await pipe.execute()
-    # Again after commit: a concurrent lookup may have cached the profile in between.
-    await st.cache.drop(tenant_id, ids, identifiers)
     return Erasure(erased=counts)

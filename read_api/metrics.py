@@ -17,11 +17,6 @@ class ReadMetrics:
             ["route", "method"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
         )
-        self.cache = Counter("stratum_read_profile_cache_total", "Profile cache lookups", ["outcome"],
-                             registry=self.registry)
-        self.cache_hit = self.cache.labels("hit")
-        self.cache_miss = self.cache.labels("miss")
-        self.cache_stale = self.cache.labels("stale")
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -1,9 +1,13 @@
 """Profile lookups: by id (following merges) and by identifier (normalized and hashed
-exactly as at ingest), served through the validated profile cache (read_api/cache.py).
+exactly as at ingest).
 
-A cache hit costs one primary-key query (the validation); a miss one query too, as the
-profile row, its identifiers and its consents come back in a single statement (two when a
-cached copy turned out stale).
+One lookup is one round trip: a single statement resolves identifier (or id) -> live
+profile -> document with its identifiers and consents, run outside a transaction block
+(no BEGIN/COMMIT round trips). There is no cache: a statement sees one snapshot, so an
+answer is never older than the last change committed before the request, whoever made it
+(worker batches, merges, unmerges, consent updates, erasure), and no writer has anything
+to invalidate. An indexed read of one profile costs Postgres less than a cache round trip
+plus the validation it would need (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Request, get
 from litestar.params import FromPath, FromQuery
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import IDENTIFIER_TYPES, normalize_identifier
-from read_api.auth import principal_of, tenant_key
+from read_api.auth import principal_of, tenant_key_before_request
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.schemas import ConsentState, Counters, Profile, ProfileIdentifier, iso
@@ -28,7 +34,8 @@ from read_api.state import ReadState
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 # The PROFILE columns of ``p`` plus its identifiers and consents, aggregated per profile
-# (index on profile_identifiers.profile_id, PK of consents). Used by lookups and exports.
+# (index on profile_identifiers.profile_id, PK of consents). Used by exports, which turn
+# many rows into PROFILEs; a lookup has Postgres build its one document (_document_sql).
 PROFILE_COLUMNS = """
 p.id::text, p.lifecycle, p.traits, p.event_count, p.purchase_count, p.revenue, p.first_seen,
 p.last_seen, p.updated_at, p.merged_into::text,
@@ -51,39 +58,61 @@ LEFT JOIN LATERAL (
 ) c ON true
 """
 
+
+def _iso_sql(column: str) -> str:
+    """SQL rendering a timestamptz exactly as ``schemas.iso`` does (Python's isoformat in
+    UTC: microseconds only when non-zero), whatever the session's time zone."""
+    # '.000000' can only be the fraction, so one to_char and a replace do it.
+    return f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') || '+00:00'"
+
+
+def _document_sql(merged_from: str) -> str:
+    """The PROFILE of ``p`` as one JSON text, built by Postgres in the statement that finds
+    it (identifiers by the index on profile_id, consents by their primary key), so the
+    process decodes one string into the ``Profile`` struct instead of walking rows."""
+    return f"""json_build_object(
+  'id', p.id::text, 'lifecycle', p.lifecycle, 'traits', p.traits,
+  'identifiers', coalesce((
+      SELECT json_agg(json_build_object('type', type, 'hash', hash, 'first_seen', {_iso_sql("first_seen")},
+                                        'last_seen', {_iso_sql("last_seen")}) ORDER BY first_seen, type, hash)
+      FROM profile_identifiers WHERE profile_id = p.id), '[]'),
+  'consents', coalesce((
+      SELECT json_object_agg(consent_type, json_build_object('granted', granted,
+                             'updated_at', {_iso_sql("updated_at")}, 'source_id', source_id::text) ORDER BY consent_type)
+      FROM consents WHERE profile_id = p.id), '{{}}'),
+  'counters', json_build_object('events', p.event_count, 'purchases', p.purchase_count, 'revenue', p.revenue::float8),
+  'first_seen', {_iso_sql("p.first_seen")}, 'last_seen', {_iso_sql("p.last_seen")},
+  'merged_from', {merged_from})::text"""
+
+
 # A merged-away id resolves to its survivor: merges re-point earlier absorbed profiles
 # straight at the final survivor (workers/identity_store.py), so one hop is enough.
 _BY_ID_SQL = f"""
-SELECT r.merged_into IS NOT NULL, {PROFILE_COLUMNS}
+SELECT {_document_sql("CASE WHEN r.merged_into IS NOT NULL THEN r.id::text END")}
 FROM profiles r JOIN profiles p ON p.id = coalesce(r.merged_into, r.id) AND p.tenant_id = r.tenant_id
-{PROFILE_JOINS}
 WHERE r.id = %s AND r.tenant_id = %s
 """
 
+# Identifiers always belong to a live profile: a merge moves them to the survivor in its
+# transaction, and a statement sees one snapshot, so no answer is half-merged.
 _BY_IDENTIFIER_SQL = f"""
-SELECT false, {PROFILE_COLUMNS}
+SELECT {_document_sql("NULL")}
 FROM profile_identifiers k JOIN profiles p ON p.id = k.profile_id
-{PROFILE_JOINS}
 WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
 """
 
-_VERSION_BY_ID_SQL = "SELECT updated_at FROM profiles WHERE id = %s AND tenant_id = %s AND merged_into IS NULL"
-_VERSION_BY_IDENTIFIER_SQL = """
-SELECT p.id::text, p.updated_at FROM profile_identifiers k JOIN profiles p ON p.id = k.profile_id
-WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
-"""
+_decode_profile = msgspec.json.Decoder(Profile).decode
 
 
 @dataclass
 class LoadedProfile:
     profile: Profile
-    version: str  # profiles.updated_at as read with the profile
     merged: bool  # the requested id was merged into profile.id
 
 
 def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     """A row of ``SELECT <merged flag>, PROFILE_COLUMNS ...`` as a PROFILE."""
-    (merged, pid, lifecycle, traits, events, purchases, revenue, first_seen, last_seen, updated_at, _,
+    (merged, pid, lifecycle, traits, events, purchases, revenue, first_seen, last_seen, _, _,
      i_types, i_hashes, i_firsts, i_lasts, c_types, c_granted, c_updated, c_sources) = row
     identifiers = [
         ProfileIdentifier(t, h, iso(fs), iso(ls))
@@ -96,7 +125,7 @@ def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     profile = Profile(id=pid, lifecycle=lifecycle, traits=traits, identifiers=identifiers, consents=consents,
                       counters=Counters(events, purchases, float(revenue)), first_seen=iso(first_seen),
                       last_seen=iso(last_seen))
-    return LoadedProfile(profile, iso(updated_at), merged)
+    return LoadedProfile(profile, merged)
 
 
 def parse_profile_id(value: str) -> uuid.UUID:
@@ -120,21 +149,33 @@ async def resolve_profile_id(conn: AsyncConnection, tenant_id: str, profile_id: 
     return row[0]
 
 
-async def load_profile(conn: AsyncConnection, tenant_id: str, profile_id: uuid.UUID) -> LoadedProfile:
-    """The PROFILE for an id; a merged-away id answers with its survivor. NotFound if none."""
-    row = await (await conn.execute(_BY_ID_SQL, (profile_id, tenant_id))).fetchone()
+async def _fetch_one(pool: AsyncConnectionPool, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """One statement in autocommit mode: a plain SELECT needs no transaction block, and
+    psycopg would otherwise spend a round trip on BEGIN and another on COMMIT."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            return await (await conn.execute(sql, params)).fetchone()
+        finally:
+            await conn.set_autocommit(False)
+
+
+async def load_profile(pool: AsyncConnectionPool, tenant_id: str, profile_id: uuid.UUID) -> Profile:
+    """The PROFILE for an id; a merged-away id answers with its survivor, ``merged_from``
+    set to the requested id. NotFound if the tenant has no such profile."""
+    row = await _fetch_one(pool, _BY_ID_SQL, (profile_id, tenant_id))
     if row is None:
         raise NotFound(f"no profile {profile_id}")
-    return profile_from_row(row)
+    return _decode_profile(row[0])
 
 
-async def load_profile_by_identifier(conn: AsyncConnection, tenant_id: str, id_type: str,
-                                     id_hash: str) -> LoadedProfile:
+async def load_profile_by_identifier(pool: AsyncConnectionPool, tenant_id: str, id_type: str,
+                                     id_hash: str) -> Profile:
     """The live PROFILE holding (type, hash). NotFound if no profile holds it."""
-    row = await (await conn.execute(_BY_IDENTIFIER_SQL, (tenant_id, id_type, id_hash))).fetchone()
+    row = await _fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, id_type, id_hash))
     if row is None:
         raise NotFound(f"no profile holds this {id_type}")
-    return profile_from_row(row)
+    return _decode_profile(row[0])
 
 
 def identifier_hash_from_query(identifier_type: str | None, identifier_value: str | None,
@@ -163,32 +204,16 @@ def identifier_hash_from_query(identifier_type: str | None, identifier_value: st
     return ident.type, ident.hash
 
 
-@get("/api/v1/cdp/profiles/{profile_id:str}", guards=[tenant_key], summary="A profile by id",
+@get("/api/v1/cdp/profiles/{profile_id:str}", before_request=tenant_key_before_request, summary="A profile by id",
      description="A merged-away id answers with the surviving profile, `merged_from` set to the requested id.",
      responses=errors_for(401, 403, 404, 503))
 async def get_profile(request: Request, profile_id: FromPath[str]) -> Profile:
     st: ReadState = request.app.state.read
-    principal = principal_of(request)
-    tenant_id = principal.tenant_id
-    pid = parse_profile_id(profile_id)
-    cached = await st.cache.by_id(tenant_id, str(pid))
-    async with st.pool.connection() as conn:
-        if cached is not None:
-            row = await (await conn.execute(_VERSION_BY_ID_SQL, (pid, tenant_id))).fetchone()
-            if row is not None and iso(row[0]) == cached.version:
-                st.metrics.cache_hit.inc()
-                return cached.profile
-            st.metrics.cache_stale.inc()
-        else:
-            st.metrics.cache_miss.inc()
-        loaded = await load_profile(conn, tenant_id, pid)
-    await st.cache.put(tenant_id, loaded.profile, loaded.version)
-    if loaded.merged:
-        loaded.profile.merged_from = str(pid)
-    return loaded.profile
+    return await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id))
 
 
-@get("/api/v1/cdp/profiles", guards=[tenant_key], summary="The live profile holding an identifier",
+@get("/api/v1/cdp/profiles", before_request=tenant_key_before_request,
+     summary="The live profile holding an identifier",
      description="`identifier_value` is normalized and hashed exactly as at ingest (`phone_region` for "
                  "national phone numbers); or pass the SHA-256 `identifier_hash` directly.",
      responses=errors_for(400, 401, 403, 404, 503))
@@ -200,19 +225,5 @@ async def find_profile(
     phone_region: FromQuery[str | None] = None,
 ) -> Profile:
     st: ReadState = request.app.state.read
-    principal = principal_of(request)
-    tenant_id = principal.tenant_id
     key = identifier_hash_from_query(identifier_type, identifier_value, identifier_hash, phone_region)
-    cached = await st.cache.by_identifier(tenant_id, *key)
-    async with st.pool.connection() as conn:
-        if cached is not None:
-            row = await (await conn.execute(_VERSION_BY_IDENTIFIER_SQL, (tenant_id, *key))).fetchone()
-            if row is not None and row[0] == cached.profile.id and iso(row[1]) == cached.version:
-                st.metrics.cache_hit.inc()
-                return cached.profile
-            st.metrics.cache_stale.inc()
-        else:
-            st.metrics.cache_miss.inc()
-        loaded = await load_profile_by_identifier(conn, tenant_id, *key)
-    await st.cache.put(tenant_id, loaded.profile, loaded.version, identifier=key)
-    return loaded.profile
+    return await load_profile_by_identifier(st.pool, principal_of(request).tenant_id, *key)

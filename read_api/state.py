@@ -8,7 +8,6 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from read_api.auth import KeyDirectory
-from read_api.cache import ProfileCache
 from read_api.export_slots import ExportSlots
 from read_api.metrics import ReadMetrics
 from stratum.settings import Settings
@@ -20,7 +19,6 @@ class ReadState:
     pool: AsyncConnectionPool
     redis: Redis
     keys: KeyDirectory
-    cache: ProfileCache
     metrics: ReadMetrics = field(default_factory=ReadMetrics)
     # Per-tenant export limit, shared by every read process (set by create_app's lifespan).
     export_slots: ExportSlots | None = None

@@ -83,7 +83,9 @@ class Settings:
     # Read API
     db_pool_min: int = 2
     db_pool_max: int = 10
-    profile_cache_ttl_s: int = 300
+    # How long a read API process trusts an API key lookup (revocation is effective within
+    # it); at most 1 s, the CONTRACT's bound.
+    read_key_cache_ttl_s: float = 1.0
     export_max_per_tenant: int = 4
     export_lease_s: int = 60
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
@@ -129,7 +131,7 @@ def settings_from_env() -> Settings:
         scheduler_interval_s=_float("SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
-        profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        read_key_cache_ttl_s=_float("READ_KEY_CACHE_TTL_S", d.read_key_cache_ttl_s),
         export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
         export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
