@@ -73,8 +73,8 @@ def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> No
 
 def _failure_reasons(env) -> list[str]:
     """Why jobs failed (the last line of each exception), so a failed run explains itself."""
+    from stratum.queue.status import failed_jobs
     from stratum.settings import Settings
-    from workers.status import failed_jobs
 
     settings = Settings(database_url=env.database_url, redis_url=env.redis_url, queue_name=env.queue_name)
     return sorted({job["reason"] for job in failed_jobs(settings, env.redis())})
