@@ -1,52 +1,265 @@
-"""Keeping raw email and phone out of storage (CONTRACT section 6).
+"""Keeping raw email and phone out of storage (CONTRACT section 6). Pure.
 
-``email``/``phone`` keys inside traits, ``context.traits`` and properties are replaced by
-``email_sha256``/``phone_sha256`` holding the same hash the identifier would get (or the
-plain SHA-256 of the trimmed text when it is not a valid email or phone).
+Two rules, applied at any depth of ``traits``, ``context`` (``context.traits`` included) and
+``properties``, in objects and in arrays:
+
+- by key: a key whose squashed name (lowercased, ``-``, ``_``, ``.`` and spaces removed)
+  contains ``email`` or ``phone`` or is one of ``PHONE_KEY_NAMES``/``mail`` has its string
+  and number values replaced by their hash under ``<key>_sha256`` (the identifier hash when
+  the value normalizes as an email or phone, else SHA-256 of the trimmed text). Arrays are
+  hashed element by element, objects scrubbed inside, booleans and null kept. Keys ending
+  in ``sha256`` and values that already are 64-character hex are kept.
+- by value: every email address inside any other string (keys too), plain or
+  percent-encoded (``%40``, ``%2540``), becomes ``sha256:<hex>`` of its normalized form.
+
+Scrubbing is idempotent: ``scrub(scrub(x)) == scrub(x)``. ``scrub_queued_event`` applies it to
+a whole mapped event and carries its email and phone identifiers pre-hashed
+(``sha256:<hex>``, read back by ``core.identifiers.normalize_identifier``), so a scrubbed
+event can rest in a failed-job registry or a dead letter and still be replayed.
+
+Hot path: strings are scanned only when they hold ``@`` or ``%``; the scan visits each
+separator once and never backtracks, so its cost is linear in the string's length.
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+from itertools import islice
 from typing import Any
+from urllib.parse import unquote
 
-from core.errors import InvalidIdentifier
-from core.identifiers import hash_normalized, normalize_email, normalize_phone, sha256_hex
+import msgspec
 
-PII_KEYS = ("email", "phone")
+from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.identifiers import (
+    PREHASHED_PREFIX,
+    IdentifierType,
+    hash_normalized,
+    normalize_email,
+    normalize_identifier,
+    normalize_phone,
+    sha256_hex,
+)
+from core.schemas import QueuedEvent
+
+PHONE_KEY_NAMES = frozenset({"mobile", "mobilenumber", "cell", "cellphone", "tel", "telephone", "msisdn", "sms"})
+HASHED_KEY_SUFFIX = "_sha256"
+# Fields that authenticate or sign a request: dropped from a scrubbed event (never stored).
+_SECRET_KEYS = frozenset({"writekey", "identitysignature", "$identitysignature"})
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+# "@", "%40" (percent-encoded) or "%2540" (encoded twice, as in a URL inside a URL)
+_SEPARATOR = re.compile(r"@|%(?:25)?40")
+_DOMAIN = re.compile(r"[\w-]++(?:\.[\w-]++)+")
+# Percent-encoded characters a local part may hold: + . - _ (optionally encoded twice)
+_LOCAL_ESCAPES = frozenset({"%2B", "%2E", "%2D", "%5F"})
+_LOCAL_PUNCTUATION = frozenset("._+-")
 
 
-def hash_pii_value(kind: str, value: object, phone_region: str | None) -> str:
+@lru_cache(maxsize=8192)
+def pii_key_kind(key: str) -> str | None:
+    """``"email"``, ``"phone"`` or None: what a key's name says its value holds."""
+    squashed = key.lower().replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
+    if squashed.endswith("sha256"):
+        return None
+    if "email" in squashed or squashed == "mail":
+        return "email"
+    if "phone" in squashed or squashed in PHONE_KEY_NAMES:
+        return "phone"
+    return None
+
+
+def hash_pii_value(kind: str, value: str | int | float, phone_region: str | None) -> str:
+    """The hash a value under an email or phone key is replaced by: the identifier hash when
+    it normalizes as one, else SHA-256 of its trimmed text."""
     text = str(value)
     try:
-        normalized = normalize_email(text) if kind == "email" else normalize_phone(text, phone_region)
+        if kind == "email":
+            return hash_normalized(IdentifierType.EMAIL, normalize_email(text))
+        return hash_normalized(IdentifierType.PHONE, normalize_phone(text, phone_region))
     except InvalidIdentifier:
-        return sha256_hex(text.strip().lower() if kind == "email" else text.strip())
-    return hash_normalized(kind, normalized)
+        return sha256_hex(text.strip())
+
+
+def email_token(address: str) -> str:
+    """``sha256:<hex>`` of an email address found in text (percent-decoded, trimmed, lowercased)."""
+    if "%" in address:
+        address = unquote(unquote(address))
+    return PREHASHED_PREFIX + sha256_hex(address.strip().lower())
+
+
+def _local_part_start(text: str, end: int, floor: int) -> int:
+    """Where the local part of an address whose separator starts at ``end`` begins (``end``
+    when there is none). Scans left, never past ``floor``; a percent escape counts as one
+    character, part of the local part only when it encodes ``+ . - _``."""
+    i = end
+    while i > floor:
+        c = text[i - 1]
+        if c in _LOCAL_PUNCTUATION:
+            i -= 1
+        elif not c.isalnum():
+            break
+        elif i - 3 >= floor and text[i - 3] == "%" and text[i - 2:i].isalnum():
+            if text[i - 3:i].upper() not in _LOCAL_ESCAPES:
+                break
+            i -= 3
+        elif i - 5 >= floor and text[i - 5:i - 2] == "%25" and text[i - 2:i].isalnum():
+            if "%" + text[i - 2:i].upper() not in _LOCAL_ESCAPES:
+                break
+            i -= 5
+        else:
+            i -= 1
+    return i
+
+
+def redact_emails(text: str) -> str:
+    """``text`` with every email address in it (plain or percent-encoded) replaced by
+    ``sha256:<hex>`` of its normalized form; ``text`` itself when it holds none."""
+    if "@" not in text and "%" not in text:
+        return text
+    while True:
+        parts: list[str] = []
+        done = 0  # end of the text already copied into parts
+        for sep in _SEPARATOR.finditer(text):
+            if sep.start() < done:
+                continue
+            domain = _DOMAIN.match(text, sep.end())
+            if domain is None:
+                continue
+            start = _local_part_start(text, sep.start(), done)
+            if start == sep.start():
+                continue
+            parts.append(text[done:start])
+            parts.append(email_token(text[start:domain.end()]))
+            done = domain.end()
+        if not parts:
+            return text
+        parts.append(text[done:])
+        # Overlapping addresses ("a@b.c@d.com") can leave a new one behind: go again
+        # until nothing changes, so that redacting twice equals redacting once.
+        text = "".join(parts)
+
+
+def _hash_under_key(kind: str, value: Any, phone_region: str | None) -> tuple[Any, bool]:
+    """The value of a PII key, hashed; and whether anything was hashed (the key is renamed)."""
+    if isinstance(value, str):
+        if _HEX64.fullmatch(value):
+            return value, False
+        return hash_pii_value(kind, value, phone_region), True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return hash_pii_value(kind, value, phone_region), True
+    if isinstance(value, list):
+        out, hashed = [], False
+        for item in value:
+            new, did = _hash_under_key(kind, item, phone_region)
+            out.append(new)
+            hashed = hashed or did
+        return out, hashed
+    return scrub_value(value, phone_region), False
+
+
+def scrub_value(value: Any, phone_region: str | None) -> Any:
+    """A value with every PII rule applied (itself when nothing changes)."""
+    if isinstance(value, str):
+        return redact_emails(value)
+    if isinstance(value, dict):
+        return scrub_object(value, phone_region)
+    if isinstance(value, list):
+        out = None
+        for i, item in enumerate(value):
+            new = scrub_value(item, phone_region)
+            if new is not item and out is None:
+                out = value[:i]
+            if out is not None:
+                out.append(new)
+        return value if out is None else out
+    return value
+
+
+def scrub_object(obj: dict[str, Any], phone_region: str | None) -> dict[str, Any]:
+    """A scrubbed copy of a JSON object, or ``obj`` itself when nothing changes."""
+    out: dict[str, Any] | None = None
+    for i, (key, value) in enumerate(obj.items()):
+        kind = pii_key_kind(key) if isinstance(key, str) else None
+        new_key = key
+        if kind is not None:
+            new_value, hashed = _hash_under_key(kind, value, phone_region)
+            if hashed:
+                new_key = key + HASHED_KEY_SUFFIX
+        else:
+            new_value = scrub_value(value, phone_region)
+            if isinstance(key, str):
+                new_key = redact_emails(key)
+        if out is None and (new_key is not key or new_value is not value):
+            out = dict(islice(obj.items(), i))
+        if out is not None:
+            out[new_key] = new_value
+    return obj if out is None else out
 
 
 def scrub_pii(obj: dict[str, Any] | None, phone_region: str | None) -> dict[str, Any]:
-    """A copy of ``obj`` with top-level ``email``/``phone`` replaced by their hashes.
-
-    Returns ``obj`` itself when there is nothing to replace (the common case, no copy).
-    """
+    """``obj`` scrubbed at any depth (``{}`` for None); ``obj`` itself when nothing changes."""
     if not obj:
         return obj if obj is not None else {}
-    if not any(k in obj for k in PII_KEYS):
-        return obj
-    out = dict(obj)
-    for kind in PII_KEYS:
-        if kind in out:
-            value = out.pop(kind)
-            if value is not None and value != "":
-                out[f"{kind}_sha256"] = hash_pii_value(kind, value, phone_region)
-    return out
+    return scrub_object(obj, phone_region)
 
 
 def scrub_context(context: dict[str, Any] | None, phone_region: str | None) -> dict[str, Any]:
-    if not context:
-        return context if context is not None else {}
-    traits = context.get("traits")
-    if isinstance(traits, dict) and any(k in traits for k in PII_KEYS):
-        context = dict(context)
-        context["traits"] = scrub_pii(traits, phone_region)
-    return context
+    """The same as ``scrub_pii``: ``context.traits`` is one of the objects scrubbed inside."""
+    return scrub_pii(context, phone_region)
+
+
+def _without_secrets(obj: dict[str, Any]) -> dict[str, Any]:
+    if not any(pii_secret_key(k) for k in obj):
+        return obj
+    return {k: v for k, v in obj.items() if not pii_secret_key(k)}
+
+
+def pii_secret_key(key: object) -> bool:
+    """True for keys that carry a write key or an identity signature."""
+    return isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _SECRET_KEYS
+
+
+def prehash_identifier(id_type: str, value: str, phone_region: str | None) -> str:
+    """The form an identifier rests in once its event is scrubbed: email and phone (and any
+    identifier holding an email address) as ``sha256:<hex>`` of the identifier hash, which
+    ``normalize_identifier`` reads back as the same identifier; other values as they are."""
+    if id_type not in (IdentifierType.EMAIL, IdentifierType.PHONE) and redact_emails(value) is value:
+        return value
+    if value.startswith(PREHASHED_PREFIX):
+        return value
+    try:
+        return PREHASHED_PREFIX + normalize_identifier(id_type, value, default_region=phone_region).hash
+    except (InvalidIdentifier, BlockedIdentifier):
+        # Never identifies (the worker drops it); keep only a token that cannot be read back.
+        return redact_emails(value) if id_type not in (IdentifierType.EMAIL, IdentifierType.PHONE) else ""
+
+
+def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEvent:
+    """The scrubbed, replayable form of a mapped event (CONTRACT 6).
+
+    Properties, context and traits are scrubbed at any depth; the event name, dedupe key
+    and previous id have email addresses redacted; email and phone identifiers are carried
+    pre-hashed (``prehash_identifier``); write keys and identity signatures are dropped from
+    the top level of context and properties. Processing the result stores exactly what
+    processing ``event`` stores (the worker scrubs every event with this function), and
+    scrubbing twice equals scrubbing once. Returns ``event`` itself when nothing changes.
+    """
+    identifiers = [(t, prehash_identifier(t, v, phone_region)) for t, v in event.identifiers]
+    identifiers = [(t, v) for t, v in identifiers if v]
+    changes: dict[str, Any] = {}
+    if identifiers != event.identifiers:
+        changes["identifiers"] = identifiers
+    for name, value in (("properties", event.properties), ("context", event.context)):
+        scrubbed = scrub_pii(_without_secrets(value) if value else value, phone_region)
+        if scrubbed is not value:
+            changes[name] = scrubbed
+    traits = scrub_pii(event.traits, phone_region)
+    if traits is not event.traits:
+        changes["traits"] = traits
+    for name in ("event_name", "dedupe_key", "previous_id"):
+        value = getattr(event, name)
+        if value is not None and (redacted := redact_emails(value)) is not value:
+            changes[name] = redacted
+    return msgspec.structs.replace(event, **changes) if changes else event

@@ -1,6 +1,9 @@
 """From queued events to rows-to-be: identifiers normalized and hashed, PII scrubbed.
 
 Pure apart from its inputs; runs before any database work so a transaction is short.
+Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``) and
+only that form is used, so a scrubbed copy of an event (a failed job, a dead letter)
+replays to exactly what the original stores.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import Identifier, normalize_identifier
-from core.privacy import scrub_context, scrub_pii
+from core.privacy import scrub_queued_event
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import map_segment_event
 
@@ -40,6 +43,7 @@ def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(
                 batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
         else:
             ev = queued
+        ev = scrub_queued_event(ev, region)
         identifiers: list[Identifier] = []
         decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
         seen: set[tuple[str, str]] = set()
@@ -55,7 +59,6 @@ def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(
         out.append(PreparedEvent(
             event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
             received_at=batch.received_at, identifiers=identifiers,
-            properties=scrub_pii(ev.properties, region), context=scrub_context(ev.context, region),
-            traits=scrub_pii(ev.traits, region), decisions=decisions,
+            properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
         ))
     return out
