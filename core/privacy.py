@@ -41,7 +41,8 @@ from core.identifiers import (
     normalize_phone,
     sha256_hex,
 )
-from core.schemas import QueuedEvent
+from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
+from core.segment import map_segment_event
 
 PHONE_KEY_NAMES = frozenset({"mobile", "mobilenumber", "cell", "cellphone", "tel", "telephone", "msisdn", "sms"})
 HASHED_KEY_SUFFIX = "_sha256"
@@ -208,6 +209,42 @@ def scrub_pii(obj: dict[str, Any] | None, phone_region: str | None) -> dict[str,
 def scrub_context(context: dict[str, Any] | None, phone_region: str | None) -> dict[str, Any]:
     """The same as ``scrub_pii``: ``context.traits`` is one of the objects scrubbed inside."""
     return scrub_pii(context, phone_region)
+
+
+def scrub_document(raw: bytes, phone_region: str | None) -> str | None:
+    """The scrubbed JSON text of a message kept as it came (a dead letter): write keys and
+    identity signatures dropped from its top level, its ``context`` and its ``properties``,
+    both rules applied to the whole document. None when ``raw`` is not JSON."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if isinstance(doc, dict):
+        doc = _without_secrets(doc)
+        for name in ("context", "properties"):
+            if isinstance(doc.get(name), dict):
+                doc = {**doc, name: _without_secrets(doc[name])}
+    try:
+        return msgspec.json.encode(scrub_value(doc, phone_region)).decode()
+    except RecursionError:
+        return None
+
+
+def scrub_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> QueuedBatch:
+    """A queued batch in its scrubbed, replayable form: Segment events mapped (batch context
+    merged in) and every event put through ``scrub_queued_event``. Processing it stores what
+    processing ``batch`` stores. ``extra_blocked``: the tenant's blocked values, as the
+    worker would map with them."""
+    region = batch.phone_region
+    events: list[QueuedEvent | QueuedSegmentEvent] = []
+    for queued in batch.events:
+        if isinstance(queued, QueuedSegmentEvent):
+            queued = map_segment_event(
+                queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
+                event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
+                batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
+        events.append(scrub_queued_event(queued, region))
+    return msgspec.structs.replace(batch, context=None, integrations=None, events=events)
 
 
 def _without_secrets(obj: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from rq import SimpleWorker
 from stratum.queue import MsgpackSerializer, events_queue
 from stratum.settings import Settings
 from workers import runtime
+from workers.failed_jobs import scrub_failed_job
 from workers.liveness import Heartbeat
 
 # RQ's worker key TTL between jobs. Liveness during jobs is workers/liveness.py's heartbeat.
@@ -29,6 +30,8 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
         serializer=MsgpackSerializer,
         worker_ttl=WORKER_TTL_S,
         job_monitoring_interval=5,
+        # a failed job keeps only its scrubbed batch (CONTRACT 6)
+        exception_handlers=[scrub_failed_job],
     )
 
 

@@ -1,0 +1,276 @@
+"""Raw email and phone never rest anywhere (CONTRACT 6), checked end to end: a run full of
+PII in every shape (key variants, nested objects and arrays, URLs with ``?email=`` and
+``%40``, free text, event names, Segment and native routes, dead-lettered events, an
+identify with traits, failed jobs) through the real ingest app, Redis and worker; then every
+Postgres table and every Redis value is dumped and searched for each raw value."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import uuid
+import zlib
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from redis import Redis
+from rq.registry import FailedJobRegistry
+
+from core.identifiers import normalize_identifier
+from core.schemas import (
+    QUEUE_FORMAT_VERSION,
+    QueuedBatch,
+    QueuedEvent,
+    QueuedSegmentEvent,
+    decode_batch,
+)
+from stratum.queue import PROCESS_BATCH, MsgpackSerializer, events_queue
+
+# One distinct address per place, so a failure names the place that leaked.
+E = {name: f"{name}.person@Example-Mail.com" for name in (
+    "ident", "Email", "e_mail", "user_email", "contacts", "billing", "url_query", "url_pct", "free_text",
+    "ctx_traits", "ctx_page", "ua", "traits", "trait_contacts", "event_name",
+    "seg_traits", "seg_addr", "seg_ctx_traits", "seg_url_pct", "seg_search", "seg_event", "seg_contact",
+    "seg_list1", "seg_list2", "seg_page_name", "seg_page_url", "seg_anon", "seg_batch_ctx",
+    "dl_props", "dl_text", "dl_type", "dl_big", "dl_single",
+    "job_ident", "job_props", "job_seg", "bad_version",
+)}
+# Valid US numbers (555-01xx is reserved for fiction but parses as valid in phonenumbers).
+P = {name: f"+1 212 555 01{i:02d}" for i, name in enumerate((
+    "ident", "phone_number", "mobile", "cell_phone", "ctx_traits", "traits",
+    "seg_traits", "seg_mobile", "job_ident", "bad_version"), start=10)}
+
+
+def _variants(raw: str) -> set[str]:
+    out = {raw, raw.lower(), raw.upper(), raw.replace("@", "%40"), raw.lower().replace("@", "%40"),
+           raw.lower().replace("@", "%2540")}
+    if raw.startswith("+"):
+        digits = "".join(c for c in raw if c.isdigit())
+        out |= {digits, digits[1:], raw.replace(" ", ""), f"({digits[1:4]}) {digits[4:7]}-{digits[7:]}"}
+    return out
+
+
+RAW_VALUES = {v.lower() for raw in [*E.values(), *P.values()] for v in _variants(raw)}
+
+
+def _auth(write_key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _native_batch() -> dict:
+    return {"events": [
+        {"event_name": f"Signed up {E['event_name']}", "event_time": _now(),
+         "identifiers": [{"type": "email", "value": E["ident"]}, {"type": "phone", "value": P["ident"]}],
+         "properties": {
+             "Email": E["Email"], "e-mail": E["e_mail"], "phone_number": P["phone_number"],
+             "user": {"email": E["user_email"]}, "contacts": [{"email": E["contacts"]}, {"mobile": P["mobile"]}],
+             "billing": {"address": {"email": E["billing"], "city": "Oslo"}},
+             "url": f"https://shop.example/checkout?email={E['url_query']}&step=2",
+             "referrer": "https://shop.example/?e=" + E["url_pct"].replace("@", "%40"),
+             "note": f"please call back, mail {E['free_text']} or ring", "Cell Phone": P["cell_phone"],
+             "revenue": 12.5},
+         "context": {"traits": {"email": E["ctx_traits"], "phone": P["ctx_traits"]},
+                     "page": {"url": "https://a.example/?u=" + E["ctx_page"].replace("@", "%40")},
+                     "user_agent": f"Mozilla/5.0 (contact {E['ua']})", "ip": "10.1.2.3"},
+         "traits": {"email": E["traits"], "phone": P["traits"], "contacts": [{"work_email": E["trait_contacts"]}],
+                    "name": "Jane"},
+         "consent": {"email": True, "analytics": True}},
+    ]}
+
+
+def _segment_requests(write_key: str) -> list[tuple[str, dict, bool]]:
+    """(path, body, expected ok) for the Segment routes; single events carry ``writeKey``."""
+    msg_id = lambda: str(uuid.uuid4())  # noqa: E731
+    return [
+        ("/v1/identify", {"writeKey": write_key, "type": "identify", "messageId": msg_id(), "userId": "u-42",
+                          "timestamp": _now(),
+                          "traits": {"email": E["seg_traits"], "phone": P["seg_traits"],
+                                     "Mobile Number": P["seg_mobile"], "address": {"email": E["seg_addr"]}},
+                          "context": {"traits": {"email": E["seg_ctx_traits"]},
+                                      "page": {"url": "https://b.example/?email=" + E["seg_url_pct"].replace("@", "%40"),
+                                               "search": "?email=" + E["seg_search"]}}}, True),
+        ("/v1/track", {"writeKey": write_key, "messageId": msg_id(), "userId": "u-42", "timestamp": _now(),
+                       "event": f"Ordered by {E['seg_event']}",
+                       "properties": {"contact": {"Email": E["seg_contact"]},
+                                      "emails": [E["seg_list1"], E["seg_list2"]]}}, True),
+        ("/v1/page", {"writeKey": write_key, "messageId": msg_id(), "anonymousId": "anon-7", "timestamp": _now(),
+                      "name": f"Profile of {E['seg_page_name']}",
+                      "properties": {"url": f"https://c.example/u/{E['seg_page_url']}"}}, True),
+        ("/v1/track", {"writeKey": write_key, "messageId": msg_id(), "userId": None, "anonymousId": "undefined",
+                       "timestamp": _now(), "event": "Lost", "properties": {"email": E["dl_single"]}}, False),
+        ("/v1/batch", {"writeKey": write_key, "sentAt": _now(), "context": {"traits": {"email": E["seg_batch_ctx"]}},
+                       "batch": [
+                           {"type": "track", "messageId": msg_id(), "anonymousId": E["seg_anon"], "event": "Viewed",
+                            "timestamp": _now()},
+                           {"type": "track", "messageId": msg_id(), "userId": None, "anonymousId": "undefined",
+                            "event": "No id", "properties": {"email": E["dl_props"], "text": f"hi {E['dl_text']}"}},
+                           {"type": "purchase", "messageId": msg_id(), "userId": "u-1",
+                            "properties": {"mail": E["dl_type"]}},
+                           {"type": "track", "messageId": msg_id(), "userId": "u-1", "event": "Big",
+                            "properties": {"email": E["dl_big"], "blob": "x" * (33 * 1024)}},
+                       ]}, True),
+    ]
+
+
+def _failing_jobs(redis_conn: Redis, settings, tenant) -> None:
+    """Two jobs that fail as a whole: one whose batch cannot be stored (a source id that is
+    not a UUID), one whose payload cannot be decoded (an unknown format version)."""
+    seg_raw = json.dumps({"type": "identify", "userId": "u-9", "traits": {"email": E["job_seg"]}}).encode()
+    now = datetime.now(UTC)
+    events = [
+        QueuedEvent(str(uuid.uuid4()), "job-k1", "track", "Job", now,
+                    [("email", E["job_ident"].lower()), ("phone", "+12125550118")],
+                    {"email": E["job_props"]}, {}, {}, None, 40, []),
+        QueuedSegmentEvent(str(uuid.uuid4()), "job-k2", "identify", now, seg_raw),
+    ]
+    bad_source = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, "not-a-uuid", "server", "US", now, "req-1",
+                             None, None, events)
+    bad_version = msgspec.structs.replace(bad_source, version=99, events=[msgspec.structs.replace(
+        events[0], properties={"email": E["bad_version"], "phone": P["bad_version"]})])
+    q = events_queue(redis_conn, settings.queue_name)
+    for batch in (bad_source, bad_version):
+        q.enqueue(PROCESS_BATCH, msgspec.msgpack.encode(batch), description="process_batch",
+                  failure_ttl=settings.failed_job_ttl_s)
+
+
+def _dump_postgres(db) -> str:
+    tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+    parts = []
+    for table in tables:
+        rows = db.execute(f'SELECT t::text FROM "{table}" t').fetchall()  # noqa: S608 - catalog names
+        parts.extend(r[0] for r in rows)
+    return "\n".join(parts)
+
+
+def _redis_values(redis_conn: Redis) -> list[bytes]:
+    out: list[bytes] = []
+    for key in redis_conn.scan_iter(count=1000):
+        out.append(key)
+        kind = redis_conn.type(key).decode()
+        if kind == "string":
+            out.append(redis_conn.get(key))
+        elif kind == "hash":
+            for k, v in redis_conn.hgetall(key).items():
+                out.extend((k, v))
+        elif kind == "list":
+            out.extend(redis_conn.lrange(key, 0, -1))
+        elif kind == "set":
+            out.extend(redis_conn.smembers(key))
+        elif kind == "zset":
+            out.extend(m for m, _ in redis_conn.zrange(key, 0, -1, withscores=True))
+        elif kind == "stream":
+            for _id, fields in redis_conn.xrange(key):
+                for k, v in fields.items():
+                    out.extend((k, v))
+        else:
+            pytest.fail(f"unexpected Redis type {kind} for {key!r}")
+    # RQ may compress job data: search the decompressed bytes too
+    for value in list(out):
+        with contextlib.suppress(zlib.error):
+            out.append(zlib.decompress(value))
+    return out
+
+
+def _leaks(text: str, forbidden: set[str]) -> set[str]:
+    low = text.lower()
+    return {v for v in forbidden if v in low}
+
+
+def test_no_raw_email_phone_or_write_key_rests_after_a_run(ingest_client, new_tenant, drain, db, redis_conn,
+                                                           settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    tenant = new_tenant(source_type="server", phone_region="US")
+    r = ingest_client.post("/api/v1/cdp/events", json=_native_batch(), headers=_auth(tenant.write_key))
+    assert r.status_code == 202, r.text
+    assert r.json()["accepted"] == 1
+    for path, body, ok in _segment_requests(tenant.write_key):
+        r = ingest_client.post(path, content=json.dumps(body).encode(), headers={"Content-Type": "text/plain"})
+        assert r.status_code == (200 if ok else 400), (path, r.text)
+    rejected = r.json()["rejected"]
+    assert [x["code"] for x in rejected] == ["no_usable_identifier", "invalid_type", "event_too_large"]
+    _failing_jobs(redis_conn, settings, tenant)
+
+    assert drain() == 2
+
+    # The run did what it should: events stored, dead letters and failed jobs kept.
+    assert db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 5
+    assert db.execute("SELECT count(*) FROM consent_history").fetchone()[0] == 2
+    assert redis_conn.llen(f"stratum:deadletter:{tenant.id}") == 4
+
+    forbidden = RAW_VALUES | {tenant.write_key.lower()}
+    pg = _dump_postgres(db)
+    assert not _leaks(pg, forbidden), "raw values in Postgres"
+    redis_text = "\n".join(v.decode("utf-8", "replace") for v in _redis_values(redis_conn))
+    assert not _leaks(redis_text, forbidden), "raw values in Redis"
+    assert not _leaks(caplog.text, forbidden), "raw values in the logs"
+
+    # What is kept is the hash, under the renamed key / as sha256:<hex> in text.
+    email_hash = normalize_identifier("email", E["Email"]).hash
+    props = db.execute("SELECT properties FROM events WHERE tenant_id = %s AND event_name LIKE 'Signed up %%'",
+                       (tenant.id,)).fetchone()[0]
+    assert props["Email_sha256"] == email_hash
+    assert "sha256:" + normalize_identifier("email", E["url_query"]).hash in props["url"]
+
+
+def test_failed_job_keeps_a_scrubbed_batch_that_replays_to_the_same_result(new_tenant, drain, db, redis_conn,
+                                                                             settings, worker_runtime):
+    from workers.jobs import persist_payloads
+
+    tenant = new_tenant(source_type="server", phone_region="US")
+    _failing_jobs(redis_conn, settings, tenant)
+    assert drain() == 2
+    registry = FailedJobRegistry(queue=events_queue(redis_conn, settings.queue_name))
+    kept = {}
+    for job_id in registry.get_job_ids():
+        data = redis_conn.hget(f"rq:job:{job_id}", "data")
+        with contextlib.suppress(zlib.error):  # RQ compresses the data it writes itself
+            data = zlib.decompress(data)
+        _func, _inst, args, _kw = MsgpackSerializer.loads(data)
+        kept[job_id] = args[0]
+    payloads = sorted(kept.values(), key=len)
+    assert payloads[0] == b"", "an undecodable payload is dropped"
+    scrubbed = decode_batch(payloads[1])
+    assert all(isinstance(e, QueuedEvent) for e in scrubbed.events)
+    assert scrubbed.events[0].identifiers[0][1].startswith("sha256:")
+
+    # The same batch with a usable source id: the original and the scrubbed form store the same.
+    original = _original_of(scrubbed, tenant)
+    results = []
+    for batch in (original, msgspec.structs.replace(scrubbed, source_id=tenant.source_id)):
+        persist_payloads([msgspec.msgpack.encode(batch)])
+        results.append(_stored(db, tenant.id))
+        db.execute("TRUNCATE events, event_keys, event_outcomes, consent_history, consents, profile_merges,"
+                   " identity_links, profile_identifiers, profiles CASCADE")
+    assert results[0] == results[1]
+    assert results[0]["events"], "something was stored"
+
+
+def _original_of(scrubbed: QueuedBatch, tenant) -> QueuedBatch:
+    """The batch ``_failing_jobs`` queued (same event ids), with a usable source id."""
+    seg_raw = json.dumps({"type": "identify", "userId": "u-9", "traits": {"email": E["job_seg"]}}).encode()
+    first, second = scrubbed.events
+    events = [
+        QueuedEvent(first.event_id, "job-k1", "track", "Job", first.event_time,
+                    [("email", E["job_ident"].lower()), ("phone", "+12125550118")],
+                    {"email": E["job_props"]}, {}, {}, None, 40, []),
+        QueuedSegmentEvent(second.event_id, "job-k2", "identify", second.event_time, seg_raw),
+    ]
+    return msgspec.structs.replace(scrubbed, source_id=tenant.source_id, events=events)
+
+
+def _stored(db, tenant_id: str) -> dict:
+    events = db.execute(
+        "SELECT event_id::text, event_name, event_type, dedupe_key, properties, context, identifiers, emq, decisions"
+        " FROM events WHERE tenant_id = %s ORDER BY event_id", (tenant_id,)).fetchall()
+    identifiers = db.execute("SELECT type, hash FROM profile_identifiers WHERE tenant_id = %s ORDER BY type, hash",
+                             (tenant_id,)).fetchall()
+    profiles = db.execute("SELECT traits, event_count, lifecycle FROM profiles WHERE tenant_id = %s ORDER BY 2",
+                          (tenant_id,)).fetchall()
+    return {"events": events, "identifiers": identifiers, "profiles": profiles}
