@@ -195,6 +195,10 @@ def test_no_raw_email_phone_or_write_key_rests_after_a_run(ingest_client, new_te
         assert r.status_code == (200 if ok else 400), (path, r.text)
     rejected = r.json()["rejected"]
     assert [x["code"] for x in rejected] == ["no_usable_identifier", "invalid_type", "event_too_large"]
+    # Queued jobs may hold raw PII until processed, but never a write key.
+    queued = "\n".join(v.decode("utf-8", "replace") for v in _redis_values(redis_conn))
+    assert "person@example-mail.com" in queued.lower()
+    assert tenant.write_key not in queued
     _failing_jobs(redis_conn, settings, tenant)
 
     assert drain() == 2
