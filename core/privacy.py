@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from itertools import islice
 from typing import Any
 from urllib.parse import unquote
 
@@ -74,7 +73,12 @@ def pii_key_kind(key: str) -> str | None:
 def hash_pii_value(kind: str, value: str | int | float, phone_region: str | None) -> str:
     """The hash a value under an email or phone key is replaced by: the identifier hash when
     it normalizes as one, else SHA-256 of its trimmed text."""
-    text = str(value)
+    return _hash_text(kind, str(value), phone_region)
+
+
+@lru_cache(maxsize=65_536)
+def _hash_text(kind: str, text: str, phone_region: str | None) -> str:
+    # memoized: the same addresses and numbers come back event after event
     try:
         if kind == "email":
             return hash_normalized(IdentifierType.EMAIL, normalize_email(text))
@@ -83,6 +87,7 @@ def hash_pii_value(kind: str, value: str | int | float, phone_region: str | None
         return sha256_hex(text.strip())
 
 
+@lru_cache(maxsize=65_536)
 def email_token(address: str) -> str:
     """``sha256:<hex>`` of an email address found in text (percent-decoded, trimmed, lowercased)."""
     if "%" in address:
@@ -160,43 +165,113 @@ def _hash_under_key(kind: str, value: Any, phone_region: str | None) -> tuple[An
     return scrub_value(value, phone_region), False
 
 
+def _scrub_list(items: list[Any], phone_region: str | None) -> list[Any]:
+    out = None
+    for i, item in enumerate(items):
+        new = scrub_value(item, phone_region)
+        if new is not item and out is None:
+            out = items[:i]
+        if out is not None:
+            out.append(new)
+    return items if out is None else out
+
+
 def scrub_value(value: Any, phone_region: str | None) -> Any:
     """A value with every PII rule applied (itself when nothing changes)."""
+    t = type(value)
+    if t is str:
+        return redact_emails(value) if "@" in value or "%" in value else value
+    if t is dict:
+        return scrub_object(value, phone_region) if value else value
+    if t is list:
+        return _scrub_list(value, phone_region) if value else value
     if isinstance(value, str):
         return redact_emails(value)
     if isinstance(value, dict):
         return scrub_object(value, phone_region)
     if isinstance(value, list):
-        out = None
-        for i, item in enumerate(value):
-            new = scrub_value(item, phone_region)
-            if new is not item and out is None:
-                out = value[:i]
-            if out is not None:
-                out.append(new)
-        return value if out is None else out
+        return _scrub_list(value, phone_region)
     return value
 
 
 def scrub_object(obj: dict[str, Any], phone_region: str | None) -> dict[str, Any]:
     """A scrubbed copy of a JSON object, or ``obj`` itself when nothing changes."""
-    out: dict[str, Any] | None = None
-    for i, (key, value) in enumerate(obj.items()):
-        kind = pii_key_kind(key) if isinstance(key, str) else None
-        new_key = key
-        if kind is not None:
+    if _is_clean(obj):
+        return obj
+    out: dict[str, Any] = {}
+    changed = False
+    for key, value in obj.items():
+        kind = _KEY_KINDS.get(key, _UNSEEN)
+        if kind is _UNSEEN:
+            kind = _learn_key(key)
+        new_key = redact_emails(key) if kind is not None and type(key) is str else key
+        if kind is None or kind is _REDACT:
+            t = type(value)
+            if t is str:
+                new_value = redact_emails(value) if "@" in value or "%" in value else value
+            elif t is int or t is float or t is bool or value is None:
+                new_value = value
+            else:
+                new_value = scrub_value(value, phone_region)
+        else:
             new_value, hashed = _hash_under_key(kind, value, phone_region)
             if hashed:
-                new_key = key + HASHED_KEY_SUFFIX
-        else:
-            new_value = scrub_value(value, phone_region)
-            if isinstance(key, str):
-                new_key = redact_emails(key)
-        if out is None and (new_key is not key or new_value is not value):
-            out = dict(islice(obj.items(), i))
-        if out is not None:
-            out[new_key] = new_value
-    return obj if out is None else out
+                new_key += HASHED_KEY_SUFFIX
+        out[new_key] = new_value
+        changed = changed or new_key is not key or new_value is not value
+    # (keys seen for the first time fail the quick check without changing anything)
+    return out if changed else obj
+
+
+def _is_clean(value: Any) -> bool:
+    """True when no rule applies anywhere inside ``value`` (the common case, checked first).
+
+    The per-event hot path: values are dispatched on their exact type and keys classified
+    through a dictionary, so a clean object costs a few lookups per key.
+    """
+    t = type(value)
+    if t is str:
+        return "@" not in value and "%" not in value
+    if t is dict:
+        kinds = _KEY_KINDS
+        for key, item in value.items():
+            if kinds.get(key, _UNSEEN) is not None:
+                return False  # a PII key, a key to redact, or one not classified yet
+            t = type(item)
+            if t is str:
+                if "@" in item or "%" in item:
+                    return False
+            elif (t is dict or t is list) and item and not _is_clean(item):
+                return False
+        return True
+    if t is list:
+        for item in value:
+            t = type(item)
+            if t is str:
+                if "@" in item or "%" in item:
+                    return False
+            elif (t is dict or t is list) and item and not _is_clean(item):
+                return False
+        return True
+    return t is int or t is float or t is bool or value is None
+
+
+_UNSEEN = object()
+_REDACT = "redact"  # a key whose text holds an email address
+_KEY_KINDS: dict[Any, str | None] = {}
+_MAX_KNOWN_KEYS = 65_536
+
+
+def _learn_key(key: object) -> str | None:
+    """Classify a key not seen before and remember it (the memo is bounded: cleared when full).
+    Keys holding an email address are not remembered (they are one-offs)."""
+    kind = pii_key_kind(key) if isinstance(key, str) else None
+    if type(key) is not str or "@" in key or "%" in key:
+        return kind or _REDACT
+    if len(_KEY_KINDS) >= _MAX_KNOWN_KEYS:
+        _KEY_KINDS.clear()
+    _KEY_KINDS[key] = kind
+    return kind
 
 
 def scrub_pii(obj: dict[str, Any] | None, phone_region: str | None) -> dict[str, Any]:
@@ -248,9 +323,21 @@ def scrub_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset())
 
 
 def _without_secrets(obj: dict[str, Any]) -> dict[str, Any]:
-    if not any(pii_secret_key(k) for k in obj):
+    """``obj`` without write-key and signature keys (``obj`` itself when it has none)."""
+    if _CLEAN_KEYS.issuperset(obj.keys()):
         return obj
-    return {k: v for k, v in obj.items() if not pii_secret_key(k)}
+    secret = False
+    for k in obj:
+        if pii_secret_key(k):
+            secret = True
+        elif k not in _CLEAN_KEYS:
+            if len(_CLEAN_KEYS) >= _MAX_KNOWN_KEYS:
+                _CLEAN_KEYS.clear()
+            _CLEAN_KEYS.add(k)
+    return {k: v for k, v in obj.items() if not pii_secret_key(k)} if secret else obj
+
+
+_CLEAN_KEYS: set[Any] = set()
 
 
 def pii_secret_key(key: object) -> bool:
@@ -262,7 +349,7 @@ def prehash_identifier(id_type: str, value: str, phone_region: str | None) -> st
     """The form an identifier rests in once its event is scrubbed: email and phone (and any
     identifier holding an email address) as ``sha256:<hex>`` of the identifier hash, which
     ``normalize_identifier`` reads back as the same identifier; other values as they are."""
-    if id_type not in (IdentifierType.EMAIL, IdentifierType.PHONE) and redact_emails(value) is value:
+    if id_type not in _PREHASHED_TYPES and redact_emails(value) is value:
         return value
     if value.startswith(PREHASHED_PREFIX):
         return value
@@ -270,7 +357,7 @@ def prehash_identifier(id_type: str, value: str, phone_region: str | None) -> st
         return PREHASHED_PREFIX + normalize_identifier(id_type, value, default_region=phone_region).hash
     except (InvalidIdentifier, BlockedIdentifier):
         # Never identifies (the worker drops it); keep only a token that cannot be read back.
-        return redact_emails(value) if id_type not in (IdentifierType.EMAIL, IdentifierType.PHONE) else ""
+        return redact_emails(value) if id_type not in _PREHASHED_TYPES else ""
 
 
 def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEvent:
@@ -283,20 +370,31 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
     processing ``event`` stores (the worker scrubs every event with this function), and
     scrubbing twice equals scrubbing once. Returns ``event`` itself when nothing changes.
     """
-    identifiers = [(t, prehash_identifier(t, v, phone_region)) for t, v in event.identifiers]
-    identifiers = [(t, v) for t, v in identifiers if v]
     changes: dict[str, Any] = {}
-    if identifiers != event.identifiers:
-        changes["identifiers"] = identifiers
-    for name, value in (("properties", event.properties), ("context", event.context)):
-        scrubbed = scrub_pii(_without_secrets(value) if value else value, phone_region)
-        if scrubbed is not value:
-            changes[name] = scrubbed
-    traits = scrub_pii(event.traits, phone_region)
-    if traits is not event.traits:
-        changes["traits"] = traits
-    for name in ("event_name", "dedupe_key", "previous_id"):
-        value = getattr(event, name)
-        if value is not None and (redacted := redact_emails(value)) is not value:
+    for id_type, value in event.identifiers:
+        if id_type in _PREHASHED_TYPES or "@" in value or "%" in value:
+            identifiers = [(t, prehash_identifier(t, v, phone_region)) for t, v in event.identifiers]
+            identifiers = [(t, v) for t, v in identifiers if v]
+            if identifiers != event.identifiers:
+                changes["identifiers"] = identifiers
+            break
+    if event.properties:
+        scrubbed = scrub_object(_without_secrets(event.properties), phone_region)
+        if scrubbed is not event.properties:
+            changes["properties"] = scrubbed
+    if event.context:
+        scrubbed = scrub_object(_without_secrets(event.context), phone_region)
+        if scrubbed is not event.context:
+            changes["context"] = scrubbed
+    if event.traits:
+        scrubbed = scrub_object(event.traits, phone_region)
+        if scrubbed is not event.traits:
+            changes["traits"] = scrubbed
+    for name, value in (("event_name", event.event_name), ("dedupe_key", event.dedupe_key),
+                        ("previous_id", event.previous_id)):
+        if value is not None and ("@" in value or "%" in value) and (redacted := redact_emails(value)) is not value:
             changes[name] = redacted
     return msgspec.structs.replace(event, **changes) if changes else event
+
+
+_PREHASHED_TYPES = frozenset({IdentifierType.EMAIL, IdentifierType.PHONE})
