@@ -271,3 +271,49 @@ def test_property_scrubbed_event_replays_the_same(props: dict, email: str) -> No
     scrubbed = scrub_queued_event(ev, "US")
     assert scrub_queued_event(scrubbed, "US") == scrubbed
     assert _prepared(ev, frozenset()) == _prepared(scrubbed, frozenset())
+
+
+class TestMessagesNeverEchoValues:
+    """Error messages and warnings never repeat a submitted value (CONTRACT 6)."""
+
+    @pytest.mark.parametrize("event", [
+        {"jane.doe@example.com": 1},
+        {"identifiers": [{"type": "email", "value": "a@b.com", "+14155550100": 1}]},
+        {"identifiers": [{"type": "jane.doe@example.com", "value": "a@b.com"}]},
+        {"identifiers": [{"type": "email", "value": "jane.doe@example"}]},
+        {"identifiers": [{"type": "phone", "value": "+1415555010"}]},
+        {"consent": {"jane.doe@example.com": True}},
+        {"event_time": "jane.doe@example.com"},
+    ])
+    def test_native_rejections(self, event: dict) -> None:
+        from core.intake import Rejection, intake_native_event
+
+        base = {"event_name": "x", "event_time": "2024-05-01T12:00:00Z",
+                "identifiers": [{"type": "email", "value": "a@b.com"}]}
+        raw = json.dumps({**base, **event}).encode()
+        out = intake_native_event(raw, event_id="e", received_at=T0, phone_region="US", max_event_bytes=32 * 1024,
+                                  max_future_s=86400)
+        assert isinstance(out, Rejection)
+        text = json.dumps(out.as_dict())
+        for raw_value in ("jane.doe", "4155550100", "415555010"):
+            assert raw_value not in text
+
+    def test_unknown_plain_field_names_are_still_named(self) -> None:
+        from core.intake import Rejection, intake_native_event
+
+        raw = json.dumps({"event_name": "x", "event_time": "2024-05-01T12:00:00Z", "event_nmae": "y",
+                          "identifiers": [{"type": "email", "value": "a@b.com"}]}).encode()
+        out = intake_native_event(raw, event_id="e", received_at=T0, phone_region="US", max_event_bytes=32 * 1024,
+                                  max_future_s=86400)
+        assert isinstance(out, Rejection) and "event_nmae" in out.message
+
+    def test_segment_warnings(self) -> None:
+        from core.segment import intake_segment_message
+
+        raw = json.dumps({"type": "identify", "userId": "u-1",
+                          "traits": {"email": "jane.doe@example", "phone": "+1415555010"}}).encode()
+        out = intake_segment_message(raw, path_type=None, batch_context=None, batch_integrations=None,
+                                     batch_sent_at=None, event_id="e", received_at=T0, phone_region="US",
+                                     max_event_bytes=32 * 1024, max_future_s=86400)
+        assert len(out.warnings) == 2
+        assert not any("jane" in w or "555" in w for w in out.warnings)
