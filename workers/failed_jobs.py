@@ -32,8 +32,12 @@ def scrubbed_payload(payload: object, extra_blocked_of=lambda tenant_id: frozens
         return b""
     try:
         batch = decode_batch(payload)
-        return encode_event_value(scrub_batch(batch, extra_blocked_of(batch.tenant_id)))
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        return b""
+    try:
+        return encode_event_value(scrub_batch(batch, extra_blocked_of(batch.tenant_id)))
+    except Exception:  # whatever broke the job may break mapping too: keep nothing raw
+        log.warning("failed job payload could not be scrubbed; dropped")
         return b""
 
 

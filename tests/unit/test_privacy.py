@@ -21,7 +21,13 @@ from core.privacy import (
     scrub_pii,
     scrub_queued_event,
 )
-from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent, QueuedSegmentEvent
+from core.schemas import (
+    QUEUE_FORMAT_VERSION,
+    QueuedBatch,
+    QueuedEvent,
+    QueuedSegmentEvent,
+    decode_batch,
+)
 from workers.prepare import prepare_batch
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -317,3 +323,19 @@ class TestMessagesNeverEchoValues:
                                      max_event_bytes=32 * 1024, max_future_s=86400)
         assert len(out.warnings) == 2
         assert not any("jane" in w or "555" in w for w in out.warnings)
+
+
+class TestFailedJobPayload:
+    def test_scrubbed_payload_replays_to_the_same(self) -> None:
+        from workers.failed_jobs import scrubbed_payload
+
+        batch = _batch([_event()])
+        scrubbed = decode_batch(scrubbed_payload(msgspec.msgpack.encode(batch)))
+        assert scrubbed.events == [scrub_queued_event(_event(), "US")]
+        assert _prepared_batch(scrubbed) == _prepared_batch(batch)
+
+    @pytest.mark.parametrize("payload", [None, "text", b"", b"\xc1garbage", msgspec.msgpack.encode([99, "t"])])
+    def test_unreadable_payload_is_dropped(self, payload) -> None:
+        from workers.failed_jobs import scrubbed_payload
+
+        assert scrubbed_payload(payload) == b""
