@@ -394,6 +394,10 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
                         ("previous_id", event.previous_id)):
         if value is not None and ("@" in value or "%" in value) and (redacted := redact_emails(value)) is not value:
             changes[name] = redacted
+    # Identity claims (raw values with their signatures), where the queue format carries
+    # them, are checked by the worker and never kept: a scrubbed event rests without them.
+    if getattr(event, "claims", None):
+        changes["claims"] = []
     return msgspec.structs.replace(event, **changes) if changes else event
 
 
