@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import msgspec
 
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.event_time import EARLIEST_EVENT_TIME, check_event_time
 from core.identifiers import normalize_identifier
 from core.schemas import NativeEvent, QueuedEvent, encode_event
 
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 _native_decoder = msgspec.json.Decoder(NativeEvent)
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
@@ -65,17 +65,6 @@ def contains_nul(value: object) -> bool:
     return False
 
 
-def check_event_time(event_time: datetime, received_at: datetime, max_future_s: int) -> Rejection | None:
-    if event_time < EARLIEST_EVENT_TIME:
-        return Rejection("invalid_event_time", "event_time", "event_time must not be before 2000-01-01")
-    if event_time > received_at + timedelta(seconds=max_future_s):
-        return Rejection(
-            "invalid_event_time", "event_time",
-            f"event_time is more than {max_future_s // 3600} h in the future; check the client clock",
-        )
-    return None
-
-
 def intake_native_event(
     raw: bytes,
     *,
@@ -84,9 +73,12 @@ def intake_native_event(
     phone_region: str | None,
     max_event_bytes: int,
     max_future_s: int,
+    oldest_event_time: datetime = EARLIEST_EVENT_TIME,
     extra_blocked: frozenset[str] = frozenset(),
 ) -> Accepted | Rejection:
-    """Validate one native event; return what to queue or why it was rejected."""
+    """Validate one native event; return what to queue or why it was rejected.
+
+    ``oldest_event_time`` is the retention cut-off (``core.event_time.oldest_event_time``)."""
     if len(raw) > max_event_bytes:
         return Rejection("event_too_large", None, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
     try:
@@ -108,8 +100,8 @@ def intake_native_event(
             return Rejection("nul_character", None, "text must not contain \\u0000")
     except RecursionError:
         return Rejection("invalid_event", None, "event is nested too deeply")
-    if (bad := check_event_time(ev.event_time, received_at, max_future_s)) is not None:
-        return bad
+    if (bad := check_event_time(ev.event_time, received_at, max_future_s, oldest_event_time)) is not None:
+        return Rejection(bad.code, "event_time", bad.message)
     if not ev.identifiers:
         return Rejection("no_usable_identifier", "identifiers", "at least one identifier is required")
 

@@ -1,10 +1,17 @@
-"""Profile upkeep rules: lifecycle, purchases and revenue, trait merging. Pure."""
+"""Profile upkeep rules: lifecycle, purchases and revenue, trait merging and its caps. Pure."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import msgspec
+
+# CONTRACT 6, caps: a public write key must not be able to grow a profile without bound.
+MAX_TRAIT_KEYS = 500
+MAX_TRAITS_BYTES = 64 * 1024
+_json_encode = msgspec.json.Encoder().encode
 
 LIFECYCLE_RANK = {"anonymous": 0, "known": 1, "customer": 2}
 _PURCHASE_NAMES = frozenset({"purchase", "ordercompleted", "checkoutcompleted", "orderplaced"})
@@ -40,23 +47,80 @@ def next_lifecycle(current: str, *, known: bool, purchases: int) -> str:
     return derived if LIFECYCLE_RANK[derived] > LIFECYCLE_RANK.get(current, 0) else current
 
 
+def _entry_bytes(key: str, value: Any) -> int:
+    """Bytes one ``"key": value`` pair adds to the traits' JSON (with its separator)."""
+    return len(_json_encode(key)) + len(_json_encode(value)) + 2
+
+
+def _traits_bytes(traits: dict[str, Any]) -> int:
+    return len(_json_encode(traits))
+
+
+class _TraitBudget:
+    """Keeps a profile's traits within MAX_TRAIT_KEYS keys and MAX_TRAITS_BYTES of JSON as
+    values are set one by one (the size is tracked, not re-encoded per key)."""
+
+    def __init__(self, traits: dict[str, Any], max_keys: int, max_bytes: int) -> None:
+        self.traits, self.max_keys, self.max_bytes = traits, max_keys, max_bytes
+        self.size = _traits_bytes(traits)
+
+    def fits(self, key: str, value: Any) -> int | None:
+        """The new size if ``key`` may take ``value``, else None."""
+        if key not in self.traits and len(self.traits) >= self.max_keys:
+            return None
+        old = _entry_bytes(key, self.traits[key]) if key in self.traits else 0
+        new_size = self.size - old + _entry_bytes(key, value)
+        # A change that does not grow the JSON is always allowed (a profile stored over the
+        # cap before it existed can still be updated).
+        return new_size if new_size <= max(self.max_bytes, self.size) else None
+
+
 def merge_traits(
-    traits: dict[str, Any], times: dict[str, str], new: dict[str, Any], at: datetime
-) -> None:
-    """Per key, the value with the newest event time wins (ties: the later write)."""
+    traits: dict[str, Any], times: dict[str, str], new: dict[str, Any], at: datetime,
+    *, max_keys: int = MAX_TRAIT_KEYS, max_bytes: int = MAX_TRAITS_BYTES,
+) -> list[str]:
+    """Per key, the value with the newest ``at`` wins (ties: the later write). ``at`` is the
+    event's state time, ``min(event_time, received_at)`` (core.event_time.state_time).
+
+    A key that would take the profile past ``max_keys`` keys or ``max_bytes`` of JSON is
+    refused (the profile keeps what it had); returns the refused keys, for a warning on the
+    event. Never raises for size."""
     stamp = at.isoformat()
+    budget: _TraitBudget | None = None
+    refused: list[str] = []
     for key, value in new.items():
-        if key not in times or times[key] <= stamp:
-            traits[key] = value
-            times[key] = stamp
+        if key in times and times[key] > stamp:
+            continue
+        if budget is None:  # most events fit easily: only measure when something changes
+            budget = _TraitBudget(traits, max_keys, max_bytes)
+        new_size = budget.fits(key, value)
+        if new_size is None:
+            refused.append(key)
+            continue
+        budget.size = new_size
+        traits[key] = value
+        times[key] = stamp
+    return refused
 
 
 def merge_trait_sets(
-    traits: dict[str, Any], times: dict[str, str], other: dict[str, Any], other_times: dict[str, str]
-) -> None:
-    """Fold another profile's traits in, key by key, newest event time winning."""
+    traits: dict[str, Any], times: dict[str, str], other: dict[str, Any], other_times: dict[str, str],
+    *, max_keys: int = MAX_TRAIT_KEYS, max_bytes: int = MAX_TRAITS_BYTES,
+) -> list[str]:
+    """Fold another profile's traits in, key by key, newest state time winning, within the
+    same caps as ``merge_traits`` (the survivor's keys first); returns the keys left out
+    (the absorbed profile's snapshot in the merge record still holds them)."""
+    budget = _TraitBudget(traits, max_keys, max_bytes)
+    refused: list[str] = []
     for key, value in other.items():
         stamp = other_times.get(key, "")
-        if key not in traits or times.get(key, "") < stamp:
-            traits[key] = value
-            times[key] = stamp
+        if key in traits and times.get(key, "") >= stamp:
+            continue
+        new_size = budget.fits(key, value)
+        if new_size is None:
+            refused.append(key)
+            continue
+        budget.size = new_size
+        traits[key] = value
+        times[key] = stamp
+    return refused

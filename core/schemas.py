@@ -84,7 +84,7 @@ class QueuedSegmentEvent(Struct, array_like=True, tag="s"):
 
 class QueuedBatch(Struct, array_like=True):
     """The payload of one queue job. ``events`` must stay the last field: the ingest API
-    appends the event list to an encoded header inside Redis (see ingest_api/enqueue.py)."""
+    appends the event list to an encoded header inside Redis (see stratum/queue/writer.py)."""
 
     version: int
     tenant_id: str

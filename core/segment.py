@@ -27,8 +27,9 @@ import msgspec
 
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.event_time import EARLIEST_EVENT_TIME, check_event_time
 from core.identifiers import MAX_IDENTIFIER_CHARS, is_blocked, normalize_identifier
-from core.intake import Accepted, Rejection, check_event_time, contains_nul
+from core.intake import Accepted, Rejection, contains_nul
 from core.schemas import QueuedEvent
 
 SEGMENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -112,12 +113,19 @@ def screen_segment_event(
     max_event_bytes: int,
     max_future_s: int,
     phone_region: str | None,
+    oldest_event_time: datetime = EARLIEST_EVENT_TIME,
+    shared_bytes: int = 0,
     extra_blocked: frozenset[str] = frozenset(),
 ) -> Screened | Rejection:
     """Decide at the door whether an event is usable. ``path_type`` is the type implied by a
-    single-event path (``/v1/track``), None for batches."""
-    if len(raw) > max_event_bytes:
-        return Rejection("event_too_large", None, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
+    single-event path (``/v1/track``), None for batches; ``oldest_event_time`` is the
+    retention cut-off (``core.event_time.oldest_event_time``), checked after skew correction;
+    ``shared_bytes`` is the size of the batch-level context and integrations, which workers
+    merge into the event and so count toward its limit."""
+    if len(raw) + shared_bytes > max_event_bytes:
+        with_shared = f" with {shared_bytes} bytes of batch context" if shared_bytes else ""
+        return Rejection("event_too_large", None,
+                         f"event is {len(raw)} bytes{with_shared}; the limit is {max_event_bytes}")
     try:
         # A full typed decode (a few microseconds) also validates UTF-8, JSON types and
         # numbers (ints over 64 bits, |x| > 1e308), so a screened event always maps later.
@@ -140,8 +148,8 @@ def screen_segment_event(
         event_time = corrected_time(msg, batch_sent_at, received_at)
     except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
         return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
-    if (bad := check_event_time(event_time, received_at, max_future_s)) is not None:
-        return Rejection(bad.code, "timestamp", bad.message.replace("event_time", "timestamp"))
+    if (bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
+        return Rejection(bad.code, "timestamp", bad.message)
 
     usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked)
               or _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
@@ -252,12 +260,15 @@ def intake_segment_message(
     phone_region: str | None,
     max_event_bytes: int,
     max_future_s: int,
+    oldest_event_time: datetime = EARLIEST_EVENT_TIME,
     extra_blocked: frozenset[str] = frozenset(),
 ) -> Accepted | Rejection:
     """Screen and map in one step: what the door and a worker together make of one message."""
+    shared = sum(len(msgspec.json.encode(v)) for v in (batch_context, batch_integrations) if v)
     screened = screen_segment_event(raw, path_type=path_type, batch_sent_at=batch_sent_at, received_at=received_at,
                                     max_event_bytes=max_event_bytes, max_future_s=max_future_s,
-                                    phone_region=phone_region, extra_blocked=extra_blocked)
+                                    phone_region=phone_region, oldest_event_time=oldest_event_time,
+                                    shared_bytes=shared, extra_blocked=extra_blocked)
     if isinstance(screened, Rejection):
         return screened
     event = map_segment_event(raw, event_type=screened.event_type, event_id=event_id,

@@ -1,170 +1,25 @@
-"""Dedupe marks and the queue write, in one atomic Redis call.
+"""Queueing accepted events: one call of the queue's job writer script per request.
 
-One Lua script does everything a request needs from Redis, so the per-event dedupe marks
-and the RQ job either all happen or none do: a request that fails before or during the
-call leaves no marks behind, and its retry goes through (CONTRACT 4.5). It is also one
-round trip: backpressure check, rate limit, dedupe marks, job hash, queue push.
-
-Dedupe marks live in one Redis hash per tenant per window-long time bucket (two HMGETs
-and one HSET per request, whatever the batch size, instead of a key per event: per-event
-keys cost 200 Redis calls for a 100-event batch and about 245 bytes each).
-
-The job data for the common case (no duplicate) is built in Python and stored as is; when
-some events are duplicates the script rebuilds the payload from the kept event blobs
-(offsets into the same bytes; ``core.schemas.assemble_batch`` is the Python twin). Redis
-checks memory before running a writing script (``noeviction`` answers OOM up front), so a
-script never stops half-way for lack of memory.
+The script, its keys and the job layout are ``stratum/queue/writer.py``'s; this is the
+ingest API's asyncio side of it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import msgspec
 from redis.asyncio import Redis
 
-from core.schemas import assemble_batch, msgpack_array_header
-from stratum.queue import job_data, job_data_prefix
+from stratum.queue.layout import queue_key
+from stratum.queue.writer import (
+    ENQUEUE_SCRIPT,
+    EnqueueResult,
+    JobWriter,
+    PendingEvent,
+    enqueue_result,
+)
 
-# KEYS: 1 job hash, 2 queue list, 3 set of queues, 4 rate-limit counter of this second,
-#       5 dedupe bucket of this window, 6 dedupe bucket of the previous window
-# ARGV: 1 complete job data (every event), 2 timestamp, 3 queue name, 4 job timeout s,
-#       5 failure TTL s, 6 high-water mark, 7 rate limit (events/s, 0 = none),
-#       8 event count N, 9 dedupe bucket TTL s, 10 job data prefix, 11 batch header,
-#       12 msgpack array of N x [dedupe field ("" = none), event id, blob offset in ARGV[1], blob length]
-#       (one packed argument instead of 4N: argument handling dominated the script's cost)
-# Returns: {"queued"|"full"|"limited", n_queued, {i, original event id, ...} for duplicates}
-_SCRIPT = r"""
-local n = tonumber(ARGV[8])
-if tonumber(ARGV[6]) > 0 and redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[6]) then
-  return {'full', 0, {}}
-end
-local limit = tonumber(ARGV[7])
-if limit > 0 then
-  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if used + n > limit and used > 0 then
-    return {'limited', 0, {}}
-  end
-end
-local meta = cmsgpack.unpack(ARGV[12])
-local fields = {}
-for i = 1, n do
-  local f = meta[i][1]
-  if f ~= '' then fields[#fields + 1] = f end
-end
-local cur, prev = {}, {}
-if #fields > 0 then
-  cur = redis.call('HMGET', KEYS[5], unpack(fields))
-  prev = redis.call('HMGET', KEYS[6], unpack(fields))
-end
-local out, seen, marks, kept = {}, {}, {}, {}
-local j, dups = 0, 0
-for i = 1, n do
-  local f = meta[i][1]
-  local orig = false
-  if f ~= '' then
-    j = j + 1
-    orig = cur[j] or prev[j] or seen[f] or false
-    if not orig then
-      seen[f] = meta[i][2]
-      marks[#marks + 1] = f
-      marks[#marks + 1] = meta[i][2]
-    end
-  end
-  if orig then
-    out[#out + 1] = i
-    out[#out + 1] = orig
-    dups = dups + 1
-  else
-    kept[#kept + 1] = i
-  end
-end
-local function commit_marks()
-  -- Marks and the rate counter are written last: Redis does not undo a script that fails
-  -- half-way, so anything that can fail (the job writes) happens before them. A failure
-  -- after the job is queued leaves no marks: a retry is queued again and the workers'
-  -- permanent dedupe stores the events once.
-  if #marks > 0 then
-    redis.call('HSET', KEYS[5], unpack(marks))
-    redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))
-  end
-  if limit > 0 then
-    redis.call('INCRBY', KEYS[4], n)
-    redis.call('EXPIRE', KEYS[4], 2)
-  end
-end
-local m = #kept
-if m == 0 then
-  commit_marks()
-  return {'queued', 0, out}
-end
-local data = ARGV[1]
-if dups > 0 then
-  -- rare: rebuild the payload from the kept event blobs
-  local parts = {}
-  for _, i in ipairs(kept) do
-    local off = meta[i][3]
-    parts[#parts + 1] = string.sub(ARGV[1], off, off + meta[i][4] - 1)
-  end
-  local header
-  if m < 16 then
-    header = string.char(0x90 + m)
-  else
-    header = string.char(0xdc, math.floor(m / 256), m % 256)
-  end
-  local payload = ARGV[11] .. header .. table.concat(parts)
-  local len = #payload
-  data = ARGV[10] .. string.char(math.floor(len / 16777216) % 256, math.floor(len / 65536) % 256,
-                                 math.floor(len / 256) % 256, len % 256) .. payload .. string.char(0x80)
-end
-local ok = redis.pcall('HSET', KEYS[1],
-  'status', 'queued', 'created_at', ARGV[2], 'enqueued_at', ARGV[2], 'data', data,
-  'origin', ARGV[3], 'description', 'process_batch', 'timeout', ARGV[4],
-  'result_ttl', '0', 'failure_ttl', ARGV[5],
-  'success_callback_name', '', 'failure_callback_name', '', 'stopped_callback_name', '',
-  'started_at', '', 'ended_at', '', 'last_heartbeat', '', 'worker_name', '', 'group_id', '')
-if type(ok) == 'table' and ok.err then return ok end
-ok = redis.pcall('RPUSH', KEYS[2], string.sub(KEYS[1], 8))
-if type(ok) == 'table' and ok.err then
-  redis.call('DEL', KEYS[1])
-  return ok
-end
-redis.call('SADD', KEYS[3], KEYS[2])
-commit_marks()
-return {'queued', m, out}
-"""
-
-_msgpack = msgspec.msgpack.Encoder()
-
-JOB_KEY_PREFIX = "rq:job:"
-QUEUES_KEY = "rq:queues"
-
-
-def dedupe_bucket_key(tenant_id: str, bucket: int) -> str:
-    """Redis hash of the dedupe marks of one tenant for one window-long bucket of time.
-
-    Dedupe is scoped per tenant (not per source). A mark is found while its bucket or the
-    next one is current, so a key is remembered for at least the window and at most twice it.
-    """
-    return f"stratum:dedupe:{tenant_id}:{bucket}"
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    blob: bytes
-    event_id: str
-    dedupe_key: str | None  # None: no client key, nothing to mark (event_id is unique)
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    queue_full: bool
-    rate_limited: bool
-    queued: int
-    # per event: None if queued, else the event id of the copy seen first
-    duplicates_of: list[str | None]
+__all__ = ["BatchEnqueuer", "EnqueueResult", "PendingEvent"]
 
 
 class BatchEnqueuer:
@@ -173,45 +28,16 @@ class BatchEnqueuer:
     def __init__(self, redis: Redis, queue_name: str, *, dedupe_window_s: int, job_timeout_s: int,
                  failed_job_ttl_s: int, high_water: int) -> None:
         self._redis = redis
-        self._script = redis.register_script(_SCRIPT)
-        self._queue_key = f"rq:queue:{queue_name}"
-        self._queue_name = queue_name
-        self._prefix = job_data_prefix()
-        self._fixed = (max(1, dedupe_window_s), job_timeout_s, failed_job_ttl_s, high_water)
+        self._script = redis.register_script(ENQUEUE_SCRIPT)
+        self._queue_key = queue_key(queue_name)
+        self._writer = JobWriter(queue_name, dedupe_window_s, job_timeout_s, failed_job_ttl_s, high_water)
 
     async def enqueue(self, job_id: str, tenant_id: str, source_id: str, rate_limit: int,
                       header: bytes, events: list[PendingEvent]) -> EnqueueResult:
         """Queue ``events`` as one job unless the queue is full or the source is over
         ``rate_limit`` events per second (0: no limit); a batch is never split."""
-        window, timeout, failure_ttl, high_water = self._fixed
-        now = time.time()
-        bucket = int(now // window)
-        keys = [JOB_KEY_PREFIX + job_id, self._queue_key, QUEUES_KEY, f"stratum:rate:{source_id}:{int(now)}",
-                dedupe_bucket_key(tenant_id, bucket), dedupe_bucket_key(tenant_id, bucket - 1)]
-        blobs = [ev.blob for ev in events]
-        # 4: the payload's length after the job data prefix; +1: Lua strings are 1-based
-        offset = len(self._prefix) + 4 + len(header) + len(msgpack_array_header(len(blobs))) + 1
-        meta = []
-        for ev in events:
-            meta.append((ev.dedupe_key or "", ev.event_id, offset, len(ev.blob)))
-            offset += len(ev.blob)
-        data = job_data(assemble_batch(header, blobs))
-        args: list[bytes | str | int] = [
-            data, _rq_timestamp(), self._queue_name, timeout, failure_ttl, high_water, rate_limit, len(events),
-            2 * window, self._prefix, header, _msgpack.encode(meta),
-        ]
-        status, queued, out = await self._script(keys=keys, args=args)
-        if status in (b"full", b"limited"):
-            return EnqueueResult(status == b"full", status == b"limited", 0, [None] * len(events))
-        duplicates_of: list[str | None] = [None] * len(events)
-        for k in range(0, len(out), 2):
-            duplicates_of[int(out[k]) - 1] = out[k + 1].decode()
-        return EnqueueResult(False, False, int(queued), duplicates_of)
+        keys, args = self._writer.call(job_id, tenant_id, source_id, rate_limit, header, events, time.time())
+        return enqueue_result(await self._script(keys=keys, args=args), len(events))
 
     async def queue_depth(self) -> int:
         return int(await self._redis.llen(self._queue_key))
-
-
-def _rq_timestamp() -> str:
-    # RQ's utcformat: ISO 8601 with microseconds and a literal Z
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"

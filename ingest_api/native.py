@@ -8,6 +8,7 @@ import msgspec
 from litestar import MediaType, Request, Response, post
 
 from core.emq import emq_summary
+from core.event_time import oldest_event_time
 from core.intake import Accepted, Rejection, intake_native_event
 from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body, decode_envelope
@@ -52,11 +53,12 @@ async def _process(st: IngestState, request: Request, source: Source, envelope: 
                               code="too_many_events")
 
     outcomes: list[Accepted | Rejection] = []
+    oldest = oldest_event_time(received_at, settings.retention_months)
     for raw in envelope.events:
         outcomes.append(intake_native_event(
             bytes(raw), event_id=new_event_id(), received_at=received_at, phone_region=source.phone_region,
             max_event_bytes=settings.max_event_bytes, max_future_s=settings.max_future_skew_s,
-            extra_blocked=source.extra_blocked,
+            oldest_event_time=oldest, extra_blocked=source.extra_blocked,
         ))
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     queued = await st.queue(source, [pending_of(a) for a in accepted], received_at, request.state.request_id)

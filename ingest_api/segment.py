@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, post
 
+from core.event_time import oldest_event_time
 from core.intake import Rejection, contains_nul
 from core.schemas import QueuedSegmentEvent, encode_event, encode_event_value
 from core.segment import screen_segment_event
@@ -44,9 +45,14 @@ _single_decoder = msgspec.json.Decoder(SingleEnvelope)
 _SUCCESS = b'{"success":true}'
 
 
-def _check_batch_context(ctx: dict | None, integ: dict | None) -> None:
+def _check_batch_context(ctx: dict | None, integ: dict | None, max_event_bytes: int) -> int:
     """Top-level ``context``/``integrations`` are merged into every event by the workers,
-    so what the per-event screen rejects must be rejected here for the whole request."""
+    so what the per-event screen rejects must be rejected here for the whole request.
+
+    Returns their size in bytes, which counts toward every event's limit (a 200 KB batch
+    context copied into 200 events stored 40 MB from one request); raises
+    PayloadTooLarge when they alone exceed one event's limit."""
+    shared = 0
     for name, value in (("context", ctx), ("integrations", integ)):
         if not value:
             continue
@@ -57,6 +63,11 @@ def _check_batch_context(ctx: dict | None, integ: dict | None) -> None:
         except OverflowError:
             raise BadRequest(f"{name} holds an integer beyond 64 bits; send it as a string",
                              code="number_out_of_range") from None
+        shared += len(msgspec.json.encode(value))
+    if shared > max_event_bytes:
+        raise PayloadTooLarge(f"the batch-level context and integrations are {shared} bytes; they are copied into "
+                              f"every event, whose limit is {max_event_bytes} bytes", code="context_too_large")
+    return shared
 
 
 def _without_write_key(body: bytes) -> bytes:
@@ -86,17 +97,18 @@ async def _handle(request: Request, path_type: str | None) -> Response:
         env = decode_envelope(_single_decoder, body, "a JSON object")
         event = _without_write_key(body) if env.writeKey is not None else body
         raws, sent_at, ctx, integ = [msgspec.Raw(event)], env.sentAt, None, None
-    _check_batch_context(ctx, integ)
+    shared_bytes = _check_batch_context(ctx, integ, settings.max_event_bytes)
     source = await authenticate_request(st, header_key, env.writeKey)
     check_origin(source, request.headers.get("origin"))
     return await idempotent(request, source, body, settings.idempotency_ttl_s, settings.idempotency_lock_s,
                             settings.retry_after_s,
-                            lambda: _process(st, request, source, path_type, raws, sent_at, ctx, integ, received_at))
+                            lambda: _process(st, request, source, path_type, raws, sent_at, ctx, integ, received_at,
+                                             shared_bytes))
 
 
 async def _process(st: IngestState, request: Request, source: Source, path_type: str | None,
                    raws: list[msgspec.Raw], sent_at: str | None, ctx: dict | None, integ: dict | None,
-                   received_at: datetime) -> Response:
+                   received_at: datetime, shared_bytes: int) -> Response:
     settings = st.settings
     n = len(raws)
     if n == 0:
@@ -109,11 +121,13 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
     rejected: list[tuple[int, Rejection, bytes]] = []
     region, blocked = source.phone_region, source.extra_blocked
     max_bytes, max_future = settings.max_event_bytes, settings.max_future_skew_s
+    oldest = oldest_event_time(received_at, settings.retention_months)
     for i, raw in enumerate(raws):
         raw_bytes = bytes(raw)
         screened = screen_segment_event(raw_bytes, path_type=path_type, batch_sent_at=sent_at,
                                         received_at=received_at, max_event_bytes=max_bytes,
-                                        max_future_s=max_future, phone_region=region, extra_blocked=blocked)
+                                        max_future_s=max_future, phone_region=region, oldest_event_time=oldest,
+                                        shared_bytes=shared_bytes, extra_blocked=blocked)
         if isinstance(screened, Rejection):
             rejected.append((i, screened, raw_bytes))
             continue

@@ -142,7 +142,9 @@ async def profile_events(
 
 @get("/api/v1/cdp/events/{event_id:str}", guards=[tenant_key], summary="Status of one event by its event_id",
      description="`processed` with the profile it was attributed to once a worker stored it; `duplicate` for a "
-                 "copy stored once already (with that event's profile); `erased` after an erasure. Events "
+                 "copy stored once already (with that event's profile); `erased` after an erasure; "
+                 "`rejected` for an event a worker refused (e.g. `event_too_old`: its month left retention "
+                 "while it was queued). Events "
                  "still queued and unknown ids answer 404 (see docs/API.md).",
      responses=errors_for(401, 403, 404, 503))
 async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus:
@@ -158,5 +160,5 @@ async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus
         raise NotFound(f"no stored event {event_id}; an event still queued is not visible until a worker "
                        "stores it (usually within seconds)")
     # processed: stored; duplicate: a later copy of a stored event (profile of the stored
-    # one); erased: removed by an erasure.
+    # one); erased: removed by an erasure; rejected: refused by a worker (never stored).
     return EventStatus(event_id=str(eid), status=row[0], profile_id=row[1])

@@ -2,7 +2,7 @@
 (with replay) and dead letters. Every route needs an operator key
 (``stratum operator create NAME``): no or a bad key is 401, a tenant key 403.
 
-Redis work uses the synchronous RQ API (``workers.status`` and RQ's registries), run in a
+Redis work uses the synchronous queue status API (``stratum/queue/status.py``), run in a
 worker thread with a short-lived client per request, so the event loop never blocks.
 
 Throughput, both in events per second, over all tenants:
@@ -36,16 +36,18 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, FromQuery
 from redis import Redis
-from rq import Worker
-from rq.registry import FailedJobRegistry
 
 from core.cache_keys import deadletter_key
 from read_api.errors import BadRequest, Forbidden, NotFound
 from read_api.openapi import errors_for
 from read_api.state import ReadState
-from stratum.queue import MsgpackSerializer, events_queue
-from workers.liveness import alive_key
-from workers.status import failed_jobs, queue_status, requeue_failed
+from stratum.queue.status import (
+    failed_job_count,
+    failed_jobs,
+    queue_status,
+    requeue_failed,
+    workers_status,
+)
 
 THROUGHPUT_WINDOW_S = 60
 MIN_SAMPLE_GAP_S = 1.0
@@ -58,7 +60,7 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 class WorkerInfo(msgspec.Struct):
     name: str
     state: str
-    alive: bool  # its stratum heartbeat is fresh (workers/liveness.py)
+    alive: bool  # its stratum heartbeat is fresh (stratum/queue/liveness.py)
     queues: list[str]
     current_job_id: str | None
     successful_jobs: int
@@ -131,22 +133,14 @@ def _redis_status(st: ReadState, tenant_ids: list[str]) -> tuple[dict, list[Work
     """Queue counts, the queue's workers, and (length, newest entry) of each tenant's dead letters."""
     with _redis(st) as conn:
         queues = queue_status(st.settings, conn)["queues"]
-        workers = Worker.all(queue=events_queue(conn, st.settings.queue_name), serializer=MsgpackSerializer)
+        workers = workers_status(st.settings, conn)
         with conn.pipeline(transaction=False) as pipe:
-            for w in workers:
-                pipe.exists(alive_key(w.name))
             for tenant_id in tenant_ids:
                 pipe.llen(deadletter_key(tenant_id))
                 pipe.lindex(deadletter_key(tenant_id), 0)
-            replies = pipe.execute()
-    alive, letters = replies[:len(workers)], replies[len(workers):]
-    infos = [
-        WorkerInfo(name=w.name, state=w.get_state(), alive=bool(up), queues=w.queue_names(),
-                   current_job_id=w.get_current_job_id(), successful_jobs=w.successful_job_count,
-                   failed_jobs=w.failed_job_count, birth=_iso(w.birth_date), last_heartbeat=_iso(w.last_heartbeat))
-        for w, up in zip(workers, alive, strict=True)
-    ]
-    infos.sort(key=lambda i: i.name)
+            letters = pipe.execute()
+    infos = [WorkerInfo(**{**w, "birth": _iso(w["birth"]), "last_heartbeat": _iso(w["last_heartbeat"])})
+             for w in workers]
     return queues, infos, list(zip(letters[::2], letters[1::2], strict=True))
 
 
@@ -210,7 +204,7 @@ async def ops_status(request: Request) -> OpsStatus:
 def _failed_jobs(st: ReadState, limit: int) -> FailedJobs:
     with _redis(st) as conn:
         jobs = failed_jobs(st.settings, conn, limit)
-        total = FailedJobRegistry(queue=events_queue(conn, st.settings.queue_name)).count
+        total = failed_job_count(st.settings, conn)
     return FailedJobs(failed=[FailedJob(**j) for j in jobs], total=total)
 
 

@@ -127,7 +127,7 @@ def cmd_scheduler(args, settings: Settings) -> None:
 
 
 def cmd_status(args, settings: Settings) -> None:
-    from workers.status import queue_status
+    from stratum.queue.status import queue_status
 
     status = queue_status(settings)
     if not args.json:
@@ -139,7 +139,7 @@ def cmd_status(args, settings: Settings) -> None:
 
 
 def cmd_replay_failed(args, settings: Settings) -> None:
-    from workers.status import requeue_failed
+    from stratum.queue.status import requeue_failed
 
     if not args.all and not args.job_ids:
         raise StratumError("name JOB_IDs to replay, or --all", code="invalid_arguments")

@@ -17,11 +17,30 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from redis import Redis
 
 from stratum.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property and schema fuzzing (tests/test_fuzz_schemas.py). By default, and so in CI
+# (CI=true, .ci/run) unless a job asks for the long run, every run generates the same
+# examples: derandomized Hypothesis, a fixed Schemathesis seed, fixed example counts and no
+# example database carried between runs, so a clean tree cannot pass on one run and fail on
+# the next. STRATUM_FUZZ=long is the separate exploratory run: random seeds, ten times the
+# examples, and failures it finds kept in .hypothesis/ so the next long run replays them
+# first. Read here because tests are the one place besides stratum/settings.py that read
+# the environment.
+FUZZ_LONG = os.environ.get("STRATUM_FUZZ", "").strip().lower() == "long"
+FUZZ_SCALE = 10 if FUZZ_LONG else 1
+FUZZ_SEED = None if FUZZ_LONG else 20261130
+hypothesis_settings.register_profile("stratum-ci", derandomize=True, database=None, deadline=None, print_blob=True)
+hypothesis_settings.register_profile(
+    "stratum-long", derandomize=False, deadline=None, print_blob=True,
+    database=DirectoryBasedExampleDatabase(str(ROOT / ".hypothesis" / "examples")))
+hypothesis_settings.load_profile("stratum-long" if FUZZ_LONG else "stratum-ci")
 TABLES = ("events", "event_keys", "event_outcomes", "suppressed_identifiers", "consent_history", "consents", "profile_merges", "identity_links",
           "profile_identifiers", "profiles", "sources", "api_keys", "operators", "tenants")
 

@@ -284,10 +284,10 @@ def requeue_abandoned(redis: Redis, queue_name: str, *, worker_names: Collection
 
 
 def _release_coalesced(redis: Redis, queue_key: str, job_id: str) -> None:
-    """Put back the batch jobs a dead job had claimed to coalesce with (workers/coalesce.py),
+    """Put back the batch jobs a dead job had claimed to coalesce with (stratum/queue/claims.py),
     where the worker coalesces."""
     try:
-        from workers.coalesce import release_claims
+        from stratum.queue.claims import release_claims
     except ImportError:
         return
     release_claims(redis, queue_key, job_id)
@@ -383,12 +383,14 @@ def check_identity_invariants(db: psycopg.Connection, tenant_id: str, w: Workloa
         " WHERE e.tenant_id = %s AND pi.profile_id <> e.profile_id", (tenant_id,)).fetchone()[0]
     assert misplaced == 0, f"{misplaced} event identifiers are on another profile than their event"
 
-    # A live profile's first/last seen span exactly the events it holds.
+    # A live profile's first/last seen span exactly the state times (CONTRACT 6:
+    # min(event_time, received_at)) of the events it holds.
     span = db.execute(
-        "SELECT count(*) FROM profiles p JOIN (SELECT profile_id, min(event_time) AS lo, max(event_time) AS hi"
+        "SELECT count(*) FROM profiles p JOIN (SELECT profile_id, min(least(event_time, received_at)) AS lo,"
+        " max(least(event_time, received_at)) AS hi"
         " FROM events WHERE tenant_id = %s GROUP BY 1) e ON e.profile_id = p.id"
         " WHERE p.first_seen <> e.lo OR p.last_seen <> e.hi", (tenant_id,)).fetchone()[0]
-    assert span == 0, f"{span} live profiles whose first_seen/last_seen differ from their events' times"
+    assert span == 0, f"{span} live profiles whose first_seen/last_seen differ from their events' state times"
     stale_links = db.execute(
         "SELECT count(*) FROM identity_links l JOIN profiles p ON p.id = l.profile_id"
         " WHERE l.tenant_id = %s AND p.merged_into IS NOT NULL", (tenant_id,)).fetchone()[0]
@@ -410,10 +412,10 @@ def check_identity_invariants(db: psycopg.Connection, tenant_id: str, w: Workloa
 
 
 # A worker may persist the next queued batches together with its own (coalescing, up to
-# STRATUM_WORKER_COALESCE_MAX_EVENTS, about 100 events a batch; 100 or less turns it off).
-# The default would let the first worker take nearly the whole queue at once; a small value
-# keeps four workers busy side by side.
-COALESCE = {"no_coalescing": "100", "coalesce_4_batches": "400"}
+# STRATUM_WORKER_COALESCE_MAX_EVENTS events; 0 turns it off). The workload's batches hold
+# about 10 events: the default would let the first worker take the whole queue at once, a
+# small value keeps four workers busy side by side.
+COALESCE = {"no_coalescing": "0", "coalesce_4_batches": "40"}
 
 
 @pytest.mark.parametrize("coalesce", list(COALESCE))
@@ -467,7 +469,7 @@ def test_duplicated_batches_are_stored_once(coalesce, ingest_client, db, redis_c
 @pytest.mark.parametrize("reaper", ["test_helper", "product_reaper"])
 def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, db, redis_conn, settings, tmp_path):
     """kill -9 of a worker in the middle of a job; its abandoned jobs are put back on the
-    queue (by ``requeue_abandoned`` here, or by workers.liveness.reap_abandoned_jobs once the
+    queue (by ``requeue_abandoned`` here, or by stratum.queue.liveness.reap_abandoned_jobs once the
     dead worker's liveness key is gone) while another worker goes on."""
     tenant = make_tenant(db, source_type="server")
     w = make_workload(random.Random(99), n_people=100, n_batches=150, extra_pairs=25, spread=True)
@@ -479,7 +481,7 @@ def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, 
         if reaper == "test_helper":
             return requeue_abandoned(redis_conn, queue_name, worker_names=None if dead is None else {dead})
         from stratum.queue import events_queue
-        from workers.liveness import alive_key, reap_abandoned_jobs
+        from stratum.queue.liveness import alive_key, reap_abandoned_jobs
 
         if dead is not None:
             redis_conn.delete(alive_key(dead))  # what its TTL does ~20 s after the kill

@@ -473,7 +473,7 @@ def test_redis_timeout_during_enqueue_is_503(ingest_client, tenant, redis_conn, 
 
 
 def test_script_failing_half_way_leaves_no_marks(settings, redis_conn, db):
-    """CONTRACT 4.5 / ingest_api/enqueue.py: marks and job "either all happen or none do".
+    """CONTRACT 4.5 / stratum/queue/writer.py: marks and job "either all happen or none do".
 
     Failure injected inside the Redis script: with the high-water check off, the queue key
     is only touched by the final RPUSH, so a queue key of the wrong type makes the script

@@ -2,9 +2,9 @@
 
 60 batches of 100 events are queued first, and 5 more batches arrive every round. Two worker
 processes (``python -m stratum.cli worker``) run at a time; each round one of them is killed
-with SIGKILL and replaced, 4 to 6 times. The reaper (workers/liveness.py) puts the jobs of
+with SIGKILL and replaced, 4 to 6 times. The reaper (stratum/queue/liveness.py) puts the jobs of
 dead workers back on the queue, together with the batches they had claimed for coalescing
-(workers/coalesce.py). At the end every event is stored exactly once, the identity graph is
+(stratum/queue/claims.py). At the end every event is stored exactly once, the identity graph is
 consistent, and no coalescing claim is left behind.
 
 A worker persists a coalesced job of 5,000 events in about 0.3 s, so a kill after a random
@@ -40,8 +40,8 @@ from test_reliability_support import (
 )
 
 from stratum.queue import events_queue
+from stratum.queue.liveness import ALIVE_TTL_S, alive_key, reap_abandoned_jobs
 from stratum.settings import libpq_url
-from workers.liveness import ALIVE_TTL_S, alive_key, reap_abandoned_jobs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,7 +170,7 @@ def test_job_dequeued_by_a_worker_killed_before_it_started_runs_again(
     leaves is made here directly (one LMOVE, as RQ's dequeue does), since the window is too
     short to hit with a real kill reliably.
 
-    The reaper (workers/liveness.py reap_abandoned_jobs, run by the scheduler) looks only
+    The reaper (stratum/queue/liveness.py reap_abandoned_jobs, run by the scheduler) looks only
     at the started registry, so it never requeues this job; ``stratum status`` counts it
     nowhere; RQ's own maintenance (every 10 minutes, in some worker) moves it to the failed
     registry after a minute or more, where it waits for ``stratum replay-failed``. Expected:

@@ -47,7 +47,7 @@ from test_reliability_support import (
 from ingest_api.app import create_app
 from stratum.cli import migrate
 from stratum.queue import events_queue
-from workers.status import replay_failed
+from stratum.queue.status import replay_failed
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,4 +1,4 @@
-"""Reliability: SIGTERM to a worker that holds coalesced jobs (workers/coalesce.py).
+"""Reliability: SIGTERM to a worker that holds coalesced jobs (stratum/queue/claims.py).
 
 tests/test_worker_failures.py::test_sigterm_finishes_the_current_job covers a plain job.
 Here the worker is stopped while its job has claimed other queued batches: after the warm

@@ -183,7 +183,8 @@ def assert_person_graph(conn: psycopg.Connection, tenant_id: str, n_persons: int
 
 
 def claimed_keys(redis: Redis) -> list[bytes]:
-    return list(redis.scan_iter("stratum:claimed:*", count=1000))
+    """Coalescing claims still held, and the record of their owners (stratum/queue/claims.py)."""
+    return list(redis.scan_iter("stratum:claimed:*", count=1000)) + list(redis.scan_iter("stratum:claim-owners"))
 
 
 def queued_events(redis: Redis, queue_name: str) -> int:

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -17,8 +17,10 @@ from alembic.config import Config
 import migrations
 from stratum.db.connect import create_database_if_missing, with_database
 from stratum.db.partitions import (
+    add_months,
     ensure_partitions,
     existing_partitions,
+    month_start,
     partition_name,
     prepare_months_ahead,
 )
@@ -81,10 +83,17 @@ def test_partitions_are_prepared_ahead_and_created_on_demand(db):
     assert partition_name(date(2015, 3, 1)) == "events_p201503"
 
 
+def _months_ago(n: int, day: int = 15) -> datetime:
+    """Noon on ``day`` of the month ``n`` months before this one (within retention for n <= 12)."""
+    m = add_months(month_start(datetime.now(UTC)), -n)
+    return datetime(m.year, m.month, day, 12, tzinfo=UTC)
+
+
 def test_event_dedupe_holds_across_partitions(ingest_client, tenant, drain, db, redis_conn):
     headers = {"Authorization": f"Bearer {tenant.write_key}"}
     ident = [{"type": "external_id", "value": "cross-1"}]
-    for when in ("2024-01-15T10:00:00Z", "2024-06-15T10:00:00Z", "2011-02-01T00:00:00Z"):
+    first = _months_ago(10)
+    for when in (first.isoformat(), _months_ago(5).isoformat(), _months_ago(12, day=1).isoformat()):
         r = ingest_client.post("/api/v1/cdp/events", headers=headers, json={"events": [
             {"event_name": "Paid", "event_time": when, "identifiers": ident, "idempotency_key": "order-77"}]})
         assert r.status_code == 202 and r.json()["accepted"] == 1
@@ -95,17 +104,20 @@ def test_event_dedupe_holds_across_partitions(ingest_client, tenant, drain, db, 
     assert drain() == 0
     rows = db.execute("SELECT tableoid::regclass::text, event_time FROM events WHERE dedupe_key = 'order-77'").fetchall()
     assert len(rows) == 1
-    assert rows[0][0] == "events_p202401"
+    assert rows[0][0] == partition_name(first.date())
 
 
 def test_event_outside_prepared_partitions_is_still_stored(ingest_client, tenant, drain, db):
+    # The oldest retained month: the scheduler only prepares months ahead, so the worker
+    # creates this one on demand (or the row lands in events_default).
+    when = _months_ago(12, day=4)
     headers = {"Authorization": f"Bearer {tenant.write_key}"}
     r = ingest_client.post("/api/v1/cdp/events", headers=headers, json={"events": [
-        {"event_name": "Old", "event_time": "2003-07-04T12:00:00+02:00", "identifiers": [{"type": "anonymous_id", "value": "a-1"}]}]})
-    assert r.status_code == 202
+        {"event_name": "Old", "event_time": when.isoformat(), "identifiers": [{"type": "anonymous_id", "value": "a-1"}]}]})
+    assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
     assert drain() == 0
     where = db.execute("SELECT tableoid::regclass::text FROM events WHERE event_name = 'Old'").fetchone()
-    assert where is not None and where[0] in ("events_p200307", "events_default")
+    assert where is not None and where[0] in (partition_name(when.date()), "events_default")
 
 
 @pytest.mark.parametrize("argv,keys", [
@@ -154,14 +166,16 @@ def test_cli_reports_bad_input_without_a_traceback(settings):
 def test_retention_drops_whole_old_months(ingest_client, tenant, drain, db):
     from stratum.db.partitions import drop_expired_partitions
 
+    # Stored within retention; two months later the older one has left the window.
     headers = {"Authorization": f"Bearer {tenant.write_key}"}
-    for when, key in (("2024-01-15T10:00:00Z", "old"), ("2026-10-15T10:00:00Z", "recent")):
+    old, recent = _months_ago(11), _months_ago(1)
+    for when, key in ((old, "old"), (recent, "recent")):
         r = ingest_client.post("/api/v1/cdp/events", headers=headers, json={"events": [
-            {"event_name": "E", "event_time": when, "identifiers": [{"type": "external_id", "value": "r-1"}],
+            {"event_name": "E", "event_time": when.isoformat(), "identifiers": [{"type": "external_id", "value": "r-1"}],
              "idempotency_key": key}]})
-        assert r.status_code == 202
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
     assert drain() == 0
-    dropped = drop_expired_partitions(db, datetime(2026, 11, 28, tzinfo=UTC), 13)
-    assert "events_p202401" in dropped and "events_p202610" not in dropped
+    dropped = drop_expired_partitions(db, datetime.now(UTC) + timedelta(days=62), 13)
+    assert partition_name(old.date()) in dropped and partition_name(recent.date()) not in dropped
     assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == ["recent"]
     assert [r[0] for r in db.execute("SELECT dedupe_key FROM event_keys").fetchall()] == ["recent"]

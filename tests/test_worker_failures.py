@@ -14,7 +14,7 @@ import pytest
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from stratum.queue import events_queue
-from workers.liveness import alive_key, reap_abandoned_jobs
+from stratum.queue.liveness import alive_key, reap_abandoned_jobs
 
 
 def _env(settings) -> dict[str, str]:
@@ -110,7 +110,7 @@ def test_sigterm_finishes_the_current_job(ingest_client, tenant, settings, redis
 
 
 def test_poison_batch_fails_alone_and_can_be_replayed(settings, redis_conn, db, drain, tenant, ingest_client):
-    from workers.status import failed_jobs, replay_failed
+    from stratum.queue.status import failed_jobs, replay_failed
 
     queue = events_queue(redis_conn, settings.queue_name)
     queue.enqueue("workers.jobs.process_batch", b"\x93not a batch", result_ttl=0)

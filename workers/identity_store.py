@@ -5,9 +5,12 @@ Concurrency protocol (any number of workers, READ COMMITTED):
    so two workers never create or link the same identifier at once;
 2. read which profiles hold those identifiers and lock those profile rows FOR UPDATE in
    id order (a merge locks both sides, so it cannot race a link to the absorbed profile);
-3. if a locked profile turns out merged or erased meanwhile (only merges move identifiers,
-   and a merge holds the absorbed profile's lock), raise ``SnapshotChanged`` and the whole
-   transaction is retried.
+3. if a locked profile turns out merged or erased meanwhile (a merge holds the absorbed
+   profile's lock), raise ``SnapshotChanged`` and the whole transaction is retried;
+4. read the graph again once the profiles are locked: besides merges, a provisional
+   identifier can move (or be displaced at a type limit) to another profile, under the row
+   lock of the profile it leaves but without the advisory lock of an identifier outside that
+   batch, so a difference means the snapshot is stale: ``SnapshotChanged`` again.
 All locks are taken in one global order (advisory keys, then profile ids), so waits
 cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
 """
@@ -51,9 +54,12 @@ class ProfileRow:
     last_seen: datetime
     counts: dict[str, int] = field(default_factory=dict)
     new: bool = False
+    # provisional identifiers (type, hash) -> rank (microseconds since the epoch of the link)
+    provisional: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def planner_state(self) -> ProfileState:
-        return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new)
+        return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new,
+                            dict(self.provisional))
 
     @property
     def known(self) -> bool:
@@ -82,6 +88,11 @@ _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into
 FROM profiles WHERE id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) ORDER BY id FOR UPDATE
+"""
+
+_PROVISIONAL_SQL = """
+SELECT profile_id::text, type, hash, provisional_since FROM profile_identifiers
+WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) AND provisional_since IS NOT NULL
 """
 
 _COUNTS_SQL = """
@@ -122,8 +133,12 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
         # locked with merged_into set (checked above). Erasure deletes the row.
         if len(profiles) != len(profile_ids):
             raise SnapshotChanged("a profile was erased while locking")
+        if _read_graph(conn, tenant_id, keys)[0] != graph:
+            raise SnapshotChanged("an identifier moved while locking")
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
+        for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
+            profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
     return Snapshot(graph, profiles, suppressed)
 
 
@@ -208,11 +223,13 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
                      event_times: list[datetime], link_types: list[str], profiles: dict[str, ProfileRow]) -> None:
     if not plan.links:
         return
+    # clock_timestamp(): provisional links made later in the batch rank as more recent
     conn.execute(
-        "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen)"
-        " SELECT %s, t, h, p, ts, ts FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, ts timestamptz)",
+        "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen, provisional_since)"
+        " SELECT %s, t, h, p, ts, ts, CASE WHEN pr THEN clock_timestamp() END"
+        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, ts timestamptz, pr boolean)",
         (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
-                                "ts": event_times[lk.event_index]} for lk in plan.links])),
+                                "ts": event_times[lk.event_index], "pr": lk.provisional} for lk in plan.links])),
     )
     edges = [lk for lk in plan.links if lk.via is not None]
     if edges:
@@ -228,6 +245,43 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     for lk in plan.links:
         p = profiles[lk.profile_id]
         p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1
+
+
+def apply_moves(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids: list[str],
+                link_types: list[str], profiles: dict[str, ProfileRow]) -> None:
+    """Move identifiers between profiles (after merges and links, so every profile id is
+    final and an identifier linked by this plan is already stored), and clear the flag of
+    provisional identifiers that a trusted event carried."""
+    if plan.moves:
+        conn.execute(
+            "UPDATE profile_identifiers pi SET profile_id = u.p,"
+            " provisional_since = CASE WHEN u.pr THEN coalesce(pi.provisional_since, clock_timestamp()) END"
+            " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, pr boolean)"
+            " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h",
+            (json_rows([{"t": mv.identifier.type, "h": mv.identifier.hash, "p": mv.to_profile,
+                         "pr": mv.provisional} for mv in plan.moves]), tenant_id),
+        )
+        edges = [mv for mv in plan.moves if mv.via is not None]
+        if edges:
+            conn.execute(
+                "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type,"
+                " event_id) SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
+                " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
+                (tenant_id, json_rows([{"p": mv.to_profile, "ft": mv.via.type, "fh": mv.via.hash,
+                                        "tt": mv.identifier.type, "th": mv.identifier.hash,
+                                        "lt": link_types[mv.event_index], "e": event_ids[mv.event_index]}
+                                       for mv in edges])),
+            )
+        for mv in plan.moves:
+            t = mv.identifier.type
+            profiles[mv.from_profile].counts[t] -= 1
+            profiles[mv.to_profile].counts[t] = profiles[mv.to_profile].counts.get(t, 0) + 1
+    if plan.confirmed:
+        conn.execute(
+            "UPDATE profile_identifiers pi SET provisional_since = NULL FROM json_to_recordset(%s::json)"
+            " AS u(t text, h text) WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h",
+            (json_rows([{"t": t, "h": h} for t, h in sorted(plan.confirmed)]), tenant_id),
+        )
 
 
 def touch_identifiers(conn: psycopg.Connection, tenant_id: str,

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
-import zlib
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import psycopg
 from rq import get_current_job
 
+from core.event_time import retention_cutoff
 from core.schemas import decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
-from stratum.queue import MsgpackSerializer
+from stratum.queue import layout
+from stratum.queue.claims import Coalescer
 from workers import runtime
-from workers.coalesce import Coalescer
 from workers.identity_store import SnapshotChanged
-from workers.persist import BatchOutcome, persist_tenant_events
+from workers.persist import BatchOutcome, persist_tenant_events, record_rejected, split_expired
 from workers.prepare import PreparedEvent, prepare_batch
 
 log = logging.getLogger(__name__)
@@ -36,20 +36,21 @@ TRANSIENT = (
 
 def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
-    queued batches when there are any (workers/coalesce.py). Exactly once: running it again
+    queued batches when there are any (stratum/queue/claims.py). Exactly once: running it again
     for the same payload stores nothing twice."""
     job = get_current_job()
     rt = runtime.current()
-    if job is None or rt.settings.worker_coalesce_max_events <= 100:
+    if job is None or rt.settings.worker_coalesce_max_events <= 0:
         return persist_payloads([payload])
     coalescer = Coalescer(job.connection)
-    queue_key = f"rq:queue:{job.origin}"
-    # Batches hold up to 1000 events, usually about 100: claim by the typical size.
-    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events // 100 - 1)
+    queue_key = layout.queue_key(job.origin)
+    # Counted in events; a job that does not say how many it holds counts as a full batch.
+    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
+                              rt.settings.max_events_per_request)
     if not claimed:
         return persist_payloads([payload])
     try:
-        result = persist_payloads([payload, *(_payload_of(data) for _, data in claimed)])
+        result = persist_payloads([payload, *(layout.payload_of(data) for _, data in claimed)])
     except Exception:
         log.warning("coalesced persist of %d batches failed; retrying this batch alone", len(claimed) + 1,
                     exc_info=True)
@@ -60,14 +61,6 @@ def process_batch(payload: bytes) -> dict[str, int]:
     coalescer.finish(job.id, [job_id for job_id, _ in claimed])
     result["coalesced_jobs"] = len(claimed)
     return result
-
-
-def _payload_of(job_data: bytes) -> bytes:
-    """The payload argument of a queued job's ``data`` (RQ may have zlib-compressed it)."""
-    with contextlib.suppress(zlib.error):
-        job_data = zlib.decompress(job_data)
-    _func, _instance, args, _kwargs = MsgpackSerializer.loads(job_data)
-    return args[0]
 
 
 def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
@@ -90,6 +83,9 @@ def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
+    # Past the retention cut-off (queued before a month rolled out): never stored, so no
+    # partition is created for it and no profile counts it.
+    events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
     months = {month_start(e.event.event_time) for e in events}
 
     def attempt() -> BatchOutcome:
@@ -100,6 +96,7 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
             rt.known_partitions |= missing
         config = rt.tenant_config(tenant_id)
         with conn.transaction():
+            record_rejected(conn, tenant_id, expired, "event_too_old")
             return persist_tenant_events(conn, tenant_id, events, config.rules)
 
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)

@@ -4,7 +4,6 @@ transaction. Running it twice for the same events changes nothing the second tim
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,12 +12,26 @@ from decimal import Decimal
 import msgspec
 import psycopg
 
-from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules, plan_identities
-from core.profiles import is_purchase, merge_traits, next_lifecycle, revenue_of
+from core.identity import (
+    TRUSTED_SOURCE_TYPES,
+    EventIdentity,
+    IdentityRules,
+    plan_identities,
+    summarize_decisions,
+)
+from core.profiles import (
+    MAX_TRAIT_KEYS,
+    MAX_TRAITS_BYTES,
+    is_purchase,
+    merge_traits,
+    next_lifecycle,
+    revenue_of,
+)
 from stratum.db.params import json_rows
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
+    apply_moves,
     identifiers_of,
     link_identifiers,
     load_snapshot,
@@ -69,6 +82,29 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     return [e for e in events if e.event.event_id in won]
 
 
+def split_expired(events: list[PreparedEvent], oldest: datetime | None
+                  ) -> tuple[list[PreparedEvent], list[PreparedEvent]]:
+    """(events to store, events older than the retention cut-off ``oldest``). An event can
+    pass the door and still be too old here: queued before its month left retention."""
+    if oldest is None or all(e.event.event_time >= oldest for e in events):
+        return events, []
+    return ([e for e in events if e.event.event_time >= oldest],
+            [e for e in events if e.event.event_time < oldest])
+
+
+def record_rejected(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], reason: str) -> None:
+    """Events not stored (nor counted on any profile): the read API answers ``rejected``
+    for their ids. Idempotent, like everything a retried job writes."""
+    if not events:
+        return
+    conn.execute(
+        "INSERT INTO event_outcomes (event_id, tenant_id, status, reason)"
+        " SELECT u.e, %s, 'rejected', %s FROM json_to_recordset(%s::json) AS u(e uuid)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        (tenant_id, reason, json_rows([{"e": e.event.event_id} for e in events])),
+    )
+
+
 def persist_tenant_events(
     conn: psycopg.Connection,
     tenant_id: str,
@@ -78,7 +114,8 @@ def persist_tenant_events(
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
 
-    Raises SnapshotChanged (retry the transaction) when a concurrent merge moved the graph.
+    Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
+    provisional identifier, changed the graph.
     """
     out = BatchOutcome()
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
@@ -90,56 +127,45 @@ def persist_tenant_events(
     if snapshot.suppressed:
         _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
-    event_profiles: list[str | None] = [None] * len(fresh)
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Website write keys are public: their events may not merge known profiles (CONTRACT 6).
-    groups: dict[bool, list[int]] = defaultdict(list)
-    for i, e in enumerate(fresh):
-        groups[e.source_type in TRUSTED_SOURCE_TYPES].append(i)
-    graph = dict(snapshot.graph)
-    all_links, all_merges = [], []
-    for trusted, indexes in sorted(groups.items()):
-        states = {pid: p.planner_state() for pid, p in profiles.items()}
-        plan = plan_identities(
-            [(fresh[i].identifiers, fresh[i].event.event_time) for i in indexes], graph, states, rules,
-            trusted_source=trusted, new_profile_id=new_profile_id,
-        )
-        for pid, st in plan.created.items():
-            profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
-                                       new=True)
-            out.profiles_created += 1
-        _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
-        ids = [fresh[i].event.event_id for i in indexes]
-        apply_merges(conn, tenant_id, plan, profiles, ids)
-        all_links.extend(plan.links)
-        all_merges.extend(plan.merges)
-        out.merges += len(plan.merges)
-        times = [fresh[i].event.event_time for i in indexes]
-        link_types = [_LINK_TYPES.get(fresh[i].event.event_type, "co_occurrence") for i in indexes]
-        link_identifiers(conn, tenant_id, plan, ids, times, link_types, profiles)
-        for local, pid in enumerate(plan.event_profiles):
-            event_profiles[indexes[local]] = pid
-        for d in plan.decisions:
-            decisions[indexes[d.event_index]].append(d.as_dict())
-        for lk in plan.links:
-            graph[(lk.identifier.type, lk.identifier.hash)] = lk.profile_id
-        absorbed = {m.absorbed: m.survivor for m in plan.merges}
-        if absorbed:
-            graph = {k: absorbed.get(v, v) for k, v in graph.items()}
+    # Website write keys are public: unless a claim is verified, their events may not merge
+    # known profiles, and under protect may not claim another profile's identifiers (CONTRACT 6).
+    plan = plan_identities(
+        [EventIdentity(e.identifiers, e.state_time, e.source_type in TRUSTED_SOURCE_TYPES, e.verified, e.protect)
+         for e in fresh],
+        snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
+        new_profile_id=new_profile_id,
+    )
+    for pid, st in plan.created.items():
+        profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
+                                   new=True)
+    out.profiles_created = len(plan.created)
+    _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
+    ids = [e.event.event_id for e in fresh]
+    link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
+    apply_merges(conn, tenant_id, plan, profiles, ids)
+    out.merges = len(plan.merges)
+    link_identifiers(conn, tenant_id, plan, ids, [e.state_time for e in fresh], link_types, profiles)
+    apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
+    event_profiles = plan.event_profiles
+    for d in plan.decisions:
+        decisions[d.event_index].append(d.as_dict())
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
-        t = e.event.event_time
+        t = e.state_time
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
             lo_hi = seen.get(key)
             seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     touch_identifiers(conn, tenant_id, seen)
 
+    _merge_event_traits(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
-    changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
+    changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
+               | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)})
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
@@ -172,7 +198,7 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
 def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                      profile_ids: list[str | None]) -> None:
     """Consent objects of events: a history row each, and the current state per type
-    (the decision with the newest event time wins)."""
+    (the decision with the newest state time wins)."""
     rows = []
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None or not e.event.consent:
@@ -180,7 +206,7 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         ctx = e.context
         ua = ctx.get("user_agent") or ctx.get("userAgent")
         for consent_type, granted in e.event.consent.items():
-            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.event.event_time, "s": e.source_id,
+            rows.append({"p": pid, "c": consent_type, "g": granted, "t": e.state_time, "s": e.source_id,
                          "e": e.event.event_id, "ip": str(ctx["ip"])[:64] if ctx.get("ip") else None,
                          "ua": str(ua)[:512] if ua else None})
     if not rows:
@@ -215,7 +241,8 @@ def _copy_text(value: str) -> str:
 def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                  profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
     """COPY the events in text format, building the lines directly: psycopg's per-row
-    formatter was a large share of the worker's time."""
+    formatter was a large share of the worker's time. Decision lists are stored summarized
+    past ``MAX_EVENT_DECISIONS`` entries."""
     enc = _json.encode
     lines = []
     for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
@@ -225,11 +252,26 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
             pid or "\\N", _copy_text(ev.dedupe_key), _copy_text(ev.event_type), _copy_text(ev.event_name),
             _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
             _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
-            _copy_text(enc(dec).decode()) if dec else "\\N",
+            _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",
         )))
     lines.append("")
     with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
+
+
+def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
+                        profiles: dict[str, ProfileRow], decisions: list[list[dict]]) -> None:
+    """Fold each event's traits into its profile (newest state time per key), before the
+    events are written: keys refused by the profile caps are warned on the event itself."""
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+        if pid is None or not e.traits:
+            continue
+        p = profiles[pid]
+        refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        if refused:
+            # The count only: trait keys are client text and warnings never echo it.
+            dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "
+                        f"capped at {MAX_TRAIT_KEYS} keys and {MAX_TRAITS_BYTES // 1024} KB of JSON"})
 
 
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
@@ -246,10 +288,8 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         if is_purchase(ev.event_name):
             p.purchase_count += 1
             p.revenue += revenue_of(e.properties)
-        p.first_seen = min(p.first_seen, ev.event_time)
-        p.last_seen = max(p.last_seen, ev.event_time)
-        if e.traits:
-            merge_traits(p.traits, p.trait_times, e.traits, ev.event_time)
+        p.first_seen = min(p.first_seen, e.state_time)
+        p.last_seen = max(p.last_seen, e.state_time)
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)

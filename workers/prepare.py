@@ -9,9 +9,11 @@ replays to exactly what the original stores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from core.errors import BlockedIdentifier, InvalidIdentifier
+from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.privacy import scrub_queued_event
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
@@ -20,6 +22,10 @@ from core.segment import map_segment_event
 
 @dataclass
 class PreparedEvent:
+    """One event ready to persist. ``verified``: (type, hash) of its known identifiers whose
+    signature checked out (CONTRACT 6, verified identity); ``protect``: its source runs
+    identity_verification = protect. The identity planner receives both per event."""
+
     event: QueuedEvent
     tenant_id: str
     source_id: str
@@ -30,6 +36,14 @@ class PreparedEvent:
     context: dict[str, Any]
     traits: dict[str, Any]
     decisions: list[dict[str, str]] = field(default_factory=list)
+    verified: frozenset[tuple[str, str]] = frozenset()
+    protect: bool = False
+
+    @property
+    def state_time(self) -> datetime:
+        """``min(event_time, received_at)``: what traits, consents and first/last seen are
+        ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)."""
+        return state_time(self.event.event_time, self.received_at)
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset()) -> list[PreparedEvent]:

@@ -12,8 +12,8 @@ from redis import Redis
 from stratum.db.connect import connect
 from stratum.db.partitions import drop_expired_partitions, prepare_months_ahead
 from stratum.queue import events_queue
+from stratum.queue.liveness import reap_abandoned_jobs
 from stratum.settings import Settings
-from workers.liveness import reap_abandoned_jobs
 
 log = logging.getLogger("stratum.scheduler")
 

@@ -8,12 +8,12 @@ from redis import Redis
 from rq import SimpleWorker
 
 from stratum.queue import MsgpackSerializer, events_queue
+from stratum.queue.liveness import Heartbeat
 from stratum.settings import Settings
 from workers import runtime
 from workers.failed_jobs import scrub_failed_job
-from workers.liveness import Heartbeat
 
-# RQ's worker key TTL between jobs. Liveness during jobs is workers/liveness.py's heartbeat.
+# RQ's worker key TTL between jobs. Liveness during jobs is stratum/queue/liveness.py's heartbeat.
 WORKER_TTL_S = 20
 
 

@@ -125,6 +125,9 @@ profile_identifiers = Table(
     Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+    # Set while only unverified website claims carried the identifier (when one linked it):
+    # a trusted event may move it, or displace it at a type limit (CONTRACT 6).
+    Column("provisional_since", DateTime(timezone=True)),
     CheckConstraint("type IN ('external_id', 'email', 'phone', 'device_id', 'anonymous_id')", name="type"),
 )
 
@@ -241,5 +244,6 @@ event_outcomes = Table(
     Column("status", Text, nullable=False),
     Column("duplicate_of", UUID(as_uuid=True)),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("reason", Text),  # rejected: the code (event_too_old)
     CheckConstraint("status IN ('duplicate', 'rejected', 'erased')", name="status"),
 )

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime
 import psycopg
 from psycopg import sql
 
+from core.event_time import retention_cutoff
+
 log = logging.getLogger(__name__)
 
 # Serializes partition DDL between processes (any constant works; it only has to be shared).
@@ -89,9 +91,10 @@ def drop_expired_partitions(conn: psycopg.Connection, now: datetime, retention_m
     A retried copy of a dropped event arriving later is stored again: dedupe is "forever,
     while the event is retained" (CONTRACT section 6).
     """
-    if retention_months <= 0:
+    cutoff_time = retention_cutoff(now, retention_months)  # the ingest API refuses older events
+    if cutoff_time is None:
         return []
-    cutoff = add_months(month_start(now), -(retention_months - 1))
+    cutoff = cutoff_time.date()
     dropped: list[str] = []
     for name in sorted(existing_partitions(conn)):
         if not name.startswith("events_p"):

@@ -6,6 +6,7 @@ profile ids from a deterministic counter.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -656,3 +657,154 @@ def test_overridden_limits_drive_the_planner() -> None:
     assert [(d.kind, d.identifier) for d in p.decisions] == [
         ("limit", ident(EMAIL, "c@example.com")), ("merge_limit", ident(ANON, "x"))]
     assert p.merges == []
+
+
+# --------------------------------------------------------------------------- left out before any merge
+
+
+def test_shared_device_with_a_second_customer_never_drags_an_anonymous_profile_into_the_first() -> None:
+    """Issue 10.4: device D is on u1's profile; an anonymous browser profile (a) logs in as u2
+    on that device. D is left out (u2 outranks it and u1's profile has no room for u2), and
+    it must be left out before any merge: a's profile stays out of u1's and joins u2."""
+    w = World()
+    w.run([[(DEVICE, "D"), (EXT, "u1")]])
+    w.run([[(ANON, "a")]])
+    p1, pa = w.profile_of(EXT, "u1"), w.profile_of(ANON, "a")
+    p = w.run([[(DEVICE, "D"), (EXT, "u2"), (ANON, "a")]])
+    assert p.merges == []
+    assert [(d.kind, d.identifier) for d in p.decisions] == [("limit", ident(DEVICE, "D"))]
+    assert w.profile_of(EXT, "u2") == w.profile_of(ANON, "a") == pa == p.event_profiles[0]
+    assert w.partition() == groups([(DEVICE, "D"), (EXT, "u1")], [(EXT, "u2"), (ANON, "a")])
+    assert w.profiles[p1].counts == {DEVICE: 1, EXT: 1}
+
+
+@dataclass(frozen=True)
+class LeftOutCause:
+    """Why the event's weak anchor L (on profile PL) must be left out, given the event's
+    strong identifier C (new, or on profile PC)."""
+
+    kind: str
+    c: Raw
+    c_held: bool
+    pl_extra: tuple[Raw, ...] = ()  # what else PL holds besides L
+    trusted: bool = True
+    rules: IdentityRules = field(default_factory=IdentityRules)
+    pl_merges: int = 0
+
+
+LEFT_OUT_CAUSES = {
+    # C outranks L and PL has no room for it (the shared device of the issue)
+    "new_identifier_outranks": LeftOutCause("limit", (EXT, "u2"), False, ((EXT, "u1"),)),
+    "held_identifier_outranks": LeftOutCause("limit", (EXT, "u2"), True, ((EXT, "u1"),)),
+    "website_two_known_profiles": LeftOutCause("untrusted_merge", (EMAIL, "c@example.com"), True,
+                                               ((EMAIL, "x@example.com"),), trusted=False),
+    "merge_cap": LeftOutCause("merge_limit", (EXT, "u2"), True, rules=IdentityRules(max_merges=1), pl_merges=1),
+    "identifier_cap": LeftOutCause("limit", (EXT, "u2"), True, ((ANON, "f1"), (ANON, "f2")),
+                                   rules=IdentityRules(max_identifiers=3)),
+}
+# L's type, and M: another anchor of the event on an anonymous profile PM that is merged
+# (None: no such anchor). M is decided before L (device before anonymous) or after it.
+# Within one type, the event's listing order decides which comes first (m_first).
+ANCHOR_SHAPES = [(DEVICE, None, False), (ANON, None, False)] + [
+    (lt, mt, first) for lt, mt in [(DEVICE, ANON), (ANON, DEVICE), (DEVICE, DEVICE), (ANON, ANON)]
+    for first in (False, True)
+]
+
+
+@pytest.mark.parametrize(("l_type", "m_type", "m_first"), ANCHOR_SHAPES,
+                         ids=[f"L_{a}-M_{b}{'-M_listed_first' * f}" for a, b, f in ANCHOR_SHAPES])
+@pytest.mark.parametrize("cause", LEFT_OUT_CAUSES.values(), ids=LEFT_OUT_CAUSES.keys())
+def test_a_left_out_anchor_takes_no_part_in_any_merge_or_link(cause: LeftOutCause, l_type: str, m_type: str | None,
+                                                             m_first: bool) -> None:
+    """Every combination of a left-out anchor with a merge the event still makes: L is left
+    out with its decision, L's profile is neither merged nor given anything, and the event's
+    other identifiers end together on one profile."""
+    L, M = (l_type, "L"), (m_type, "M") if m_type else None
+    graph = {key(*L): "PL"} | {key(*raw): "PL" for raw in cause.pl_extra}
+    pl_counts: dict[str, int] = {}
+    for t, _v in (L, *cause.pl_extra):
+        pl_counts[t] = pl_counts.get(t, 0) + 1
+    profiles = {"PL": ProfileState("PL", at(0), pl_counts, cause.pl_merges)}
+    if cause.c_held:
+        graph[key(*cause.c)] = "PC"
+        profiles["PC"] = ProfileState("PC", at(1), {cause.c[0]: 1})
+    if M:
+        graph[key(*M)] = "PM"
+        profiles["PM"] = ProfileState("PM", at(2), {M[0]: 1})
+    w = World(rules=cause.rules, graph=graph, profiles=profiles, clock=10)
+    event = [cause.c, L] + ([M] if M else [])
+    if m_first and M:
+        event = [M] + event[:-1]
+    p = w.run([event], trusted=cause.trusted)
+
+    assert [(d.kind, d.identifier) for d in p.decisions] == [(cause.kind, ident(*L))]
+    assert all("PL" not in (m.survivor, m.absorbed) for m in p.merges)
+    assert all(lk.profile_id != "PL" and lk.via != ident(*L) for lk in p.links)
+    assert w.profiles["PL"].counts == pl_counts and w.profile_of(*L) == "PL"
+    [home] = p.event_profiles
+    assert home != "PL"
+    kept = [cause.c] + ([M] if M else [])
+    assert {w.profile_of(*raw) for raw in kept} == {home}
+    assert len(p.merges) == (1 if cause.c_held and M else 0)
+
+
+# --------------------------------------------------------------------------- invariants (seeded)
+
+POOL: list[Raw] = ([(EXT, f"u{n}") for n in range(4)] + [(EMAIL, f"m{n}@example.com") for n in range(4)]
+                   + [(PHONE, f"+1650555{n:04d}") for n in range(3)] + [(DEVICE, f"d{n}") for n in range(4)]
+                   + [(ANON, f"a{n}") for n in range(6)])
+TIGHT = IdentityRules(type_limits={EXT: 1, EMAIL: 2, PHONE: 1, DEVICE: 2, ANON: 3}, max_identifiers=6, max_merges=3)
+ROOMY = IdentityRules(type_limits={t: 1000 for t in DEFAULT_TYPE_LIMITS})
+
+
+def random_event(rng, pool: Sequence[Raw] = POOL) -> list[Raw]:
+    return rng.sample(pool, rng.randint(1, 4))
+
+
+def assert_left_out_never_acted(p: Plan, batch: Sequence[RawEvent], owner_before: dict, merged_before) -> None:
+    """Left-out identifiers of an event cause no link or merge for it; for a one-event plan
+    the profile a left-out identifier was on is not touched by the event at all."""
+    for d in p.decisions:
+        k = (d.identifier.type, d.identifier.hash)
+        assert k in {key(*raw) for raw in batch[d.event_index]}
+        assert not any(lk.event_index == d.event_index and d.identifier in (lk.identifier, lk.via) for lk in p.links)
+        assert not any(m.event_index == d.event_index and d.identifier in (m.trigger, m.via) for m in p.merges)
+        if len(batch) == 1 and k in owner_before:
+            q = merged_before(owner_before[k])
+            assert all(q not in (m.survivor, m.absorbed) for m in p.merges)
+            assert p.event_profiles[0] != q
+            assert all(lk.profile_id != q for lk in p.links)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_invariants_hold_for_random_traffic_under_tight_limits(seed: int) -> None:
+    rng = random.Random(seed)
+    w = World(rules=TIGHT)
+    for _ in range(12):
+        batch = [random_event(rng) for _ in range(rng.choice([1, 1, 3]))]
+        owner_before = dict(w.graph)
+        p = w.run(batch, trusted=rng.random() < 0.6)  # World checks one live profile per identifier
+        check_plan_consistency(p, len(batch))
+        assert_left_out_never_acted(p, batch, owner_before, lambda pid: pid)
+        for pid, st in w.profiles.items():
+            for t, n in st.counts.items():
+                assert n <= TIGHT.type_limits[t], (pid, t, n)
+            assert st.total <= TIGHT.max_identifiers
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_grouping_is_order_independent_when_no_limit_applies(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    events = [random_event(rng) for _ in range(8)]
+    expected = None
+    for _ in range(6):
+        perm = rng.sample(events, len(events))
+        cut = rng.randint(0, len(perm))
+        w = World(rules=ROOMY)
+        w.run(perm[:cut])
+        w.run(perm[cut:])
+        assert w.decisions == []
+        one = plan(perm, rules=ROOMY)
+        assert one.decisions == [] and plan_partition(one) == w.partition()
+        expected = expected or w.partition()
+        assert w.partition() == expected, perm

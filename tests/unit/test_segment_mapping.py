@@ -355,12 +355,12 @@ def test_non_string_timestamp_is_rejected():
 
 def test_timestamp_far_in_the_future_is_rejected():
     out = rejected(track(userId="u", timestamp="2024-05-03T12:00:01Z"))
-    assert out.code == "invalid_event_time"
+    assert out.code == "event_in_future"
     assert out.field == "timestamp"
 
 
 def test_timestamp_before_2000_is_rejected():
-    assert rejected(track(userId="u", timestamp="1999-12-31T23:59:59Z")).code == "invalid_event_time"
+    assert rejected(track(userId="u", timestamp="1999-12-31T23:59:59Z")).code == "event_too_old"
 
 
 @pytest.mark.parametrize("timestamp, sent_at", [
@@ -373,7 +373,7 @@ def test_timestamp_at_the_edges_of_the_calendar_is_rejected_not_raised(timestamp
     # escaping here would be a 500 for the whole request.
     out = intake(track(userId="u", timestamp=timestamp), batch_sent_at=sent_at)
     assert isinstance(out, Rejection)
-    assert out.code in ("invalid_timestamp", "invalid_event_time")
+    assert out.code in ("invalid_timestamp", "event_too_old", "event_in_future")
 
 
 def test_parse_timestamp():

@@ -1,4 +1,4 @@
-"""Knowing which workers are alive, and re-running the jobs of dead ones.
+"""Knowing which workers are alive, and re-running the jobs of dead ones (the reaper).
 
 RQ's own signal is the worker key's TTL, but a ``SimpleWorker`` stretches it to the job
 timeout + 60 s while a job runs, and RQ's cleanup of abandoned jobs runs only every
@@ -6,7 +6,8 @@ maintenance interval (ten minutes). So each worker process also runs a small hea
 thread refreshing ``stratum:alive:{worker}`` every ``HEARTBEAT_INTERVAL_S``; a worker
 killed with ``kill -9`` stops refreshing and its key expires after ``ALIVE_TTL_S``. The
 scheduler's reaper then puts that worker's started jobs back on the queue, so they run
-again well within a minute. Running a job twice is safe: processing is idempotent.
+again well within a minute, together with the jobs they had claimed for coalescing
+(``stratum/queue/claims.py``). Running a job twice is safe: processing is idempotent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
-from workers.coalesce import release_claims
+from stratum.queue.claims import release_claims, release_orphaned_claims
+from stratum.queue.layout import alive_key, intermediate_key, job_key, stranded_key
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,6 @@ ALIVE_TTL_S = 20
 # A worker moves a dequeued job from RQ's intermediate list into the started registry
 # within milliseconds; one still sitting there after this long lost its worker.
 INTERMEDIATE_GRACE_S = 10.0
-
-
-def alive_key(worker_name: str) -> str:
-    return f"stratum:alive:{worker_name}"
 
 
 class Heartbeat:
@@ -70,12 +68,13 @@ class Heartbeat:
 
 def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
     """Requeue started jobs whose worker is no longer alive, and jobs stranded between
-    dequeue and start; return their ids."""
+    dequeue and start; return their ids. The jobs such jobs (or any job no live worker
+    runs) had claimed for coalescing go back to the queue as well."""
     registry = StartedJobRegistry(queue=queue)
     requeued: list[str] = []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
         job = Job.fetch(job_id, connection=connection, serializer=queue.serializer) if connection.exists(
-            Job.key_for(job_id)) else None
+            job_key(job_id)) else None
         entry = f"{job_id}:{execution_id}" if execution_id else job_id
         if job is None:
             connection.zrem(registry.key, entry)
@@ -97,12 +96,9 @@ def reap_abandoned_jobs(connection: Redis, queue: Queue) -> list[str]:
         queue.enqueue_job(job, at_front=True)
         requeued.append(job_id)
         log.warning("requeued job %s abandoned by dead worker %s", job_id, job.worker_name)
-    return requeued + reap_stranded_jobs(connection, queue)
-
-
-def intermediate_key(queue: Queue) -> str:
-    """RQ 3 moves a job id here (``LMOVE``) before it records the job as started."""
-    return f"{queue.key}:intermediate"
+    requeued += reap_stranded_jobs(connection, queue)
+    release_orphaned_claims(connection, queue.key)
+    return requeued
 
 
 def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None) -> list[str]:
@@ -112,9 +108,9 @@ def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None
     now = time.time() if now is None else now
     started = {job_id for job_id, _ in StartedJobRegistry(queue=queue).get_job_and_execution_ids(cleanup=False)}
     requeued: list[str] = []
-    for raw in connection.lrange(intermediate_key(queue), 0, -1):
+    for raw in connection.lrange(intermediate_key(queue.key), 0, -1):
         job_id = raw.decode()
-        marker = f"stratum:stranded:{job_id}"
+        marker = stranded_key(job_id)
         if job_id in started:
             connection.delete(marker)
             continue
@@ -122,10 +118,10 @@ def reap_stranded_jobs(connection: Redis, queue: Queue, now: float | None = None
         first_seen = float(connection.get(marker) or now)
         if now - first_seen < INTERMEDIATE_GRACE_S:
             continue
-        if not connection.lrem(intermediate_key(queue), 1, job_id):
+        if not connection.lrem(intermediate_key(queue.key), 1, job_id):
             continue  # started or requeued meanwhile
         connection.delete(marker)
-        if connection.exists(Job.key_for(job_id)):
+        if connection.exists(job_key(job_id)):
             queue.enqueue_job(Job.fetch(job_id, connection=connection, serializer=queue.serializer), at_front=True)
             requeued.append(job_id)
             log.warning("requeued job %s stranded between dequeue and start", job_id)

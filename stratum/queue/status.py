@@ -1,4 +1,5 @@
-"""Queue status and failed-job replay for ``stratum status`` and ``stratum replay-failed``."""
+"""Queue status, workers, failed-job listing and replay: what ``stratum status``,
+``stratum replay-failed`` and the read API's ``/ops`` endpoints show and do."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from stratum.queue import MsgpackSerializer, events_queue
+from stratum.queue.claims import claimed_count
+from stratum.queue.layout import (
+    MsgpackSerializer,
+    alive_key,
+    events_queue,
+    intermediate_key,
+    job_key,
+)
 from stratum.settings import Settings
 
 
@@ -22,14 +30,15 @@ def queue_status(settings: Settings, connection: Redis | None = None) -> dict:
     oldest_age = 0.0
     first = conn.lindex(q.key, 0)
     if first is not None:
-        enqueued = conn.hget(Job.key_for(first.decode()), "enqueued_at")
+        enqueued = conn.hget(job_key(first.decode()), "enqueued_at")
         if enqueued:
             ts = datetime.strptime(enqueued.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
             oldest_age = round(max(0.0, (datetime.now(UTC) - ts).total_seconds()), 3)
     queues[q.name] = {
         "queued": q.count,
-        # taken by a worker: started, or dequeued and about to start (RQ's intermediate list)
-        "started": StartedJobRegistry(queue=q).count + conn.llen(f"{q.key}:intermediate"),
+        # taken by a worker: started, dequeued and about to start (RQ's intermediate list),
+        # or claimed by a started job to be persisted with it (coalescing)
+        "started": StartedJobRegistry(queue=q).count + conn.llen(intermediate_key(q.key)) + claimed_count(conn, q.key),
         "scheduled": ScheduledJobRegistry(queue=q).count,
         "failed": FailedJobRegistry(queue=q).count,
         "oldest_queued_age_s": oldest_age,
@@ -39,6 +48,21 @@ def queue_status(settings: Settings, connection: Redis | None = None) -> dict:
 
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat() if ts else None
+
+
+def workers_status(settings: Settings, connection: Redis) -> list[dict]:
+    """The events queue's RQ workers, sorted by name: name, state, ``alive`` (its heartbeat
+    is fresh), queues, current job id, job counts, birth and last heartbeat."""
+    workers = Worker.all(queue=events_queue(connection, settings.queue_name), serializer=MsgpackSerializer)
+    with connection.pipeline(transaction=False) as pipe:
+        for w in workers:
+            pipe.exists(alive_key(w.name))
+        alive = pipe.execute()
+    out = [{"name": w.name, "state": w.get_state(), "alive": bool(up), "queues": w.queue_names(),
+            "current_job_id": w.get_current_job_id(), "successful_jobs": w.successful_job_count,
+            "failed_jobs": w.failed_job_count, "birth": w.birth_date, "last_heartbeat": w.last_heartbeat}
+           for w, up in zip(workers, alive, strict=True)]
+    return sorted(out, key=lambda w: w["name"])
 
 
 def failed_jobs(settings: Settings, connection: Redis | None = None, limit: int = 100) -> list[dict]:
@@ -57,6 +81,11 @@ def failed_jobs(settings: Settings, connection: Redis | None = None, limit: int 
         out.append({"job_id": job_id, "reason": exc[-1] if exc else "unknown", "enqueued_at": _iso(job.enqueued_at),
                     "ended_at": _iso(job.ended_at), "worker_name": job.worker_name or None})
     return out
+
+
+def failed_job_count(settings: Settings, connection: Redis) -> int:
+    """How many jobs the events queue's failed registry holds."""
+    return FailedJobRegistry(queue=events_queue(connection, settings.queue_name)).count
 
 
 def requeue_failed(settings: Settings, job_ids: list[str] | None,
