@@ -57,9 +57,9 @@ _LOCAL_ESCAPES = frozenset({"%2B", "%2E", "%2D", "%5F"})
 _LOCAL_PUNCTUATION = frozenset("._+-")
 
 
-@lru_cache(maxsize=8192)
 def pii_key_kind(key: str) -> str | None:
-    """``"email"``, ``"phone"`` or None: what a key's name says its value holds."""
+    """``"email"``, ``"phone"`` or None: what a key's name says its value holds (the
+    scrubber memoizes it per key, see ``_learn_key``)."""
     squashed = key.lower().replace("-", "").replace("_", "").replace(".", "").replace(" ", "")
     if squashed.endswith("sha256"):
         return None
@@ -156,12 +156,13 @@ def _hash_under_key(kind: str, value: Any, phone_region: str | None) -> tuple[An
     if isinstance(value, int | float) and not isinstance(value, bool):
         return hash_pii_value(kind, value, phone_region), True
     if isinstance(value, list):
-        out, hashed = [], False
+        out, hashed, changed = [], False, False
         for item in value:
             new, did = _hash_under_key(kind, item, phone_region)
             out.append(new)
             hashed = hashed or did
-        return out, hashed
+            changed = changed or new is not item
+        return (out if changed else value), hashed
     return scrub_value(value, phone_region), False
 
 

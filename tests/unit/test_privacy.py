@@ -339,3 +339,9 @@ class TestFailedJobPayload:
         from workers.failed_jobs import scrubbed_payload
 
         assert scrubbed_payload(payload) == b""
+
+
+def test_objects_that_need_no_change_are_returned_as_they_are() -> None:
+    obj = {"emails": [EMAIL_HASH, None], "email": {"verified": True}, "phone_sha256": PHONE_HASH, "n": [1, {"a": "b"}]}
+    assert scrub_pii(obj, "US") is obj
+    assert scrub_pii(obj, "US") is obj  # keys now known: the quick check passes
