@@ -37,6 +37,7 @@ E = {name: f"{name}.person@Example-Mail.com" for name in (
     "seg_list1", "seg_list2", "seg_page_name", "seg_page_url", "seg_anon", "seg_batch_ctx",
     "dl_props", "dl_text", "dl_type", "dl_big", "dl_single",
     "job_ident", "job_props", "job_seg", "bad_version",
+    "grp_traits", "grp_id", "alias_prev", "screen_name", "key_name",
 )}
 # Valid US numbers (555-01xx is reserved for fiction but parses as valid in phonenumbers).
 P = {name: f"+1 212 555 01{i:02d}" for i, name in enumerate((
@@ -103,6 +104,12 @@ def _segment_requests(write_key: str) -> list[tuple[str, dict, bool]]:
         ("/v1/page", {"writeKey": write_key, "messageId": msg_id(), "anonymousId": "anon-7", "timestamp": _now(),
                       "name": f"Profile of {E['seg_page_name']}",
                       "properties": {"url": f"https://c.example/u/{E['seg_page_url']}"}}, True),
+        ("/v1/group", {"writeKey": write_key, "messageId": msg_id(), "userId": "u-42", "timestamp": _now(),
+                       "groupId": E["grp_id"], "traits": {"billing_email": E["grp_traits"], "seats": 5}}, True),
+        ("/v1/alias", {"writeKey": write_key, "messageId": msg_id(), "userId": "u-42", "timestamp": _now(),
+                       "previousId": E["alias_prev"]}, True),
+        ("/v1/screen", {"writeKey": write_key, "messageId": msg_id(), "anonymousId": "anon-7", "timestamp": _now(),
+                        "name": f"Inbox of {E['screen_name']}", "properties": {E["key_name"]: "opened"}}, True),
         ("/v1/track", {"writeKey": write_key, "messageId": msg_id(), "userId": None, "anonymousId": "undefined",
                        "timestamp": _now(), "event": "Lost", "properties": {"email": E["dl_single"]}}, False),
         ("/v1/batch", {"writeKey": write_key, "sentAt": _now(), "context": {"traits": {"email": E["seg_batch_ctx"]}},
@@ -204,7 +211,7 @@ def test_no_raw_email_phone_or_write_key_rests_after_a_run(ingest_client, new_te
     assert drain() == 2
 
     # The run did what it should: events stored, dead letters and failed jobs kept.
-    assert db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 5
+    assert db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant.id,)).fetchone()[0] == 8
     assert db.execute("SELECT count(*) FROM consent_history").fetchone()[0] == 2
     assert redis_conn.llen(f"stratum:deadletter:{tenant.id}") == 4
 
