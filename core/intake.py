@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
-from core.identifiers import normalize_identifier
+from core.identifiers import KNOWN_TYPES, normalize_identifier
+from core.identity_signature import signature_text
 from core.schemas import NativeEvent, QueuedEvent, encode_event
 
 _native_decoder = msgspec.json.Decoder(NativeEvent)
@@ -102,11 +104,14 @@ def intake_native_event(
         return Rejection("invalid_event", None, "event is nested too deeply")
     if (bad := check_event_time(ev.event_time, received_at, max_future_s, oldest_event_time)) is not None:
         return Rejection(bad.code, "event_time", bad.message)
+    if ev.idempotency_key is not None and (too_long := dedupe_key_too_long(ev.idempotency_key)):
+        return Rejection("dedupe_key_too_long", "idempotency_key", too_long)
     if not ev.identifiers:
         return Rejection("no_usable_identifier", "identifiers", "at least one identifier is required")
 
     warnings: list[str] = []
     identifiers: list[tuple[str, str]] = []
+    claims: list[tuple[str, str, str, str]] = []
     for i, ident in enumerate(ev.identifiers):
         try:
             norm = normalize_identifier(ident.type, ident.value, default_region=phone_region, extra_blocked=extra_blocked)
@@ -117,6 +122,8 @@ def intake_native_event(
             fld = f"identifiers[{i}].type" if exc.code == "unknown_identifier_type" else f"identifiers[{i}].value"
             return Rejection(exc.code, fld, exc.message)
         identifiers.append((norm.type, norm.value))
+        if ident.signature is not None and norm.type in KNOWN_TYPES:
+            claims.append((norm.type, ident.value, signature_text(ident.signature), ""))
     if not identifiers:
         return Rejection("no_usable_identifier", "identifiers", "every identifier was blocked; send a real one")
 
@@ -136,6 +143,7 @@ def intake_native_event(
         consent=consent or None,
         emq=score,
         warnings=warnings,
+        claims=claims,
     )
     try:
         blob = encode_event(queued)

@@ -367,8 +367,9 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
     Properties, context and traits are scrubbed at any depth; the event name, dedupe key
     and previous id have email addresses redacted; email and phone identifiers are carried
     pre-hashed (``prehash_identifier``); write keys and identity signatures are dropped from
-    the top level of context and properties. Processing the result stores exactly what
-    processing ``event`` stores (the worker scrubs every event with this function), and
+    the top level of context and properties, and signed claims (``claims``) are dropped.
+    Processing the result stores exactly what processing ``event`` stores (the worker scrubs
+    every event with this function), except that dropped signed claims count as unsigned;
     scrubbing twice equals scrubbing once. Returns ``event`` itself when nothing changes.
     """
     changes: dict[str, Any] = {}
@@ -395,9 +396,10 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
                         ("previous_id", event.previous_id)):
         if value is not None and ("@" in value or "%" in value) and (redacted := redact_emails(value)) is not value:
             changes[name] = redacted
-    # Identity claims (raw values with their signatures), where the queue format carries
-    # them, are checked by the worker and never kept: a scrubbed event rests without them.
-    if getattr(event, "claims", None):
+    # Signed identity claims (raw values with their signatures) are checked by the worker
+    # before it scrubs and are never kept: a scrubbed event rests without them, so a replay
+    # of it treats those claims as unsigned.
+    if event.claims:
         changes["claims"] = []
     return msgspec.structs.replace(event, **changes) if changes else event
 

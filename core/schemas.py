@@ -15,13 +15,17 @@ from msgspec import Meta, Struct
 QUEUE_FORMAT_VERSION = 1
 
 EventName = Annotated[str, Meta(min_length=1, max_length=255)]
-DedupeKey = Annotated[str, Meta(min_length=1, max_length=128)]
+# The 255-character cap is checked in core.intake, to answer ``dedupe_key_too_long``.
+DedupeKey = Annotated[str, Meta(min_length=1)]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
 
 class IdentifierIn(Struct, forbid_unknown_fields=True):
     type: str
     value: str
+    # HMAC of "{type}:{value}" (core.identity_signature). Any JSON value: a malformed
+    # signature leaves the claim unverified, it never rejects the event.
+    signature: Any = None
 
 
 class ConsentIn(Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -69,6 +73,12 @@ class QueuedEvent(Struct, array_like=True, tag="n"):
     warnings: list[str]
     # alias: the previous id linked to the user id (both also appear in identifiers)
     previous_id: str | None = None
+    # Known identifiers that came with a signature: (type, value, signature, signed text),
+    # checked and dropped by workers (core.identity_signature), never stored. ``value`` is the
+    # identifier as the event maps it; ``signed text`` the value as sent when that differs
+    # (a Segment userId sent as a number), else "". Last and defaulted, so payloads queued
+    # without it still decode (and older workers ignore it).
+    claims: list[tuple[str, str, str, str]] = []
 
 
 class QueuedSegmentEvent(Struct, array_like=True, tag="s"):

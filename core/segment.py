@@ -25,10 +25,12 @@ from typing import Any
 
 import msgspec
 
+from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
 from core.identifiers import MAX_IDENTIFIER_CHARS, is_blocked, normalize_identifier
+from core.identity_signature import signature_text
 from core.intake import Accepted, Rejection, contains_nul
 from core.schemas import QueuedEvent
 
@@ -56,6 +58,16 @@ class SegmentMessage(msgspec.Struct):
 
 
 _full_decoder = msgspec.json.Decoder(SegmentMessage)
+
+
+class _UserIdAsSent(msgspec.Struct):
+    userId: msgspec.Raw = msgspec.Raw(b"")  # noqa: N815 - wire name
+
+
+_user_id_decoder = msgspec.json.Decoder(_UserIdAsSent)
+# Where a Segment event carries the signature of its userId (CONTRACT 6); dropped from the
+# stored context once read.
+SIGNATURE_CONTEXT_KEY = "identity_signature"
 
 
 @dataclass(frozen=True)
@@ -161,7 +173,9 @@ def screen_segment_event(
             return Rejection("no_usable_identifier", "userId",
                              "event has no usable userId, anonymousId, email, phone or device id")
     message_id = _id_text(msg.messageId)
-    return Screened(message_id[:255] if message_id else None, event_time, etype)
+    if message_id is not None and (too_long := dedupe_key_too_long(message_id)):
+        return Rejection("dedupe_key_too_long", "messageId", too_long)
+    return Screened(message_id, event_time, etype)
 
 
 def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
@@ -229,6 +243,14 @@ def map_segment_event(
     elif msg.integrations:
         context = {**context, "integrations": msg.integrations}
     identifiers, warnings = segment_identifiers(msg, etype, context, phone_region, extra_blocked)
+    claims: list[tuple[str, str, str, str]] = []
+    if SIGNATURE_CONTEXT_KEY in context:
+        context = dict(context)
+        signature = context.pop(SIGNATURE_CONTEXT_KEY)
+        signed = _user_id_as_sent(raw)
+        user_id = _id_text(msg.userId)
+        if signed is not None and user_id is not None:
+            claims.append(("external_id", user_id, signature_text(signature), "" if signed == user_id else signed))
 
     properties = msg.properties or {}
     traits: dict[str, Any] = {}
@@ -244,8 +266,19 @@ def map_segment_event(
         event_id=event_id, dedupe_key=dedupe_key, event_type=etype, event_name=(name or etype)[:255],
         event_time=event_time, identifiers=identifiers, properties=properties, context=context, traits=traits,
         consent=None, emq=score, warnings=warnings,
-        previous_id=_id_text(msg.previousId) if etype == "alias" else None,
+        previous_id=_id_text(msg.previousId) if etype == "alias" else None, claims=claims,
     )
+
+
+def _user_id_as_sent(raw: bytes) -> str | None:
+    """``userId`` as the client sent it, the text its signature covers: a string decoded
+    but not trimmed, a number as its JSON text; None when absent or null."""
+    text = bytes(_user_id_decoder.decode(raw).userId)
+    if not text or text == b"null":
+        return None
+    if text.startswith(b'"'):
+        return msgspec.json.decode(text)
+    return text.decode() if text[:1] not in (b"{", b"[", b"t", b"f") else None
 
 
 def intake_segment_message(

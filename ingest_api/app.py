@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -18,6 +16,8 @@ from ingest_api.auth import SourceDirectory
 from ingest_api.enqueue import BatchEnqueuer
 from ingest_api.errors import (
     IngestError,
+    body_incomplete_response,
+    body_timeout_response,
     http_exception_response,
     ingest_error_response,
     unexpected_error_response,
@@ -27,6 +27,8 @@ from ingest_api.native import post_events
 from ingest_api.pipeline import redis_ready
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
+from stratum.apidocs import openapi_config
+from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, global_blocked_values, libpq_url
 
 
@@ -115,10 +117,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[lambda app: _request_context(app, metrics_, known_paths)],
+        middleware=[lambda app: _request_context(app, metrics_, known_paths),
+                    lambda app: guard_request_body(app, settings.http_body_timeout_s)],
         exception_handlers={
             IngestError: ingest_error_response,
             HTTPException: http_exception_response,
+            BodyTimeout: body_timeout_response,
+            BodyIncomplete: body_incomplete_response,
             Exception: unexpected_error_response,
         },
         request_max_body_size=settings.max_request_bytes,
@@ -126,7 +131,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # origins are enforced per request (ingest_api.auth.check_origin).
         cors_config=CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
                                allow_headers=["*"], max_age=3600),
-        openapi_config=OpenAPIConfig(title="Stratum CDP ingest API", version="1", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi_config("Stratum CDP ingest API"),
         debug=False,
     )

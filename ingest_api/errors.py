@@ -11,6 +11,8 @@ import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 
+from stratum.request_body import BodyIncomplete, BodyTimeout
+
 
 class IngestError(Exception):
     status = 400
@@ -96,6 +98,18 @@ def http_exception_response(_: Request, exc: HTTPException) -> Response:
         media_type=MediaType.JSON,
         headers=exc.headers,
     )
+
+
+def body_timeout_response(request: Request, exc: BodyTimeout) -> Response:
+    seconds = request.app.state.ingest.settings.http_body_timeout_s
+    return ingest_error_response(request, IngestError(
+        f"the request body did not arrive within {seconds:g} s", code="body_timeout", status=408,
+        headers={"Connection": "close"}))
+
+
+def body_incomplete_response(request: Request, exc: BodyIncomplete) -> Response:
+    return ingest_error_response(request, BadRequest(
+        "the request body ended early or its chunked framing is malformed", code="invalid_body"))
 
 
 def unexpected_error_response(request: Request, exc: Exception) -> Response:

@@ -61,7 +61,7 @@ async def _process(st: IngestState, request: Request, source: Source, envelope: 
             oldest_event_time=oldest, extra_blocked=source.extra_blocked,
         ))
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
-    queued = await st.queue(source, [pending_of(a) for a in accepted], received_at, request.state.request_id)
+    queued = await st.queue(source, [pending_of(a, source) for a in accepted], received_at, request.state.request_id)
 
     results: list[dict] = []
     scores: list[int] = []

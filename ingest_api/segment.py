@@ -23,7 +23,7 @@ from ingest_api.deadletter import store_rejections
 from ingest_api.enqueue import PendingEvent
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import new_event_id
+from ingest_api.pipeline import new_event_id, pending_event
 from ingest_api.state import IngestState, authenticate_request
 
 
@@ -134,7 +134,7 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
         event_id = new_event_id()
         blob = encode_event(QueuedSegmentEvent(event_id, screened.dedupe_key or event_id, screened.event_type,
                                                screened.event_time, raw_bytes))
-        pending.append(PendingEvent(blob, event_id, screened.dedupe_key))
+        pending.append(pending_event(source, blob, event_id, screened.dedupe_key))
     request_id = request.state.request_id
     queued = await st.queue(source, pending, received_at, request_id, ctx, integ)
     n_dup = sum(1 for d in queued.duplicates_of if d is not None)

@@ -7,8 +7,6 @@ from contextlib import asynccontextmanager, suppress
 import redis.exceptions
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -21,26 +19,39 @@ from read_api.errors import (
     UNAVAILABLE_ERRORS,
     ApiError,
     api_error_response,
+    body_incomplete_response,
+    body_timeout_response,
     domain_error_response,
     http_exception_response,
+    too_deep_response,
     unavailable_response,
     unexpected_error_response,
 )
 from read_api.events import event_status, profile_events
+from read_api.export_slots import ExportSlots
 from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
-from read_api.sources import create_source, list_sources, rotate_key, update_source
+from read_api.sources import (
+    create_source,
+    list_sources,
+    rotate_identity_secret,
+    rotate_key,
+    update_source,
+)
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
+from stratum.apidocs import openapi_config
+from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, libpq_url
 
 ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
-    event_status, list_sources, create_source, update_source, rotate_key, export_profiles, export_events,
+    event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
+    export_profiles, export_events,
     tenant_stats,
 ]
 
@@ -85,7 +96,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await pool.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool),
-                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_)
+                                   ProfileCache(redis, settings.profile_cache_ttl_s), metrics_,
+                                   export_slots=ExportSlots(redis, settings.export_max_per_tenant,
+                                                            settings.export_lease_s))
         try:
             yield
         finally:
@@ -95,15 +108,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
         lifespan=[lifespan],
-        middleware=[lambda app: metrics_middleware(app, metrics_)],
+        middleware=[lambda app: metrics_middleware(app, metrics_),
+                    lambda app: guard_request_body(app, settings.http_body_timeout_s)],
         exception_handlers={
             ApiError: api_error_response,
             StratumError: domain_error_response,
             HTTPException: http_exception_response,
             **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_response),
+            RecursionError: too_deep_response,
+            BodyTimeout: body_timeout_response,
+            BodyIncomplete: body_incomplete_response,
             Exception: unexpected_error_response,
         },
-        openapi_config=OpenAPIConfig(title="Stratum CDP read API", version="1", path="/schema",
-                                     render_plugins=[SwaggerRenderPlugin()]),
+        openapi_config=openapi_config("Stratum CDP read API"),
         debug=False,
     )

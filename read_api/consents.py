@@ -23,6 +23,7 @@ from read_api.state import ReadState
 
 CONSENT_TYPES: tuple[str, ...] = ConsentIn.__struct_fields__  # analytics, ads, email, sms, all
 HISTORY_LIMIT = 1000
+MAX_USER_AGENT_CHARS = 512  # kept with every history row; real browsers send under 300
 
 _CURRENT_SQL = """
 SELECT consent_type, granted, updated_at, source_id::text FROM consents WHERE profile_id = %s ORDER BY consent_type
@@ -52,6 +53,19 @@ def validated_changes(update: ConsentUpdate) -> dict[str, bool]:
         raise BadRequest(f"unknown consent type {unknown[0]!r}; use {', '.join(CONSENT_TYPES)}",
                          code="unknown_consent_type")
     return dict(sorted(update.consents.items()))
+
+
+def checked_user_agent(user_agent: str | None) -> str | None:
+    """The caller's User-Agent as stored with the history; BadRequest when it is too long
+    or holds control characters (NUL cannot be stored)."""
+    if user_agent is None:
+        return None
+    if len(user_agent) > MAX_USER_AGENT_CHARS:
+        raise BadRequest(f"User-Agent header must be at most {MAX_USER_AGENT_CHARS} characters to be kept with the "
+                         f"consent history, got {len(user_agent)}", code="user_agent_too_long")
+    if any(ord(c) < 32 or ord(c) == 127 for c in user_agent):
+        raise BadRequest("User-Agent header must not contain control characters", code="invalid_user_agent")
+    return user_agent
 
 
 async def read_consents(conn: AsyncConnection, profile_id: str) -> Consents:
@@ -86,7 +100,7 @@ async def put_consents(request: Request, profile_id: FromPath[str], data: JSONBo
     requested = parse_profile_id(profile_id)
     changes = validated_changes(data)
     ip = request.client.host if request.client else None
-    user_agent = request.headers.get("user-agent")
+    user_agent = checked_user_agent(request.headers.get("user-agent"))
     async with st.pool.connection() as conn:
         async with conn.transaction():
             live = await lock_live_profile(conn, principal.tenant_id, requested)

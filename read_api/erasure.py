@@ -2,8 +2,9 @@
 
 In one transaction, holding the profile's row lock (read_api/profile_locks.py), it deletes
 the live profile and every profile merged into it, their identifiers, events (every
-monthly partition) with their ``event_keys`` rows, consents, consent history, identity
-links and merge audit rows (whose snapshots hold the absorbed profiles' traits).
+monthly partition), consents, consent history, identity links and merge audit rows (whose
+snapshots hold the absorbed profiles' traits). The events' ``event_keys`` rows stay as
+hash-only tombstones, so a late copy of an erased event is not stored.
 
 Suppression: the erased identifier hashes go into ``suppressed_identifiers`` in the same
 transaction, so later events carrying them do not silently rebuild the person: workers
@@ -32,20 +33,19 @@ from read_api.state import ReadState
 
 _ABSORBED_SQL = "SELECT id::text FROM profiles WHERE merged_into = %s AND tenant_id = %s"
 _IDENTIFIERS_SQL = "DELETE FROM profile_identifiers WHERE profile_id = %s RETURNING type, hash"
-# Every partition has the (tenant_id, profile_id, ...) index; event_keys go with their events.
+# Every partition has the (tenant_id, profile_id, ...) index. The events' ``event_keys`` rows
+# stay: they hold only the SHA-256 of the scoped dedupe key, and as tombstones they keep a
+# late copy of an erased event from being stored again (CONTRACT 5).
 _EVENTS_SQL = """
 WITH gone AS (
     DELETE FROM events WHERE tenant_id = %(tenant_id)s AND profile_id = ANY(%(ids)s::uuid[])
-    RETURNING dedupe_key, event_id
-), keys AS (
-    DELETE FROM event_keys k USING gone WHERE k.tenant_id = %(tenant_id)s AND k.dedupe_key = gone.dedupe_key
-    RETURNING 1
+    RETURNING event_id
 ), outcomes AS (
     INSERT INTO event_outcomes (event_id, tenant_id, status) SELECT event_id, %(tenant_id)s, 'erased' FROM gone
     ON CONFLICT (event_id) DO UPDATE SET status = 'erased', duplicate_of = NULL
     RETURNING 1  -- data-modifying CTEs run whether or not the query reads them
 )
-SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM keys)
+SELECT count(*) FROM gone
 """
 _CONSENTS_SQL = "DELETE FROM consents WHERE profile_id = ANY(%s::uuid[])"
 _CONSENT_HISTORY_SQL = "DELETE FROM consent_history WHERE profile_id = ANY(%s::uuid[])"
@@ -62,7 +62,7 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
     absorbed = [r[0] for r in await (await conn.execute(_ABSORBED_SQL, (live, tenant_id))).fetchall()]
     ids = [live, *absorbed]
     identifiers = [(t, h) for t, h in await (await conn.execute(_IDENTIFIERS_SQL, (live,))).fetchall()]
-    events, _ = await (await conn.execute(_EVENTS_SQL, {"tenant_id": tenant_id, "ids": ids})).fetchone()
+    (events,) = await (await conn.execute(_EVENTS_SQL, {"tenant_id": tenant_id, "ids": ids})).fetchone()
     consents = (await conn.execute(_CONSENTS_SQL, (ids,))).rowcount
     await conn.execute(_CONSENT_HISTORY_SQL, (ids,))
     await conn.execute(_LINKS_SQL, (tenant_id, ids))

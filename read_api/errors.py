@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from psycopg_pool import PoolTimeout
 
 from core.errors import StratumError
+from stratum.request_body import BodyIncomplete, BodyTimeout
 
 # Seconds a client should wait before retrying a 409 or 503.
 RETRY_AFTER_S = 5
@@ -25,11 +26,13 @@ class ApiError(Exception):
     code = "invalid_request"
 
     def __init__(self, message: str, *, code: str | None = None, errors: list[dict] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if status is not None:
+            self.status = status
         self.errors = errors
         self.headers = headers or {}
 
@@ -130,6 +133,23 @@ def http_exception_response(_: Request, exc: HTTPException) -> Response:
             413: "payload_too_large"}.get(status, "invalid_json" if "JSON" in str(exc.detail) else "invalid_request")
     return Response(_body(code, str(exc.detail), status), status_code=status, media_type=MediaType.JSON,
                     headers=exc.headers)
+
+
+def body_timeout_response(request: Request, exc: BodyTimeout) -> Response:
+    return api_error_response(request, ApiError(
+        f"the request body did not arrive within {request.app.state.read.settings.http_body_timeout_s:g} s",
+        code="body_timeout", status=408, headers={"Connection": "close"}))
+
+
+def body_incomplete_response(request: Request, exc: BodyIncomplete) -> Response:
+    return api_error_response(request, BadRequest(
+        "the request body ended early or its chunked framing is malformed", code="invalid_body"))
+
+
+def too_deep_response(request: Request, exc: RecursionError) -> Response:
+    """JSON nested deeper than the decoder's recursion limit (e.g. 1,000 levels of ``[``):
+    the request body is at fault, not the server."""
+    return api_error_response(request, BadRequest("request body is nested too deeply", code="invalid_json"))
 
 
 def unexpected_error_response(request: Request, exc: Exception) -> Response:

@@ -55,19 +55,21 @@ PAGE_AFTER_CURSOR_SQL = _PAGE_SQL.format(columns=EVENT_COLUMNS, after=_AFTER_CUR
 
 # event_keys.event_id is unique; its event_time prunes ``events`` to one partition. The
 # correlated subquery keeps that a parameterized index lookup (run-time partition pruning)
-# whatever the planner thinks of a join.
+# whatever the planner thinks of a join. An outcome (erased, duplicate) comes first: an
+# erased event's key stays in event_keys as a tombstone.
 _STATUS_SQL = """
-SELECT 'processed', (SELECT e.profile_id::text FROM events e
+SELECT status, profile_id FROM (
+SELECT 1 AS rank, o.status, (SELECT e.profile_id::text FROM event_keys k JOIN events e
+        ON e.tenant_id = k.tenant_id AND e.event_time = k.event_time AND e.event_id = k.event_id
+        WHERE k.event_id = o.duplicate_of AND k.tenant_id = o.tenant_id) AS profile_id
+FROM event_outcomes o
+WHERE o.event_id = %(id)s AND o.tenant_id = %(tenant)s
+UNION ALL
+SELECT 2, 'processed', (SELECT e.profile_id::text FROM events e
         WHERE e.tenant_id = k.tenant_id AND e.event_time = k.event_time AND e.event_id = k.event_id)
 FROM event_keys k
 WHERE k.event_id = %(id)s AND k.tenant_id = %(tenant)s
-UNION ALL
-SELECT o.status, (SELECT e.profile_id::text FROM event_keys k JOIN events e
-        ON e.tenant_id = k.tenant_id AND e.event_time = k.event_time AND e.event_id = k.event_id
-        WHERE k.event_id = o.duplicate_of AND k.tenant_id = o.tenant_id)
-FROM event_outcomes o
-WHERE o.event_id = %(id)s AND o.tenant_id = %(tenant)s
-LIMIT 1
+) s ORDER BY rank LIMIT 1
 """
 
 _CURSOR_VERSION = 1

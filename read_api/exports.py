@@ -10,7 +10,13 @@ rendering serve ``GET /api/v1/cdp/export/{profiles,events}`` and ``stratum expor
 - events: one event (with its ``profile_id``) per line, oldest first; ``from``/``to``
   filter on ``event_time`` (partition pruning).
 - CSV: a header row, then the same fields as JSON lines, one column per top-level field;
-  nested values (traits, identifiers, properties...) are JSON text, null is empty.
+  nested values (traits, identifiers, properties...) are JSON text, null is empty. Text
+  cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``,
+  tab or carriage return) get a leading ``'`` (OWASP CSV injection); numbers are left as
+  they are. Event names and traits come from browsers holding public write keys, so
+  ``=HYPERLINK(...)`` must never reach a spreadsheet as a live formula.
+- HTTP exports take a per-tenant slot first (``read_api.export_slots``): the limit holds
+  across processes and concurrent requests, and one tenant never blocks another.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from litestar.response import Stream
 from read_api.auth import principal_of, tenant_key
 from read_api.errors import BadRequest, TooManyRequests
 from read_api.events import EVENT_COLUMNS, event_from_row
+from read_api.export_slots import ExportSlot
 from read_api.openapi import errors_for
 from read_api.profiles import PROFILE_COLUMNS, PROFILE_JOINS, profile_from_row
 from read_api.schemas import Event, Profile
@@ -42,7 +49,8 @@ from stratum.settings import libpq_url
 FORMATS = ("jsonl", "csv")
 KINDS = ("profiles", "events")
 FETCH_ROWS = 2000
-MAX_CONCURRENT_EXPORTS = 4  # per read API process; each holds a database connection
+# A CSV cell starting with one of these is a formula to Excel, LibreOffice and Sheets.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}  # Litestar adds charset=utf-8 to text/*
 
 
@@ -96,11 +104,20 @@ _json = msgspec.json.Encoder()
 
 
 def _csv_cell(value: Any) -> str:
+    """One CSV cell: null empty, nested values and booleans as JSON text, numbers as they are,
+    text neutralized against formula injection."""
     if value is None:
         return ""
     if isinstance(value, dict | list | bool):
         return _json.encode(value).decode()
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return neutralize_formula(str(value))
+
+
+def neutralize_formula(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would read it as a formula (OWASP)."""
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
 def render_header(fmt: str, query: ExportQuery) -> bytes:
@@ -151,14 +168,16 @@ def parse_time(name: str, value: str | None) -> datetime | None:
 
 
 class _ExportStream:
-    """The body of one streamed export: owns its connection and closes it exactly once,
-    whether the stream ends, fails, or the client goes away (``close`` also runs as the
-    response's background task)."""
+    """The body of one streamed export: owns its connection and its tenant slot and gives
+    both back exactly once, whether the stream ends, fails, or the client goes away
+    (``close`` also runs as the response's background task)."""
 
-    def __init__(self, st: ReadState, conn: psycopg.AsyncConnection, query: ExportQuery, fmt: str) -> None:
-        self._st, self._conn, self._query, self._fmt = st, conn, query, fmt
+    def __init__(self, st: ReadState, slot: ExportSlot, conn: psycopg.AsyncConnection, query: ExportQuery,
+                 fmt: str) -> None:
+        self._st, self._slot, self._conn, self._query, self._fmt = st, slot, conn, query, fmt
         self._closed = False
         st.exports_running += 1
+        slot.keep_alive_while(self)
 
     async def rows(self) -> AsyncIterator[bytes]:
         try:
@@ -176,18 +195,13 @@ class _ExportStream:
             return
         self._closed = True
         self._st.exports_running -= 1
-        await self._conn.close()
+        try:
+            await self._conn.close()
+        finally:
+            await self._slot.release()
 
 
-async def _stream_export(request: Request, kind: str, fmt: str | None, start: str | None, end: str | None) -> Stream:
-    st: ReadState = request.app.state.read
-    fmt = fmt or "jsonl"
-    if fmt not in FORMATS:
-        raise BadRequest(f"format must be one of {', '.join(FORMATS)}", code="invalid_format")
-    query = export_query(kind, principal_of(request).tenant_id, parse_time("from", start), parse_time("to", end))
-    if st.exports_running >= MAX_CONCURRENT_EXPORTS:
-        raise TooManyRequests(f"{MAX_CONCURRENT_EXPORTS} exports are already running here; retry later",
-                              code="too_many_exports", retry_after_s=30)
+async def _open_export_connection(st: ReadState) -> psycopg.AsyncConnection:
     # Its own connection, not one of the pool's: an export may stream for minutes.
     conn = await psycopg.AsyncConnection.connect(libpq_url(st.settings.database_url))
     try:
@@ -195,7 +209,27 @@ async def _stream_export(request: Request, kind: str, fmt: str | None, start: st
     except BaseException:
         await conn.close()
         raise
-    body = _ExportStream(st, conn, query, fmt)
+    return conn
+
+
+async def _stream_export(request: Request, kind: str, fmt: str | None, start: str | None, end: str | None) -> Stream:
+    st: ReadState = request.app.state.read
+    fmt = fmt or "jsonl"
+    if fmt not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}", code="invalid_format")
+    tenant_id = principal_of(request).tenant_id
+    query = export_query(kind, tenant_id, parse_time("from", start), parse_time("to", end))
+    # The slot is taken before the connection is opened: excess requests never touch Postgres.
+    slot = await st.export_slots.try_acquire(tenant_id)
+    if slot is None:
+        raise TooManyRequests(f"this tenant already runs {st.export_slots.limit} exports; retry when one has "
+                              "finished", code="too_many_exports", retry_after_s=30)
+    try:
+        conn = await _open_export_connection(st)
+    except BaseException:
+        await slot.release()
+        raise
+    body = _ExportStream(st, slot, conn, query, fmt)
     return Stream(body.rows(), media_type=_MEDIA_TYPES[fmt], background=BackgroundTask(body.close),
                   headers={"Content-Disposition": f'attachment; filename="{kind}.{fmt}"'})
 

@@ -12,7 +12,7 @@ _DESCRIPTIONS = {
     403: "Read key on a change (`read_only_key`) or operator key on tenant data (`tenant_key_required`)",
     404: "No such object for this tenant (`not_found`); another tenant's objects are 404 too",
     409: "The profile is being changed by a worker right now (`profile_busy`); retry after `Retry-After`",
-    429: "Too many exports running (`too_many_exports`); retry after `Retry-After`",
+    429: "This tenant already runs its maximum of exports (`too_many_exports`); retry after `Retry-After`",
     503: "Postgres or Redis unreachable (`unavailable`); retry after `Retry-After`",
 }
 

@@ -188,13 +188,22 @@ class Source(Struct):
     phone_region: str | None
     rate_limit: int | None
     allowed_origins: list[str]
+    identity_verification: str
     created_at: str
 
 
 class SourceWithKey(Source):
-    """A SOURCE with its write key: shown once, at creation and rotation."""
+    """A SOURCE with its write key: shown once, at creation and rotation (and, when a
+    website source is created, its identity secret, shown this once too)."""
 
     write_key: str
+    identity_secret: str | UnsetType = UNSET
+
+
+class SourceWithIdentitySecret(Source):
+    """A website SOURCE with its new identity secret, shown this once."""
+
+    identity_secret: str
 
 
 class SourceList(Struct):
@@ -207,16 +216,20 @@ class SourceCreate(Struct, forbid_unknown_fields=True):
     phone_region: str | None = None
     rate_limit: int | None = None
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    identity_verification: str | None = None  # protect (website default) or off
 
 
 class SourcePatch(Struct, forbid_unknown_fields=True):
-    """Only the fields present change; ``null`` clears ``phone_region`` / ``rate_limit``."""
+    """Only the fields present change; ``null`` clears ``phone_region`` / ``rate_limit``.
+    ``type`` is accepted only unchanged (else 400 ``immutable_field``)."""
 
     name: str | UnsetType = UNSET
     active: bool | UnsetType = UNSET
     phone_region: str | None | UnsetType = UNSET
     rate_limit: int | None | UnsetType = UNSET
     allowed_origins: list[str] | UnsetType = UNSET
+    identity_verification: str | None | UnsetType = UNSET
+    type: str | UnsetType = UNSET
 
     def changes(self) -> dict[str, Any]:
         return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}

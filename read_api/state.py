@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from read_api.auth import KeyDirectory
 from read_api.cache import ProfileCache
+from read_api.export_slots import ExportSlots
 from read_api.metrics import ReadMetrics
 from stratum.settings import Settings
 
@@ -21,5 +22,7 @@ class ReadState:
     keys: KeyDirectory
     cache: ProfileCache
     metrics: ReadMetrics = field(default_factory=ReadMetrics)
+    # Per-tenant export limit, shared by every read process (set by create_app's lifespan).
+    export_slots: ExportSlots | None = None
     # Streaming exports in flight in this process (each holds its own connection).
     exports_running: int = 0

@@ -4,6 +4,7 @@ transaction; keys are returned once and only their hashes are stored."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,10 +14,39 @@ import phonenumbers
 import psycopg
 
 from core.errors import StratumError
-from stratum.keys import OPERATOR_KEY_PREFIX, TENANT_KEY_PREFIX, WRITE_KEY_PREFIX, hash_key, new_key
+from stratum.keys import (
+    IDENTITY_SECRET_PREFIX,
+    OPERATOR_KEY_PREFIX,
+    TENANT_KEY_PREFIX,
+    WRITE_KEY_PREFIX,
+    hash_key,
+    new_key,
+)
+from stratum.secret_storage import encrypt_secret
 
 SOURCE_TYPES = ("website", "server", "sgtm", "import", "crm")
 KEY_ROLES = ("admin", "read")
+MAX_NAME_CHARS = 200
+IDENTITY_VERIFICATION_MODES = ("protect", "off")
+MAX_ORIGIN_CHARS = 300
+# C0 controls and DEL: NUL cannot be stored in Postgres text at all, the rest break logs and pages.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+def validate_name(name: object, what: str) -> str:
+    """A tenant, operator or source name as stored: trimmed, 1..200 characters, no control
+    characters. StratumError ``invalid_name`` / ``name_too_long`` otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise StratumError(f"{what} name must not be empty", code="invalid_name")
+    name = name.strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise StratumError(f"{what} name must be at most {MAX_NAME_CHARS} characters, got {len(name)}",
+                           code="name_too_long")
+    if _CONTROL_CHARS.search(name):
+        raise StratumError(f"{what} name must not contain control characters (NUL, newline, tab...)",
+                           code="invalid_name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -24,14 +54,14 @@ class CreatedKey:
     owner_id: uuid.UUID
     key_id: uuid.UUID
     key: str
+    identity_secret: str | None = None  # website sources: shown once, like the key
 
 
 def create_tenant(conn: psycopg.Connection, name: str) -> CreatedKey:
     """A new tenant and its first admin key."""
-    if not name.strip():
-        raise StratumError("tenant name must not be empty", code="invalid_name")
+    name = validate_name(name, "tenant")
     tenant_id = uuid.uuid4()
-    conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name.strip()))
+    conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name))
     created = create_tenant_key(conn, tenant_id, "admin")
     return CreatedKey(tenant_id, created.key_id, created.key)
 
@@ -59,6 +89,7 @@ def revoke_key(conn: psycopg.Connection, key_id: uuid.UUID) -> bool:
 
 
 def create_operator(conn: psycopg.Connection, name: str) -> CreatedKey:
+    name = validate_name(name, "operator")
     operator_id, key_id, key = uuid.uuid4(), uuid.uuid4(), new_key(OPERATOR_KEY_PREFIX)
     conn.execute("INSERT INTO operators (id, name) VALUES (%s, %s)", (operator_id, name))
     conn.execute(
@@ -94,28 +125,56 @@ def create_source(
     phone_region: str | None = None,
     rate_limit: int | None = None,
     allowed_origins: list[str] | None = None,
+    *,
+    identity_verification: str | None = None,
+    secret_key: str | None = None,
 ) -> CreatedKey:
-    """A new source with its write key (shown once)."""
+    """A new source with its write key (shown once) and, for website sources, its identity
+    secret (shown once; stored encrypted with ``secret_key``, STRATUM_SECRET_KEY, or in
+    plain text without one). ``identity_verification`` defaults to ``protect`` for website
+    sources; other types are trusted and always ``off``."""
     if source_type not in SOURCE_TYPES:
         raise StratumError(f"type must be one of {', '.join(SOURCE_TYPES)}", code="invalid_source_type")
-    if not name.strip():
-        raise StratumError("source name must not be empty", code="invalid_name")
+    name = validate_name(name, "source")
     check_rate_limit(rate_limit)
     region = validate_phone_region(phone_region)
+    verification = validate_identity_verification(source_type, identity_verification)
     if conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone() is None:
         raise StratumError(f"no tenant {tenant_id}", code="not_found")
     source_id, key = uuid.uuid4(), new_key(WRITE_KEY_PREFIX)
+    secret = new_key(IDENTITY_SECRET_PREFIX) if source_type == "website" else None
+    stored = encrypt_secret(secret_key, secret, identity_secret_context(source_id)) if secret else None
     conn.execute(
-        "INSERT INTO sources (id, tenant_id, name, type, write_key_hash, phone_region, rate_limit, allowed_origins)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (source_id, tenant_id, name.strip(), source_type, hash_key(key), region, rate_limit, allowed_origins or []),
+        "INSERT INTO sources (id, tenant_id, name, type, write_key_hash, phone_region, rate_limit, allowed_origins,"
+        " identity_verification, identity_secret) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (source_id, tenant_id, name, source_type, hash_key(key), region, rate_limit, allowed_origins or [],
+         verification, stored),
     )
-    return CreatedKey(source_id, source_id, key)
+    return CreatedKey(source_id, source_id, key, secret)
+
+
+def identity_secret_context(source_id: uuid.UUID | str) -> str:
+    """What an identity secret's encryption is bound to (stratum/secret_storage.py)."""
+    return f"source:{source_id}:identity_secret"
+
+
+def validate_identity_verification(source_type: str, mode: str | None) -> str:
+    """The ``identity_verification`` of a source of ``source_type`` (None: the default)."""
+    if mode is None:
+        return "protect" if source_type == "website" else "off"
+    if mode not in IDENTITY_VERIFICATION_MODES:
+        raise StratumError(f"identity_verification must be one of {', '.join(IDENTITY_VERIFICATION_MODES)}",
+                           code="invalid_identity_verification")
+    if mode == "protect" and source_type != "website":
+        raise StratumError("identity_verification protect applies to website sources; server-side sources are "
+                           "trusted and stay off", code="invalid_identity_verification")
+    return mode
 
 
 # Sources: reading, changing and rotating (the read API's /sources endpoints).
 
-SOURCE_COLUMNS = "id::text, name, type, active, phone_region, rate_limit, allowed_origins, created_at"
+SOURCE_COLUMNS = ("id::text, name, type, active, phone_region, rate_limit, allowed_origins, created_at,"
+                  " identity_verification")
 MAX_ALLOWED_ORIGINS = 100
 
 
@@ -129,6 +188,7 @@ class SourceRecord:
     rate_limit: int | None
     allowed_origins: list[str]
     created_at: datetime
+    identity_verification: str = "off"
 
 
 def validate_allowed_origins(origins: list[str] | None) -> list[str]:
@@ -141,22 +201,37 @@ def validate_allowed_origins(origins: list[str] | None) -> list[str]:
     out: list[str] = []
     for origin in origins:
         value = origin.strip().rstrip("/") if isinstance(origin, str) else ""
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query
-                or parts.fragment or parts.username or parts.password):
-            raise StratumError(f"allowed origin {origin!r} must look like https://shop.example.com",
+        if not _is_origin(value):
+            shown = origin[:MAX_ORIGIN_CHARS] if isinstance(origin, str) else origin
+            raise StratumError(f"allowed origin {shown!r} must look like https://shop.example.com",
                                code="invalid_allowed_origins")
         if value not in out:
             out.append(value)
     return out
 
 
+def _is_origin(value: str) -> bool:
+    """``scheme://host[:port]``: http(s), a DNS name or an IP address, a valid port, nothing else."""
+    if not value or len(value) > MAX_ORIGIN_CHARS or _CONTROL_CHARS.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:  # "http://[::1", "http://[zz]", "https://a.com:abc"
+        return False
+    host = parts.hostname or ""
+    if (parts.scheme not in ("http", "https") or not host or parts.path or parts.query or parts.fragment
+            or parts.username is not None or parts.password is not None):
+        return False
+    if value.lower().startswith(f"{parts.scheme}://["):
+        return True  # a bracketed IPv6 address, already checked by urlsplit
+    return bool(_HOST_NAME.match(host))
+
+
 def _validate_source_fields(changes: dict) -> dict:
     out = dict(changes)
     if "name" in out:
-        if not isinstance(out["name"], str) or not out["name"].strip():
-            raise StratumError("source name must not be empty", code="invalid_name")
-        out["name"] = out["name"].strip()
+        out["name"] = validate_name(out["name"], "source")
     if "rate_limit" in out:
         check_rate_limit(out["rate_limit"])
     if "phone_region" in out:
@@ -178,13 +253,24 @@ def get_source(conn: psycopg.Connection, tenant_id: uuid.UUID | str, source_id: 
 def update_source(conn: psycopg.Connection, tenant_id: uuid.UUID | str, source_id: uuid.UUID | str,
                   changes: dict) -> SourceRecord:
     """Change some of ``name``, ``active``, ``phone_region``, ``rate_limit``,
-    ``allowed_origins`` (``None`` clears ``phone_region``/``rate_limit``). The ingest API
-    sees the change within its one-second source cache."""
-    editable = ("name", "active", "phone_region", "rate_limit", "allowed_origins")
+    ``allowed_origins``, ``identity_verification`` (``None`` clears ``phone_region``/
+    ``rate_limit``). ``type`` cannot change (``immutable_field``): it decides the source's
+    trust and dedupe scope. The ingest API and workers see a change within one second."""
+    editable = ("name", "active", "phone_region", "rate_limit", "allowed_origins", "identity_verification")
+    changes = dict(changes)
+    if "type" in changes:
+        current = get_source(conn, tenant_id, source_id)
+        if changes.pop("type") != current.type:
+            raise StratumError("a source's type cannot be changed (it decides its trust and dedupe scope); "
+                               "create a new source instead", code="immutable_field")
     unknown = sorted(set(changes) - set(editable))
     if unknown:
         raise StratumError(f"{unknown[0]} cannot be changed; editable: {', '.join(editable)}", code="invalid_field")
     fields = _validate_source_fields(changes)
+    if "identity_verification" in fields:
+        source_type = get_source(conn, tenant_id, source_id).type
+        fields["identity_verification"] = validate_identity_verification(source_type,
+                                                                         fields["identity_verification"] or "")
     if not fields:
         return get_source(conn, tenant_id, source_id)
     assignments = ", ".join(f"{name} = %s" for name in fields)
@@ -211,3 +297,29 @@ def rotate_source_key(conn: psycopg.Connection, tenant_id: uuid.UUID | str,
     if row is None:
         raise StratumError(f"no source {source_id}", code="not_found")
     return SourceRecord(*row), key
+
+
+# After a rotation the previous identity secret stays valid this long (CONTRACT 6), so
+# backends can switch to the new one without a gap.
+IDENTITY_SECRET_GRACE_S = 24 * 3600
+
+
+def rotate_identity_secret(conn: psycopg.Connection, tenant_id: uuid.UUID | str, source_id: uuid.UUID | str,
+                           secret_key: str | None) -> tuple[SourceRecord, str]:
+    """A new identity secret for a website source (shown once); the previous one stays valid
+    for ``IDENTITY_SECRET_GRACE_S`` (the one before it stops at once). Workers see the change
+    within their one-second cache."""
+    current = get_source(conn, tenant_id, source_id)
+    if current.type != "website":
+        raise StratumError("only website sources have an identity secret; server-side sources are trusted",
+                           code="not_a_website_source")
+    secret = new_key(IDENTITY_SECRET_PREFIX)
+    row = conn.execute(
+        "UPDATE sources SET previous_identity_secret = identity_secret, identity_secret = %s,"
+        " identity_secret_rotated_at = now(), updated_at = now() WHERE id = %s AND tenant_id = %s"
+        f" RETURNING {SOURCE_COLUMNS}",
+        (encrypt_secret(secret_key, secret, identity_secret_context(source_id)), source_id, tenant_id),
+    ).fetchone()
+    if row is None:
+        raise StratumError(f"no source {source_id}", code="not_found")
+    return SourceRecord(*row), secret

@@ -87,30 +87,58 @@ def cmd_operator_create(args, settings: Settings) -> None:
 def cmd_source_create(args, settings: Settings) -> None:
     from stratum.admin import create_source
 
-    created = _admin(settings, create_source, args.tenant, args.name, args.type, args.phone_region)
-    _print_json({"source_id": str(created.owner_id), "write_key": created.key})
+    created = _admin(settings, create_source, args.tenant, args.name, args.type, args.phone_region,
+                     secret_key=settings.secret_key)
+    out = {"source_id": str(created.owner_id), "write_key": created.key}
+    if created.identity_secret:
+        out["identity_secret"] = created.identity_secret
+    _print_json(out)
 
 
 def cmd_migrate(args, settings: Settings) -> None:
     migrate(settings)
 
 
-def _serve(target: str, host: str, port: int, workers: int) -> None:
+def _serve(target: str, host: str, port: int, workers: int, settings: Settings) -> None:
+    """Serve an API under granian, hardened against clients that hold connections open:
+    headers must arrive within ``http_header_timeout_s`` (bodies are bounded by the apps,
+    stratum.request_body), and each worker serves up to ``http_max_connections`` connections
+    at once, so a thousand idle or trickling clients do not lock everyone else out; beyond
+    the cap, new connections wait in the listen backlog until a slot frees. A front proxy
+    should still shield production (docs/OPERATIONS.md)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
+    _raise_open_files_limit(settings.http_max_connections * max(workers, 1) + 256)
+    header_timeout_ms = min(max(int(settings.http_header_timeout_s * 1000), 1), 60_000)  # granian's range
     Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
-            log_access=False).serve()
+            log_access=False, backpressure=settings.http_max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each connection holds a file descriptor: raise the soft limit towards ``wanted``
+    (up to the hard limit), so the connection cap, not the descriptor limit, decides."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        print(f"warning: the open-files limit ({hard}) is below what STRATUM_HTTP_MAX_CONNECTIONS needs ({wanted}); "
+              "raise it (ulimit -n, LimitNOFILE=) or lower the cap", file=sys.stderr)
 
 
 def cmd_ingest_api(args, settings: Settings) -> None:
     _serve("ingest_api.app:create_app", args.host or settings.ingest_host, args.port or settings.ingest_port,
-           args.workers)
+           args.workers, settings)
 
 
 def cmd_read_api(args, settings: Settings) -> None:
     _serve("read_api.app:create_app", args.host or settings.read_host, args.port or settings.read_port,
-           args.workers)
+           args.workers, settings)
 
 
 def cmd_worker(args, settings: Settings) -> None:

@@ -72,6 +72,22 @@ def segment_sample(now: datetime) -> dict:
     ], "sentAt": ts}
 
 
+def dev_secret_key(data_dir: Path) -> str:
+    """STRATUM_SECRET_KEY for ``stratum dev`` when none is set: generated once and kept in
+    ``<data_dir>/secret_key`` (owner-only), so identity secrets stored by one run still
+    decrypt in the next."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
 class _Children:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -109,8 +125,10 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
     services = ensure_services(settings.database_url, settings.redis_url, data_dir)
     if services.embedded:
         print(f"    started embedded {', '.join(services.embedded)} (data in {data_dir}/)")
-    settings = settings.replace(database_url=services.database_url, redis_url=services.redis_url)
-    env = {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url}
+    settings = settings.replace(database_url=services.database_url, redis_url=services.redis_url,
+                                secret_key=settings.secret_key or dev_secret_key(data_dir))
+    env = {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url,
+           "STRATUM_SECRET_KEY": settings.secret_key}
     children = _Children(env)
     stopping = False
 

@@ -12,6 +12,8 @@ import secrets
 WRITE_KEY_PREFIX = "wk_"
 TENANT_KEY_PREFIX = "sk_"
 OPERATOR_KEY_PREFIX = "op_"
+# Identity secrets (HMAC keys of verified identity) are not hashed: see stratum/secret_storage.py
+IDENTITY_SECRET_PREFIX = "ids_"
 
 
 def new_key(prefix: str) -> str:

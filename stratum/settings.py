@@ -8,6 +8,7 @@ docs/CONFIGURATION.md. Everything else in the code base receives a ``Settings``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -55,6 +56,10 @@ class Settings:
     ingest_port: int = 8000
     read_host: str = "127.0.0.1"
     read_port: int = 8001
+    # HTTP servers (both APIs): hostile or broken clients
+    http_header_timeout_s: float = 5.0
+    http_body_timeout_s: float = 60.0
+    http_max_connections: int = 4096
     max_events_per_request: int = 1000
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
@@ -79,8 +84,12 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     profile_cache_ttl_s: int = 300
+    export_max_per_tenant: int = 4
+    export_lease_s: int = 60
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
+    # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
+    secret_key: str | None = field(default=None, repr=False)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -97,6 +106,9 @@ def settings_from_env() -> Settings:
         ingest_port=_int("INGEST_PORT", d.ingest_port),
         read_host=_env("READ_HOST", d.read_host),
         read_port=_int("READ_PORT", d.read_port),
+        http_header_timeout_s=_float("HTTP_HEADER_TIMEOUT_S", d.http_header_timeout_s),
+        http_body_timeout_s=_float("HTTP_BODY_TIMEOUT_S", d.http_body_timeout_s),
+        http_max_connections=_int("HTTP_MAX_CONNECTIONS", d.http_max_connections),
         max_events_per_request=_int("MAX_EVENTS_PER_REQUEST", d.max_events_per_request),
         max_request_bytes=_int("MAX_REQUEST_BYTES", d.max_request_bytes),
         max_event_bytes=_int("MAX_EVENT_BYTES", d.max_event_bytes),
@@ -118,14 +130,25 @@ def settings_from_env() -> Settings:
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
+        export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
+        secret_key=_env("SECRET_KEY", "") or None,
     )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Process-wide settings, read once. Tests build their own with ``Settings(...)``."""
-    return settings_from_env()
+    """Process-wide settings, read once. Tests build their own with ``Settings(...)``.
+
+    Every process reads its settings here once at start, so this is where a missing
+    ``STRATUM_SECRET_KEY`` is reported (CONTRACT 2)."""
+    settings = settings_from_env()
+    if not settings.secret_key:
+        logging.getLogger("stratum").warning(
+            "STRATUM_SECRET_KEY is not set: identity secrets are stored in plain text; set it to a long random "
+            "value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') on every process")
+    return settings
 
 
 def global_blocked_values(settings: Settings) -> frozenset[str]:

@@ -105,6 +105,22 @@ class Tenant:
     api_key: str
     source_id: str
     write_key: str
+    identity_secret: str | None = None  # website sources: the HMAC key of verified identity
+    source_type: str = "website"
+
+
+# SQL for "the stored form of the dedupe key %s of this events row" (its source decides the
+# scope): the same digest as core/dedupe.py, for queries over events of any source.
+STORED_KEY_SQL = ("(SELECT encode(sha256(convert_to(CASE WHEN s.type = 'website' THEN 's:' || s.id::text ELSE 't' END"
+                  " || chr(10) || %s, 'UTF8')), 'hex') FROM sources s WHERE s.id = events.source_id)")
+
+
+def stored_dedupe_key(tenant: Tenant, key: str) -> str:
+    """``events.dedupe_key`` of an event sent by ``tenant``'s source with dedupe key ``key``:
+    the hex SHA-256 of the key in the source's dedupe scope (core/dedupe.py)."""
+    from core.dedupe import dedupe_digest, dedupe_scope
+
+    return dedupe_digest(dedupe_scope(tenant.source_type, tenant.source_id), key).hex()
 
 
 def make_tenant(conn: psycopg.Connection, name: str = "acme", source_type: str = "website",
@@ -114,7 +130,7 @@ def make_tenant(conn: psycopg.Connection, name: str = "acme", source_type: str =
     with conn.transaction():
         t = create_tenant(conn, f"{name}-{uuid.uuid4().hex[:6]}")
         s = create_source(conn, t.owner_id, "web", source_type, phone_region)
-    return Tenant(str(t.owner_id), t.key, str(s.owner_id), s.key)
+    return Tenant(str(t.owner_id), t.key, str(s.owner_id), s.key, s.identity_secret, source_type)
 
 
 @pytest.fixture

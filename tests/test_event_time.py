@@ -187,14 +187,15 @@ def test_worker_rejects_event_past_the_cutoff_and_counts_nothing(lenient_ingest,
 
 
 def test_worker_rejection_is_idempotent_on_replay(lenient_ingest, tenant, drain, db, redis_conn, settings):
-    from workers.jobs import _payload_of, persist_payloads
+    from stratum.queue.layout import payload_of
+    from workers.jobs import persist_payloads
 
     stale = cutoff() - timedelta(days=2)
     r = lenient_ingest.post("/api/v1/cdp/events", headers=bearer(tenant.write_key), json={"events": [
         native("Old", stale, ("anonymous_id", "late-2")), native("New", datetime.now(UTC), ("anonymous_id", "late-2"))]})
     assert r.status_code == 202, r.text
     (job_id,) = redis_conn.lrange(f"rq:queue:{settings.queue_name}", 0, -1)
-    payload = _payload_of(redis_conn.hget(b"rq:job:" + job_id, "data"))
+    payload = payload_of(redis_conn.hget(b"rq:job:" + job_id, "data"))
     assert drain() == 0
     again = persist_payloads([payload])  # a replayed job (worker_runtime installed by drain)
     assert again["stored"] == 0 and again["duplicates"] == 1

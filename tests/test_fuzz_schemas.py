@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import schemathesis
-from conftest import FUZZ_SCALE, FUZZ_SEED, make_tenant
+from conftest import FUZZ_SCALE, FUZZ_SEED, make_tenant, stored_dedupe_key
 from hypothesis import HealthCheck, Phase, event, given, note, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -294,7 +294,7 @@ def _dedupe_key(mid) -> str | None:
     if mid is None:
         return None
     text = str(mid)
-    return text[:255] if text.strip() else None
+    return text if text.strip() else None
 
 
 @_with_fuzz_seed
@@ -356,7 +356,7 @@ def test_segment_batches_fuzzed_never_5xx_and_stored_exactly_once(batch, data, t
     assert FailedJobRegistry(queue=events_queue(redis_conn, settings.queue_name)).count == 0
     assert_exact_and_consistent(db, tenant.id, expected)
     stored_keys = {k for (k,) in db.execute("SELECT dedupe_key FROM events WHERE tenant_id = %s", (tenant.id,))}
-    assert {k for k in accepted if k is not None} <= stored_keys
+    assert {stored_dedupe_key(tenant, k) for k in accepted if k is not None} <= stored_keys
 
 
 # --- Bugs the fuzzers found, pinned -----------------------------------------------------------

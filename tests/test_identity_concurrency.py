@@ -24,6 +24,7 @@ import pytest
 from conftest import make_tenant
 from redis import Redis
 
+from core.dedupe import dedupe_digest, dedupe_scope
 from core.identifiers import normalize_identifier
 
 pytestmark = pytest.mark.slow
@@ -367,8 +368,11 @@ def check_identity_invariants(db: psycopg.Connection, tenant_id: str, w: Workloa
         "SELECT count(*), count(DISTINCT dedupe_key), count(*) FILTER (WHERE profile_id IS NULL)"
         " FROM events WHERE tenant_id = %s", (tenant_id,)).fetchone()
     assert (n, distinct) == (n_events, n_events), f"{n} events stored ({distinct} keys), {n_events} posted"
-    stored_keys = {r[0] for r in db.execute("SELECT dedupe_key FROM events WHERE tenant_id = %s", (tenant_id,))}
-    assert stored_keys == w.dedupe_keys
+    rows = db.execute("SELECT e.dedupe_key, s.type, s.id::text FROM events e JOIN sources s ON s.id = e.source_id"
+                      " WHERE e.tenant_id = %s", (tenant_id,)).fetchall()
+    (source,) = {(source_type, source_id) for _, source_type, source_id in rows}
+    # keys rest as the hex SHA-256 of (scope, key): core/dedupe.py
+    assert {r[0] for r in rows} == {dedupe_digest(dedupe_scope(*source), k).hex() for k in w.dedupe_keys}
     assert null_profile == 0
     assert db.execute("SELECT count(*) FROM event_keys WHERE tenant_id = %s", (tenant_id,)).fetchone()[0] == n_events
     per_profile = dict(db.execute(
@@ -487,9 +491,10 @@ def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, 
             redis_conn.delete(alive_key(dead))  # what its TTL does ~20 s after the kill
         return reap_abandoned_jobs(redis_conn, events_queue(redis_conn, queue_name))
 
+    # The survivor starts once the victim is busy: coalescing by event count lets one worker
+    # claim this whole workload in its first job, which would leave the victim nothing to do.
     victim = start_worker(settings, tmp_path, "victim", burst=False)
-    survivor = start_worker(settings, tmp_path, "survivor", burst=False)
-    procs = [victim, survivor]
+    procs = [victim]
     try:
         wait_until(lambda: worker_name_of(redis_conn, victim.pid) is not None, 30, "the victim worker to register")
         victim_name = worker_name_of(redis_conn, victim.pid)
@@ -498,6 +503,8 @@ def test_worker_killed_mid_job_loses_and_doubles_nothing(reaper, ingest_client, 
             return any(wk == victim_name for _j, _e, wk in started_entries(redis_conn, queue_name))
 
         wait_until(victim_busy, 30, "the victim to start a job", interval=0.005)
+        survivor = start_worker(settings, tmp_path, "survivor", burst=False)
+        procs.append(survivor)
         # A job takes a few hundred ms (coalesced or not): 0.1 s in, the victim is inside it,
         # most likely inside its database transaction.
         time.sleep(0.1)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.exceptions
-from conftest import make_tenant
+from conftest import STORED_KEY_SQL, make_tenant
 
 from core.cache_keys import deadletter_key
 from core.identifiers import hash_normalized
@@ -71,7 +71,7 @@ def assert_error(r, status: int, code: str | None = None) -> dict:
 def count_events(db, tenant_id: str, dedupe: str | None = None) -> int:
     if dedupe is None:
         return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]
-    return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s AND dedupe_key = %s",
+    return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s AND dedupe_key = " + STORED_KEY_SQL,
                       (tenant_id, dedupe)).fetchone()[0]
 
 
@@ -241,7 +241,8 @@ def test_single_event_paths(ingest_client, tenant, drain, db, path, body):
     assert_success(post_json(ingest_client, path, {**payload, "messageId": str(uuid.uuid4()),
                                                     "writeKey": tenant.write_key}))
     assert drain() == 0
-    row = db.execute("SELECT event_type, event_name FROM events WHERE tenant_id = %s AND dedupe_key = %s",
+    row = db.execute("SELECT event_type, event_name FROM events WHERE tenant_id = %s"
+                     " AND dedupe_key = " + STORED_KEY_SQL,
                      (tenant.id, message_id)).fetchone()
     assert row is not None
     assert row[0] == path.rsplit("/", 1)[1]
@@ -252,7 +253,8 @@ def test_single_event_path_type_wins_over_body_type(ingest_client, tenant, drain
     m["event"] = "Ordered"
     assert_success(post_json(ingest_client, "/v1/track", m, basic(tenant.write_key)))
     assert drain() == 0
-    row = db.execute("SELECT event_type, event_name FROM events WHERE dedupe_key = %s", (m["messageId"],)).fetchone()
+    row = db.execute("SELECT event_type, event_name FROM events WHERE dedupe_key = " + STORED_KEY_SQL,
+                     (m["messageId"],)).fetchone()
     assert row == ("track", "Ordered")
 
 
@@ -331,7 +333,7 @@ def test_batch_context_merges_into_items(ingest_client, tenant, drain, db):
     body = batch(m, context={"locale": "en-US", "campaign": {"name": "spring"}})
     assert_success(post_json(ingest_client, "/v1/batch", body, basic(tenant.write_key)))
     assert drain() == 0
-    ctx = db.execute("SELECT context FROM events WHERE dedupe_key = %s", (m["messageId"],)).fetchone()[0]
+    ctx = db.execute("SELECT context FROM events WHERE dedupe_key = " + STORED_KEY_SQL, (m["messageId"],)).fetchone()[0]
     assert ctx["locale"] == "de-DE"
     assert ctx["campaign"] == {"name": "spring"}
 
@@ -344,7 +346,8 @@ def test_clock_skew_is_corrected_end_to_end(ingest_client, tenant, drain, db):
     assert_success(post_json(ingest_client, "/v1/batch", body, basic(tenant.write_key)))
     after = datetime.now(UTC)
     assert drain() == 0
-    event_time = db.execute("SELECT event_time FROM events WHERE dedupe_key = %s", (m["messageId"],)).fetchone()[0]
+    event_time = db.execute("SELECT event_time FROM events WHERE dedupe_key = " + STORED_KEY_SQL,
+                            (m["messageId"],)).fetchone()[0]
     assert (before - event_time).total_seconds() <= 3.5
     assert (after - event_time).total_seconds() >= 2.5
 
@@ -399,7 +402,7 @@ def test_identify_links_user_id_anonymous_id_and_email_on_one_profile(ingest_cli
     p_email = profile_of(db, tenant.id, "email", "pat@example.com")
     assert p_ext is not None
     assert p_ext == p_anon == p_email
-    ev = db.execute("SELECT profile_id::text, event_type FROM events WHERE dedupe_key = %s",
+    ev = db.execute("SELECT profile_id::text, event_type FROM events WHERE dedupe_key = " + STORED_KEY_SQL,
                     (m["messageId"],)).fetchone()
     assert ev == (p_ext, "identify")
     # raw email never reaches Postgres

@@ -367,3 +367,14 @@ def test_ops_lists_a_failed_job_and_replays_it(page, ingest_client, tenant, db, 
         assert events_queue(redis_conn, settings.queue_name).job_ids == [job_id]
     finally:
         worker.register_death()
+
+
+def test_swagger_ui_renders_from_local_assets_under_its_csp(page, read_server):
+    """/schema in a real browser: the operations render, every resource came from this
+    server (no CDN), and the page fixture finds no CSP violation or script error."""
+    page.open("/schema")
+    page.wait(lambda: page.find_all(".swagger-ui .info .title"), "Swagger UI rendered its title")
+    assert "Stratum CDP read API" in page.text(".swagger-ui .info .title")
+    page.wait(lambda: len(page.find_all(".opblock")) > 10, "operations listed")
+    resources = page.driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(url.startswith(read_server + "/schema/") for url in resources), resources

@@ -33,6 +33,8 @@ def _endpoints(pid: str, event_id: str, source_id: str) -> list[tuple[str, str, 
         ("PATCH", "/api/v1/cdp/sources/{source_id}", f"/api/v1/cdp/sources/{source_id}", None, {"name": "renamed"}),
         ("POST", "/api/v1/cdp/sources/{source_id}/rotate-key", f"/api/v1/cdp/sources/{source_id}/rotate-key",
          None, None),
+        ("POST", "/api/v1/cdp/sources/{source_id}/rotate-identity-secret",
+         f"/api/v1/cdp/sources/{source_id}/rotate-identity-secret", None, None),
         ("GET", "/api/v1/cdp/export/profiles", "/api/v1/cdp/export/profiles", None, None),
         ("GET", "/api/v1/cdp/export/events", "/api/v1/cdp/export/events", None, None),
         ("GET", "/api/v1/cdp/stats", "/api/v1/cdp/stats", None, None),
@@ -45,7 +47,7 @@ OBJECT_ROUTES = {
     "/api/v1/cdp/profiles/{profile_id}", "/api/v1/cdp/profiles", "/api/v1/cdp/profiles/{profile_id}/events",
     "/api/v1/cdp/profiles/{profile_id}/graph", "/api/v1/cdp/profiles/{profile_id}/consents",
     "/api/v1/cdp/events/{event_id}", "/api/v1/cdp/sources/{source_id}",
-    "/api/v1/cdp/sources/{source_id}/rotate-key",
+    "/api/v1/cdp/sources/{source_id}/rotate-key", "/api/v1/cdp/sources/{source_id}/rotate-identity-secret",
 }
 
 

@@ -8,7 +8,8 @@ import time
 import pytest
 from test_read_support import auth, event
 
-SOURCE_KEYS = {"id", "name", "type", "active", "phone_region", "rate_limit", "allowed_origins", "created_at"}
+SOURCE_KEYS = {"id", "name", "type", "active", "phone_region", "rate_limit", "allowed_origins",
+               "identity_verification", "created_at"}
 
 
 def _ingest_status(ingest_client, write_key: str, headers: dict | None = None) -> int:
@@ -40,6 +41,7 @@ def test_list_create_and_use_a_source(read_client, ingest_client, tenant):
     assert created["name"] == "Backend" and created["type"] == "server" and created["phone_region"] == "GB"
     assert created["rate_limit"] == 500 and created["allowed_origins"] == ["https://shop.example.com"]
     assert created["active"] is True and created["write_key"].startswith("wk_")
+    assert created["identity_verification"] == "off"  # server-side sources are trusted: no identity secret
 
     listed = read_client.get("/api/v1/cdp/sources", headers=auth(tenant.api_key)).json()["sources"]
     assert [s["id"] for s in listed] == [tenant.source_id, created["id"]]
@@ -49,6 +51,11 @@ def test_list_create_and_use_a_source(read_client, ingest_client, tenant):
     defaults = read_client.post("/api/v1/cdp/sources", headers=auth(tenant.api_key), json={"name": "site"}).json()
     assert (defaults["type"], defaults["phone_region"], defaults["rate_limit"], defaults["allowed_origins"]) == (
         "website", None, None, [])
+    # A website source also gets its identity secret, shown this once, and protects identity by default.
+    assert set(defaults) == SOURCE_KEYS | {"write_key", "identity_secret"}
+    assert defaults["identity_verification"] == "protect" and defaults["identity_secret"].startswith("ids_")
+    listed = read_client.get("/api/v1/cdp/sources", headers=auth(tenant.api_key)).json()["sources"]
+    assert all("identity_secret" not in s for s in listed)
 
 
 @pytest.mark.parametrize(("body", "code"), [

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
+from conftest import stored_dedupe_key
 
 import migrations
 from stratum.db.connect import create_database_if_missing, with_database
@@ -102,7 +103,8 @@ def test_event_dedupe_holds_across_partitions(ingest_client, tenant, drain, db, 
         for key in redis_conn.scan_iter("stratum:dedupe:*"):
             redis_conn.delete(key)
     assert drain() == 0
-    rows = db.execute("SELECT tableoid::regclass::text, event_time FROM events WHERE dedupe_key = 'order-77'").fetchall()
+    rows = db.execute("SELECT tableoid::regclass::text, event_time FROM events WHERE dedupe_key = %s",
+                      (stored_dedupe_key(tenant, "order-77"),)).fetchall()
     assert len(rows) == 1
     assert rows[0][0] == partition_name(first.date())
 
@@ -177,5 +179,7 @@ def test_retention_drops_whole_old_months(ingest_client, tenant, drain, db):
     assert drain() == 0
     dropped = drop_expired_partitions(db, datetime.now(UTC) + timedelta(days=62), 13)
     assert partition_name(old.date()) in dropped and partition_name(recent.date()) not in dropped
-    assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == ["recent"]
-    assert [r[0] for r in db.execute("SELECT dedupe_key FROM event_keys").fetchall()] == ["recent"]
+    assert [r[0] for r in db.execute("SELECT dedupe_key FROM events").fetchall()] == [
+        stored_dedupe_key(tenant, "recent")]
+    assert [bytes(r[0]).hex() for r in db.execute("SELECT key_hash FROM event_keys").fetchall()] == [
+        stored_dedupe_key(tenant, "recent")]

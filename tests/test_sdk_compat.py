@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import STORED_KEY_SQL
 
 from core.identifiers import hash_normalized
 
@@ -105,13 +106,13 @@ def ingest_server(settings):
 
 
 def _count(db, tenant_id: str, dedupe: str) -> int:
-    return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s AND dedupe_key = %s",
+    return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s AND dedupe_key = " + STORED_KEY_SQL,
                       (tenant_id, dedupe)).fetchone()[0]
 
 
 def _event(db, tenant_id: str, dedupe: str):
     return db.execute("SELECT event_type, event_name, profile_id::text FROM events"
-                      " WHERE tenant_id = %s AND dedupe_key = %s", (tenant_id, dedupe)).fetchone()
+                      " WHERE tenant_id = %s AND dedupe_key = " + STORED_KEY_SQL, (tenant_id, dedupe)).fetchone()
 
 
 def _profile_of(db, tenant_id: str, id_type: str, value: str) -> str | None:

@@ -69,8 +69,10 @@ def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
     by_tenant: dict[str, list[PreparedEvent]] = defaultdict(list)
     for payload in payloads:
         batch = decode_batch(payload)
-        config = _with_retry(rt, f"tenant {batch.tenant_id} settings", lambda b=batch: rt.tenant_config(b.tenant_id))
-        by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked))
+        config = _with_retry(rt, f"tenant {batch.tenant_id} settings",
+                             lambda b=batch: rt.tenant_config(b.tenant_id, b.source_id))
+        by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked,
+                                                        config.source_identity(batch.source_id, batch.source_type)))
     total = BatchOutcome()
     for tenant_id, events in by_tenant.items():
         outcome = _persist_with_retry(rt, tenant_id, events)

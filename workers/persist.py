@@ -58,13 +58,15 @@ class BatchOutcome:
 
 
 def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
-    """Insert the events' dedupe keys; return the events that won them (first time seen)."""
-    ordered = sorted(events, key=lambda e: e.event.dedupe_key)
+    """Insert the events' scoped dedupe key hashes (``PreparedEvent.dedupe_hash``: the tenant
+    for server-side sources, the source for website ones); return the events that won them
+    (first time seen). Keys themselves are never written."""
+    ordered = sorted(events, key=lambda e: e.dedupe_hash)  # one lock order for concurrent batches
     rows = conn.execute(
-        "INSERT INTO event_keys (tenant_id, dedupe_key, event_id, event_time)"
-        " SELECT %s, k, e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
+        "INSERT INTO event_keys (tenant_id, key_hash, event_id, event_time)"
+        " SELECT %s, decode(k, 'hex'), e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
         " ON CONFLICT DO NOTHING RETURNING event_id::text",
-        (tenant_id, json_rows([{"k": e.event.dedupe_key, "e": e.event.event_id, "t": e.event.event_time}
+        (tenant_id, json_rows([{"k": e.dedupe_hash.hex(), "e": e.event.event_id, "t": e.event.event_time}
                                for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
@@ -75,9 +77,9 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
         conn.execute(
             "INSERT INTO event_outcomes (event_id, tenant_id, status, duplicate_of)"
             " SELECT u.e, %s, 'duplicate', k.event_id FROM json_to_recordset(%s::json) AS u(e uuid, k text)"
-            " JOIN event_keys k ON k.tenant_id = %s AND k.dedupe_key = u.k AND k.event_id <> u.e"
+            " JOIN event_keys k ON k.tenant_id = %s AND k.key_hash = decode(u.k, 'hex') AND k.event_id <> u.e"
             " ON CONFLICT (event_id) DO NOTHING",
-            (tenant_id, json_rows([{"e": e.event.event_id, "k": e.event.dedupe_key} for e in lost]), tenant_id),
+            (tenant_id, json_rows([{"e": e.event.event_id, "k": e.dedupe_hash.hex()} for e in lost]), tenant_id),
         )
     return [e for e in events if e.event.event_id in won]
 
@@ -130,10 +132,10 @@ def persist_tenant_events(
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
     # Website write keys are public: unless a claim is verified, their events may not merge
-    # known profiles, and under protect may not claim another profile's identifiers (CONTRACT 6).
+    # known profiles, and under protect may not claim another profile's identifiers. A website
+    # source set to identity_verification = off is treated as a server source (CONTRACT 6).
     plan = plan_identities(
-        [EventIdentity(e.identifiers, e.state_time, e.source_type in TRUSTED_SOURCE_TYPES, e.verified, e.protect)
-         for e in fresh],
+        [EventIdentity(e.identifiers, e.state_time, _trusted(e), e.verified, e.protect) for e in fresh],
         snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
         new_profile_id=new_profile_id,
     )
@@ -169,6 +171,10 @@ def persist_tenant_events(
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
+
+
+def _trusted(e: PreparedEvent) -> bool:
+    return e.source_type in TRUSTED_SOURCE_TYPES or (e.source_type == "website" and not e.protect)
 
 
 def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> None:
@@ -249,7 +255,7 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         ev = e.event
         lines.append("\t".join((
             tenant_id, ev.event_id, ev.event_time.isoformat(), e.received_at.isoformat(), e.source_id,
-            pid or "\\N", _copy_text(ev.dedupe_key), _copy_text(ev.event_type), _copy_text(ev.event_name),
+            pid or "\\N", e.dedupe_hash.hex(), _copy_text(ev.event_type), _copy_text(ev.event_name),
             _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
             _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
             _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",

@@ -7,25 +7,54 @@ database. Nothing here reads the environment.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 import psycopg
 from psycopg.types.json import set_json_loads
 
 from core.identity import IdentityRules
+from stratum.admin import IDENTITY_SECRET_GRACE_S, identity_secret_context
 from stratum.db.connect import connect
+from stratum.secret_storage import SecretUnreadable, decrypt_secret
 from stratum.settings import Settings, global_blocked_values
 
+log = logging.getLogger(__name__)
+
 TENANT_CACHE_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What a worker needs to check a source's identity claims (CONTRACT 6)."""
+
+    protect: bool  # a website source with identity_verification = protect
+    secrets: tuple[str, ...] = ()  # the current identity secret, and the previous one within 24 h
+
+    # A source the worker cannot find (deleted meanwhile): website sources stay protected.
+    @classmethod
+    def unknown(cls, source_type: str) -> SourceIdentity:
+        return cls(protect=source_type == "website")
 
 
 @dataclass
 class TenantConfig:
     rules: IdentityRules
     extra_blocked: frozenset[str]
+    sources: dict[str, SourceIdentity] = field(default_factory=dict)
+
+    def source_identity(self, source_id: str, source_type: str) -> SourceIdentity:
+        return self.sources.get(source_id) or SourceIdentity.unknown(source_type)
+
+
+_SOURCES_SQL = """
+SELECT id::text, type, identity_verification, identity_secret, previous_identity_secret,
+       identity_secret_rotated_at
+FROM sources WHERE tenant_id = %s
+"""
 
 
 @dataclass
@@ -50,10 +79,13 @@ class WorkerRuntime:
             finally:
                 self._conn = None
 
-    def tenant_config(self, tenant_id: str) -> TenantConfig:
+    def tenant_config(self, tenant_id: str, source_id: str | None = None) -> TenantConfig:
+        """The tenant's identity rules and its sources' identity settings, cached for
+        ``TENANT_CACHE_TTL_S``. A ``source_id`` the cached copy does not know (a source
+        created since) reloads it, so a new source's secret verifies from its first event."""
         now = time.monotonic()
         hit = self._tenants.get(tenant_id)
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and (source_id is None or source_id in hit[1].sources):
             return hit[1]
         conn = self.connection()
         row = conn.execute("SELECT settings FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
@@ -61,9 +93,37 @@ class WorkerRuntime:
         config = TenantConfig(
             IdentityRules.from_tenant_settings(settings),
             global_blocked_values(self.settings) | {str(v).strip().lower() for v in settings.get("blocked_values", [])},
+            self._source_identities(conn, tenant_id),
         )
         self._tenants[tenant_id] = (now + TENANT_CACHE_TTL_S, config)
         return config
+
+    def _source_identities(self, conn: psycopg.Connection, tenant_id: str) -> dict[str, SourceIdentity]:
+        """Each source's verification mode and readable identity secrets (cached with the
+        tenant's config, so a rotation or a PATCH is seen within a second)."""
+        grace_start = datetime.now(UTC) - timedelta(seconds=IDENTITY_SECRET_GRACE_S)
+        out: dict[str, SourceIdentity] = {}
+        for source_id, source_type, mode, current, previous, rotated_at in conn.execute(_SOURCES_SQL, (tenant_id,)):
+            stored = [current]
+            if previous is not None and rotated_at is not None and rotated_at > grace_start:
+                stored.append(previous)
+            out[source_id] = SourceIdentity(
+                protect=source_type == "website" and mode == "protect",
+                secrets=tuple(self._readable_secrets(source_id, stored)),
+            )
+        return out
+
+    def _readable_secrets(self, source_id: str, stored: list[str | None]) -> list[str]:
+        secrets = []
+        for value in stored:
+            if value is None:
+                continue
+            try:
+                secrets.append(decrypt_secret(self.settings.secret_key, value, identity_secret_context(source_id)))
+            except SecretUnreadable as exc:
+                # Claims then stay unverified (never wrongly verified); each event says so.
+                log.error("identity secret of source %s is unreadable: %s", source_id, exc)
+        return secrets
 
 
 _runtime: WorkerRuntime | None = None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
+
+from read_api.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_PATH = "/pages/static"
@@ -58,10 +60,21 @@ def ops_page() -> Response:
     return page_response("ops.html")
 
 
+# The only files served: a path that is not one of them (NUL bytes, 5,000 characters,
+# traversal) is a 404 before it reaches the file system, which would raise on such names.
+STATIC_FILES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+
+
+def only_known_static_files(request: Request) -> None:
+    name = str(request.path_params.get("file_path", "")).lstrip("/")
+    if name not in STATIC_FILES:
+        raise NotFound("no such page asset")
+
+
 # no-cache: browsers revalidate (ETag / Last-Modified), so a deploy is seen at once.
 static_assets = create_static_files_router(
     path=STATIC_PATH, directories=[STATIC_DIR], name="pages-static", include_in_schema=False,
-    cache_control=CacheControlHeader(no_cache=True),
+    cache_control=CacheControlHeader(no_cache=True), before_request=only_known_static_files,
 )
 
 PAGE_ROUTES = [calculator_page, profiles_page, profile_page, ops_page, static_assets]

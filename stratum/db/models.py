@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -83,11 +84,20 @@ sources = Table(
     Column("rate_limit", Integer),
     Column("allowed_origins", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
     Column("config", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # protect (website sources' default) or off; other source types are trusted: always off.
+    Column("identity_verification", Text, nullable=False, server_default=text("'off'")),
+    # The HMAC key of verified identity (CONTRACT 6), encrypted with STRATUM_SECRET_KEY
+    # (stratum/secret_storage.py); the previous one stays valid 24 h after a rotation.
+    Column("identity_secret", Text),
+    Column("previous_identity_secret", Text),
+    Column("identity_secret_rotated_at", DateTime(timezone=True)),
     Column("events_received", BigInteger, nullable=False, server_default=text("0")),
     Column("events_rejected", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("type IN ('website', 'server', 'sgtm', 'import', 'crm')", name="type"),
+    CheckConstraint("identity_verification IN ('protect', 'off') AND (type = 'website' OR identity_verification = 'off')",
+                    name="identity_verification"),
 )
 
 profiles = Table(
@@ -188,14 +198,15 @@ consent_history = Table(
 )
 
 # One row per stored event, outside the partitioned table: Postgres only enforces unique
-# indexes that include the partition key, so "once per (tenant, dedupe key) forever" lives
-# here. Workers insert here first (ON CONFLICT DO NOTHING) and COPY only the winners into
-# ``events``, in the same transaction. See docs/SCHEMA.md.
+# indexes that include the partition key, so "once per (tenant, dedupe scope, key) forever"
+# lives here. Workers insert here first (ON CONFLICT DO NOTHING) and COPY only the winners
+# into ``events``, in the same transaction. See docs/SCHEMA.md. ``key_hash``: SHA-256 of the
+# scoped key (core/dedupe.py), 32 bytes: keys are never stored, and the hottest index stays lean.
 event_keys = Table(
     "event_keys",
     metadata,
     Column("tenant_id", UUID(as_uuid=True), primary_key=True),
-    Column("dedupe_key", Text, primary_key=True),
+    Column("key_hash", LargeBinary, primary_key=True),
     Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
     Column("event_time", DateTime(timezone=True), nullable=False),
 )
@@ -211,6 +222,7 @@ events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("source_id", UUID(as_uuid=True), nullable=False),
     Column("profile_id", UUID(as_uuid=True)),
+    # hex SHA-256 of the scoped dedupe key (event_keys.key_hash), never the key itself
     Column("dedupe_key", Text, nullable=False),
     Column("event_type", Text, nullable=False),
     Column("event_name", Text, nullable=False),
