@@ -285,3 +285,41 @@ def _stored(db, tenant_id: str) -> dict:
     profiles = db.execute("SELECT traits, event_count, lifecycle FROM profiles WHERE tenant_id = %s ORDER BY 2",
                           (tenant_id,)).fetchall()
     return {"events": events, "identifiers": identifiers, "profiles": profiles}
+
+
+def test_signed_claims_verify_and_their_signatures_never_rest(ingest_client, new_tenant, drain, db, redis_conn,
+                                                               caplog):
+    """Website events with identity signatures: the worker checks them before it scrubs, so
+    verified claims still verify, and neither the signatures nor the raw values rest."""
+    from core.identity_signature import identity_signature
+
+    caplog.set_level(logging.DEBUG)
+    tenant = new_tenant(source_type="website", phone_region="US")
+    email, user = E["ident"], "user-77"
+    sig_email = identity_signature(tenant.identity_secret, "email", email)
+    sig_user = identity_signature(tenant.identity_secret, "external_id", user)
+    r = ingest_client.post("/api/v1/cdp/events", headers=_auth(tenant.write_key), json={"events": [
+        {"event_name": "Signed in", "event_time": _now(),
+         "identifiers": [{"type": "email", "value": email, "signature": sig_email},
+                         {"type": "anonymous_id", "value": "anon-w1"}]}]})
+    assert r.status_code == 202, r.text
+    for body, ok in (
+        ({"writeKey": tenant.write_key, "messageId": str(uuid.uuid4()), "userId": user, "timestamp": _now(),
+          "event": "Paid", "context": {"identity_signature": sig_user, "traits": {"email": E["traits"]}}}, True),
+        ({"writeKey": tenant.write_key, "messageId": str(uuid.uuid4()), "userId": None, "anonymousId": "undefined",
+          "timestamp": _now(), "event": "Lost", "context": {"identity_signature": sig_user}}, False),
+    ):
+        r = ingest_client.post("/v1/track", content=json.dumps(body).encode(), headers={"Content-Type": "text/plain"})
+        assert r.status_code == (200 if ok else 400), r.text
+    assert drain() == 0
+
+    decisions = dict(db.execute("SELECT event_name, coalesce(decisions::text, '') FROM events WHERE tenant_id = %s",
+                                (tenant.id,)).fetchall())
+    assert "unverified" not in decisions["Signed in"], "the signed email verified"
+    assert "unverified external_id" not in decisions["Paid"], "the signed userId verified"
+    assert "unverified email claim: no signature" in decisions["Paid"]  # traits.email was not signed
+    forbidden = RAW_VALUES | {tenant.write_key.lower(), sig_email, sig_user}
+    assert not _leaks(_dump_postgres(db), forbidden), "raw values or signatures in Postgres"
+    redis_text = "\n".join(v.decode("utf-8", "replace") for v in _redis_values(redis_conn))
+    assert not _leaks(redis_text, forbidden), "raw values or signatures in Redis"
+    assert not _leaks(caplog.text, forbidden), "raw values or signatures in the logs"
