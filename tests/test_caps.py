@@ -118,7 +118,7 @@ def test_trait_flood_from_a_public_key_stays_within_the_caps(ingest_client, tena
 
 def test_trait_key_count_is_capped_and_existing_keys_still_update(ingest_client, tenant, drain, db):
     now = datetime.now(UTC).isoformat()
-    ident = [{"type": "external_id", "value": "many-keys"}]
+    ident = [{"type": "anonymous_id", "value": "many-keys"}]
     first = {"event_name": "Many", "event_time": now, "identifiers": ident,
              "traits": {f"t{i:03d}": i for i in range(MAX_TRAIT_KEYS + 100)}}
     r = ingest_client.post("/api/v1/cdp/events", json={"events": [first]}, headers=bearer(tenant.write_key))

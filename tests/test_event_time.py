@@ -164,8 +164,8 @@ def test_worker_rejects_event_past_the_cutoff_and_counts_nothing(lenient_ingest,
     stale = cutoff() - timedelta(days=20)
     fresh = datetime.now(UTC) - timedelta(minutes=5)
     r = lenient_ingest.post("/api/v1/cdp/events", headers=bearer(tenant.write_key), json={"events": [
-        native("Purchase", stale, ("external_id", "late-1"), properties={"revenue": 50}),
-        native("Purchase", fresh, ("external_id", "late-1"), properties={"revenue": 7}),
+        native("Purchase", stale, ("anonymous_id", "late-1"), properties={"revenue": 50}),
+        native("Purchase", fresh, ("anonymous_id", "late-1"), properties={"revenue": 7}),
     ]})
     assert r.status_code == 202 and r.json()["accepted"] == 2, r.text
     stale_id, fresh_id = (res["event_id"] for res in r.json()["results"])
