@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -23,19 +24,76 @@ def is_purchase(event_name: str) -> bool:
     return key in _PURCHASE_NAMES
 
 
-def revenue_of(properties: dict[str, Any]) -> Decimal:
-    """Revenue of a purchase: ``revenue``, else ``total``; 0 when absent or not a number."""
-    for key in ("revenue", "total"):
+# profiles.revenue is numeric(18, 4): at most 14 digits before the point, 4 after.
+REVENUE_QUANTUM = Decimal("0.0001")
+REVENUE_MAX = Decimal("99999999999999.9999")
+_REVENUE_KEYS = ("revenue", "total")
+
+
+@dataclass(frozen=True)
+class PurchaseAmount:
+    """What a purchase adds to the revenue counter, and why part of it was left out.
+
+    ``warning`` never contains the submitted value (CONTRACT 6)."""
+
+    amount: Decimal
+    warning: str | None = None
+
+
+def _parse_amount(value: Any) -> Decimal | str:
+    """The amount a JSON value stands for, rounded to the counter's scale, or the reason
+    it cannot be counted."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return "not a number"
+    try:
+        # ints directly: str() of a very long int raises (Python's digit limit)
+        amount = Decimal(value) if isinstance(value, int) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return "not a number"
+    if not amount.is_finite():
+        return "not a finite number"
+    # Range first, by exponent alone: arithmetic on a huge exponent would itself overflow.
+    if amount and amount.adjusted() >= 14:
+        return "beyond the counter's range"
+    amount = amount.quantize(REVENUE_QUANTUM, rounding=ROUND_HALF_UP)  # as numeric(18, 4) rounds
+    if amount.copy_abs() > REVENUE_MAX:
+        return "beyond the counter's range"
+    return amount
+
+
+def purchase_amount(properties: dict[str, Any]) -> PurchaseAmount:
+    """Revenue of a purchase: ``revenue``, else ``total``; 0 when both are absent.
+
+    A value that cannot be stored or summed (not a number, NaN or infinite, beyond the
+    counter's range once rounded to 4 decimals) is left out with a warning, and the next
+    key is tried."""
+    warning = None
+    for key in _REVENUE_KEYS:
         value = properties.get(key)
-        if value is None or isinstance(value, bool):
+        if value is None:
             continue
-        try:
-            amount = Decimal(str(value))
-        except (InvalidOperation, ValueError):
-            continue
-        if amount.is_finite() and abs(amount) < Decimal("1e14"):
-            return amount
-    return Decimal(0)
+        parsed = _parse_amount(value)
+        if isinstance(parsed, Decimal):
+            return PurchaseAmount(parsed, warning)
+        warning = warning or f"properties.{key} left out of the revenue counter: {parsed}"
+    return PurchaseAmount(Decimal(0), warning)
+
+
+def revenue_of(properties: dict[str, Any]) -> Decimal:
+    """The amount of ``purchase_amount`` alone."""
+    return purchase_amount(properties).amount
+
+
+def add_revenue(total: Decimal, amount: Decimal) -> Decimal | None:
+    """``total + amount``, or None when the sum would not fit the counter (the caller keeps
+    the total unchanged and records a warning)."""
+    result = total + amount
+    return result if abs(result) <= REVENUE_MAX else None
+
+
+def clamp_revenue(total: Decimal) -> Decimal:
+    """``total`` capped to the counter's range (merging two profiles near the limit)."""
+    return max(-REVENUE_MAX, min(REVENUE_MAX, total))
 
 
 def next_lifecycle(current: str, *, known: bool, purchases: int) -> str:

@@ -41,7 +41,9 @@ def scrubbed_payload(payload: object, extra_blocked_of=lambda tenant_id: frozens
         return b""
 
 
-def _tenant_blocked(tenant_id: str) -> frozenset[str]:
+def tenant_blocked_values(tenant_id: str) -> frozenset[str]:
+    """The tenant's blocked values, for mapping Segment events as the worker does (the
+    global list only when the database cannot say)."""
     try:
         return runtime.current().tenant_config(tenant_id).extra_blocked
     except Exception:  # database away: map with the global list only
@@ -60,7 +62,7 @@ def scrub_failed_job(job: Job, exc_type: type[BaseException] | None, exc_value: 
         payload = args[0] if args else None
     except Exception:  # data RQ cannot even deserialize: drop it
         payload = None
-    data = job_data(scrubbed_payload(payload, _tenant_blocked))
+    data = job_data(scrubbed_payload(payload, tenant_blocked_values))
     try:
         job.connection.hset(job.key, "data", data)
     except Exception:  # RQ records the failure next; its own error handling applies

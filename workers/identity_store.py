@@ -27,7 +27,7 @@ import psycopg
 
 from core.identifiers import KNOWN_TYPES, Identifier
 from core.identity import Plan, ProfileState
-from core.profiles import merge_trait_sets
+from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 
 
@@ -194,7 +194,7 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
         merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
         s.event_count += a.event_count
         s.purchase_count += a.purchase_count
-        s.revenue += a.revenue
+        s.revenue = clamp_revenue(s.revenue + a.revenue)  # both near the limit: capped, never an error
         s.merge_count += a.merge_count + 1
         s.first_seen = min(s.first_seen, a.first_seen)
         s.last_seen = max(s.last_seen, a.last_seen)

@@ -1,87 +1,171 @@
-"""The job functions RQ runs. ``process_batch`` is the only one the ingest API enqueues."""
+"""The job functions RQ runs. ``process_batch`` is the only one the ingest API enqueues.
+
+What a failure does to a job:
+
+- a transient error (workers/outages.py) is retried with backoff; when the retries run
+  out, ``ServiceUnavailable`` propagates, the coalesced batches go back on the queue
+  untouched and the worker puts this job back too, then waits for the service;
+- an event that cannot be stored is isolated (workers/isolation.py): every other event of
+  the job, coalesced batches included, is stored, and only that event becomes a failed job;
+- a coalesced batch that cannot even be read becomes a failed job of its own; this job's
+  own unreadable payload fails this job, before anything is claimed;
+- RQ's job timeout propagates (the claimed batches go back), and RQ fails the job.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psycopg
 from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import BaseTimeoutException
 
 from core.event_time import retention_cutoff
-from core.schemas import decode_batch
+from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
 from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
 from workers import runtime
-from workers.identity_store import SnapshotChanged
+from workers.failed_jobs import tenant_blocked_values
+from workers.isolation import (
+    FailedEventSink,
+    caused_by_data,
+    failed_event_payload,
+    failure_reason,
+    persist_isolating,
+)
+from workers.outages import REDIS_OUTAGE, ServiceUnavailable, connection_lost, is_transient
 from workers.persist import BatchOutcome, persist_tenant_events, record_rejected, split_expired
-from workers.prepare import PreparedEvent, prepare_batch
+from workers.prepare import PreparedEvent, prepare_event
 
 log = logging.getLogger(__name__)
 
-# Errors worth another attempt: lost connections, deadlocks, serialization failures, and
-# our own "graph moved under us". Anything else is a poison batch and fails the job.
-TRANSIENT = (
-    psycopg.OperationalError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.LockNotAvailable,
-    SnapshotChanged,
-)
+
+@dataclass
+class _Item:
+    """A prepared event and where it was queued (to rebuild it alone if it must be isolated)."""
+
+    prepared: PreparedEvent
+    batch: QueuedBatch
+    queued: QueuedEvent | QueuedSegmentEvent
 
 
 def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
     queued batches when there are any (stratum/queue/claims.py). Exactly once: running it again
     for the same payload stores nothing twice."""
-    job = get_current_job()
     rt = runtime.current()
+    try:
+        return _process_batch(rt, payload)
+    except BaseTimeoutException:
+        rt.reset_connection()  # the timeout may have cut a query short: that connection is unusable
+        raise
+
+
+def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
+    job = get_current_job()
+    sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 0:
-        return persist_payloads([payload])
+        return persist_payloads([payload], sink)
+    decode_batch(payload)  # unreadable: this job fails alone, before it claims anything
     coalescer = Coalescer(job.connection)
     queue_key = layout.queue_key(job.origin)
     # Counted in events; a job that does not say how many it holds counts as a full batch.
     claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
                               rt.settings.max_events_per_request)
     if not claimed:
-        return persist_payloads([payload])
+        return persist_payloads([payload], sink)
     try:
-        result = persist_payloads([payload, *(layout.payload_of(data) for _, data in claimed)])
-    except Exception:
-        log.warning("coalesced persist of %d batches failed; retrying this batch alone", len(claimed) + 1,
-                    exc_info=True)
-        # Put the others back untouched and try this job's own batch alone: one poison batch
-        # must not fail the batches it happened to be coalesced with.
-        coalescer.give_back(queue_key, job.id)
-        return persist_payloads([payload])
-    coalescer.finish(job.id, [job_id for job_id, _ in claimed])
+        payloads, job_ids, unreadable = [payload], [None], []
+        for job_id, data in claimed:
+            try:
+                payloads.append(layout.payload_of(data))
+                job_ids.append(job_id)
+            except Exception as exc:  # not even a job of ours
+                unreadable.append((job_id, failure_reason(exc)))
+        result = persist_payloads(payloads, sink, job_ids=job_ids)
+        # Only now, with everything else stored: a give-back above must find them claimed.
+        unreadable += result.pop("unreadable")
+        for job_id, reason in unreadable:
+            sink.fail_job(job_id, reason)
+    except BaseException:
+        # An outage or the job timeout (a poison event never gets here: it is isolated).
+        # The claimed batches go back untouched, for whichever job runs next.
+        with contextlib.suppress(*REDIS_OUTAGE):
+            coalescer.give_back(queue_key, job.id)
+        raise
+    failed = {job_id for job_id, _ in unreadable}
+    coalescer.finish(job.id, [job_id for job_id, _ in claimed if job_id not in failed])
     result["coalesced_jobs"] = len(claimed)
     return result
 
 
-def persist_payloads(payloads: list[bytes]) -> dict[str, int]:
-    """Persist queued batches exactly once (one transaction per tenant)."""
+def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEventSink | None:
+    if job is None:
+        return None  # called outside RQ: a poison event raises instead
+    return FailedEventSink(job.connection, job.origin, rt.settings.failed_job_ttl_s, rt.settings.job_timeout_s)
+
+
+def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = None, *,
+                     job_ids: Sequence[str | None] = ()) -> dict:
+    """Persist queued batches exactly once (one transaction per tenant, split only to
+    isolate a bad event). ``job_ids`` (parallel to ``payloads``) name the coalesced jobs a
+    payload came from, None for the running job's own. Without a ``sink`` a bad event, or
+    a payload that cannot be read, raises. Returns counts, plus ``unreadable``: (job id,
+    reason) of the coalesced jobs whose batch could not be read, for the caller to fail."""
     rt = runtime.current()
-    by_tenant: dict[str, list[PreparedEvent]] = defaultdict(list)
-    for payload in payloads:
-        batch = decode_batch(payload)
+    by_tenant: dict[str, list[_Item]] = defaultdict(list)
+    unreadable: list[tuple[str, str]] = []
+    isolated = 0
+
+    def isolate(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
+        nonlocal isolated
+        if sink is None:
+            raise exc
+        sink.record(failed_event_payload(batch, queued, tenant_blocked_values(batch.tenant_id)), failure_reason(exc),
+                    event_id=queued.event_id)
+        isolated += 1
+
+    for job_id, raw in zip(job_ids or [None] * len(payloads), payloads, strict=True):
+        try:
+            batch = decode_batch(raw)
+        except Exception as exc:
+            if sink is None or job_id is None:
+                raise
+            unreadable.append((job_id, failure_reason(exc)))
+            continue
         config = _with_retry(rt, f"tenant {batch.tenant_id} settings",
                              lambda b=batch: rt.tenant_config(b.tenant_id, b.source_id))
-        by_tenant[batch.tenant_id].extend(prepare_batch(batch, config.extra_blocked,
-                                                        config.source_identity(batch.source_id, batch.source_type)))
+        identity = config.source_identity(batch.source_id, batch.source_type)
+        for queued in batch.events:
+            try:
+                prepared = prepare_event(batch, queued, config.extra_blocked, identity)
+            except Exception as exc:
+                if not caused_by_data(exc):
+                    raise
+                isolate(batch, queued, exc)
+                continue
+            by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued))
     total = BatchOutcome()
-    for tenant_id, events in by_tenant.items():
-        outcome = _persist_with_retry(rt, tenant_id, events)
-        total.stored += outcome.stored
-        total.duplicates += outcome.duplicates
-        total.profiles_created += outcome.profiles_created
-        total.merges += outcome.merges
-    return {"stored": total.stored, "duplicates": total.duplicates,
-            "profiles_created": total.profiles_created, "merges": total.merges}
+    for tenant_id, items in by_tenant.items():
+        outcome = persist_isolating(
+            lambda part, t=tenant_id: _persist_with_retry(rt, t, [i.prepared for i in part]), items,
+            lambda item, exc: isolate(item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
+        total = _add_outcomes(total, outcome)
+    return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
+            "merges": total.merges, "isolated": isolated, "unreadable": unreadable}
+
+
+def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
+    return BatchOutcome(a.stored + b.stored, a.duplicates + b.duplicates, a.profiles_created + b.profiles_created,
+                        a.merges + b.merges)
 
 
 def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
@@ -105,19 +189,22 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
 
 
 def _with_retry(rt: runtime.WorkerRuntime, what: str, fn):
-    """Run ``fn``, retrying transient database errors with jittered exponential backoff
-    (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database restart)."""
+    """Run ``fn``, retrying transient errors (workers/outages.py) with jittered exponential
+    backoff (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database
+    restart). When they run out, raise ``ServiceUnavailable``: the worker requeues the job
+    and waits for the database. Any other error propagates at once."""
     attempts = max(1, rt.settings.db_retry_attempts)
     for n in range(1, attempts + 1):
         try:
             return fn()
-        except TRANSIENT as exc:
-            if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.TransactionRollback
-                                                                            | psycopg.errors.LockNotAvailable):
+        except Exception as exc:
+            if not is_transient(exc) or isinstance(exc, ServiceUnavailable):
+                raise
+            if connection_lost(exc):
                 rt.reset_connection()  # the connection itself is gone
             if n == attempts:
-                raise
+                raise ServiceUnavailable(f"{what}: {failure_reason(exc)}, {attempts} attempts") from exc
             delay = min(2.0, 0.05 * 2 ** (n - 1)) * (0.5 + random.random())
-            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, n, attempts, delay)
+            log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, failure_reason(exc), n, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

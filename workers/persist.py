@@ -3,6 +3,7 @@ transaction. Running it twice for the same events changes nothing the second tim
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from core.identity import (
 from core.profiles import (
     MAX_TRAIT_KEYS,
     MAX_TRAITS_BYTES,
+    add_revenue,
     is_purchase,
     merge_traits,
     next_lifecycle,
-    revenue_of,
+    purchase_amount,
 )
 from stratum.db.params import json_rows
 from workers.identity_store import (
@@ -117,7 +119,8 @@ def persist_tenant_events(
     """Store one tenant's events inside the caller's transaction.
 
     Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
-    provisional identifier, changed the graph.
+    provisional identifier, changed the graph. ``events`` are never modified, so a retry
+    after a rollback sees the same inputs.
     """
     out = BatchOutcome()
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
@@ -127,7 +130,7 @@ def persist_tenant_events(
 
     snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
     if snapshot.suppressed:
-        _drop_suppressed(fresh, snapshot.suppressed)
+        fresh = _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
@@ -164,6 +167,8 @@ def persist_tenant_events(
     touch_identifiers(conn, tenant_id, seen)
 
     _merge_event_traits(fresh, event_profiles, profiles, decisions)
+    # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
+    _add_revenue(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
@@ -177,16 +182,22 @@ def _trusted(e: PreparedEvent) -> bool:
     return e.source_type in TRUSTED_SOURCE_TYPES or (e.source_type == "website" and not e.protect)
 
 
-def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> None:
-    """Identifiers of erased people never identify again (recorded with the event)."""
+def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> list[PreparedEvent]:
+    """Identifiers of erased people never identify again (recorded with the event).
+
+    Returns copies of the events that held one; the inputs stay as they were, so a retried
+    transaction starts from the same events."""
+    out = []
     for e in events:
-        kept = [i for i in e.identifiers if (i.type, i.hash) not in suppressed]
-        if len(kept) != len(e.identifiers):
-            for i in e.identifiers:
-                if (i.type, i.hash) in suppressed:
-                    e.decisions.append({"kind": "suppressed", "type": i.type, "hash": i.hash,
-                                        "message": "identifier of an erased profile"})
-            e.identifiers = kept
+        dropped = [i for i in e.identifiers if (i.type, i.hash) in suppressed]
+        if not dropped:
+            out.append(e)
+            continue
+        notes = [{"kind": "suppressed", "type": i.type, "hash": i.hash, "message": "identifier of an erased profile"}
+                 for i in dropped]
+        out.append(dataclasses.replace(e, identifiers=[i for i in e.identifiers if (i.type, i.hash) not in suppressed],
+                                       decisions=[*e.decisions, *notes]))
+    return out
 
 
 def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
@@ -280,6 +291,26 @@ def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | Non
                         f"capped at {MAX_TRAIT_KEYS} keys and {MAX_TRAITS_BYTES // 1024} KB of JSON"})
 
 
+def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], profiles: dict[str, ProfileRow],
+                 decisions: list[list[dict]]) -> None:
+    """Add purchases' amounts to their profiles' revenue. Counters never fail a batch: an
+    amount that cannot be summed, or a total that would no longer fit ``profiles.revenue``,
+    is left out with a warning in the event's ``decisions``."""
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+        if pid is None or not is_purchase(e.event.event_name):
+            continue
+        p = profiles[pid]
+        amount = purchase_amount(e.properties)
+        if amount.warning:
+            dec.append({"kind": "warning", "message": amount.warning})
+        total = add_revenue(p.revenue, amount.amount)
+        if total is None:
+            dec.append({"kind": "warning", "message": "revenue left out: the profile's total would exceed the"
+                                                      " counter's range"})
+        else:
+            p.revenue = total
+
+
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                      profiles: dict[str, ProfileRow], changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it."""
@@ -292,8 +323,7 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         touched.add(pid)
         p.event_count += 1
         if is_purchase(ev.event_name):
-            p.purchase_count += 1
-            p.revenue += revenue_of(e.properties)
+            p.purchase_count += 1  # revenue: _add_revenue
         p.first_seen = min(p.first_seen, e.state_time)
         p.last_seen = max(p.last_seen, e.state_time)
     for pid in touched:

@@ -56,50 +56,55 @@ class PreparedEvent:
         under which ``event_keys`` holds it; its hex is what ``events.dedupe_key`` stores."""
         return dedupe_digest(dedupe_scope(self.source_type, self.source_id), self.event.dedupe_key)
 
-
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(),
                   identity: SourceIdentity | None = None) -> list[PreparedEvent]:
     """``identity``: the batch's source's verification mode and identity secrets (None: as
     for a source that cannot be found, website sources protected, nothing verified)."""
+    identity = identity or SourceIdentity.unknown(batch.source_type)
+    return [prepare_event(batch, queued, extra_blocked, identity) for queued in batch.events]
+
+
+def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
+                  extra_blocked: frozenset[str] = frozenset(),
+                  identity: SourceIdentity | None = None) -> PreparedEvent:
+    """One queued event of ``batch``, ready to store. May raise on a malformed event: the
+    caller isolates it (workers/isolation.py)."""
     region = batch.phone_region
     identity = identity or SourceIdentity.unknown(batch.source_type)
-    out: list[PreparedEvent] = []
-    for queued in batch.events:
-        if isinstance(queued, QueuedSegmentEvent):
-            ev = map_segment_event(
-                queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
-                event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
-                batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
-        else:
-            ev = queued
-        # Signed claims hold raw values and signatures: checked below, never kept, so the
-        # scrubbed event carries none (a scrubbed copy replays its claims as unverified).
-        claims = ev.claims
-        ev = scrub_queued_event(ev, region)
-        identifiers: list[Identifier] = []
-        decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
-        seen: set[tuple[str, str]] = set()
-        for id_type, raw in ev.identifiers:
-            try:  # memoized in core: repeat identifiers cost a cache lookup
-                ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
-            except (BlockedIdentifier, InvalidIdentifier) as exc:
-                decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
-                continue
-            if (ident.type, ident.hash) not in seen:
-                seen.add((ident.type, ident.hash))
-                identifiers.append(ident)
-        verified: set[tuple[str, str]] = set()
-        refused: dict[tuple[str, str], str] = {}
-        if claims:
-            verified, refused = check_claims((SignedClaim(*c) for c in claims), identity.secrets,
-                                             phone_region=region, extra_blocked=extra_blocked)
-        if identity.protect:
-            decisions.extend({"kind": "warning", "message": w}
-                             for w in unverified_warnings(((i.type, i.hash) for i in identifiers), verified, refused))
-        out.append(PreparedEvent(
-            event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
-            received_at=batch.received_at, identifiers=identifiers,
-            properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
-            verified=frozenset(verified & seen), protect=identity.protect,
-        ))
-    return out
+    if isinstance(queued, QueuedSegmentEvent):
+        ev = map_segment_event(
+            queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
+            event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
+            batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
+    else:
+        ev = queued
+    # Signed claims hold raw values and signatures: checked below, never kept, so the
+    # scrubbed event carries none (a scrubbed copy replays its claims as unverified).
+    claims = ev.claims
+    ev = scrub_queued_event(ev, region)
+    identifiers: list[Identifier] = []
+    decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
+    seen: set[tuple[str, str]] = set()
+    for id_type, raw in ev.identifiers:
+        try:  # memoized in core: repeat identifiers cost a cache lookup
+            ident = normalize_identifier(id_type, raw, default_region=region, extra_blocked=extra_blocked)
+        except (BlockedIdentifier, InvalidIdentifier) as exc:
+            decisions.append({"kind": exc.code, "type": id_type, "message": exc.message})
+            continue
+        if (ident.type, ident.hash) not in seen:
+            seen.add((ident.type, ident.hash))
+            identifiers.append(ident)
+    verified: set[tuple[str, str]] = set()
+    refused: dict[tuple[str, str], str] = {}
+    if claims:
+        verified, refused = check_claims((SignedClaim(*c) for c in claims), identity.secrets,
+                                         phone_region=region, extra_blocked=extra_blocked)
+    if identity.protect:
+        decisions.extend({"kind": "warning", "message": w}
+                         for w in unverified_warnings(((i.type, i.hash) for i in identifiers), verified, refused))
+    return PreparedEvent(
+        event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
+        received_at=batch.received_at, identifiers=identifiers,
+        properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
+        verified=frozenset(verified & seen), protect=identity.protect,
+    )

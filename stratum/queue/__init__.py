@@ -5,6 +5,8 @@
 - ``claims``: coalescing claims of running jobs;
 - ``liveness``: worker heartbeats and the reaper of dead workers' jobs;
 - ``status``: queue counts, workers, failed-job listing and replay.
+- ``failed``: failed jobs the workers write themselves (an isolated event, an unreadable
+  coalesced batch).
 
 The ingest API, the read API, the workers and the CLI import from here, never from each
 other. The Redis connection is always passed in.
