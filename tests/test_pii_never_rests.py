@@ -350,3 +350,23 @@ def test_signed_claims_verify_and_their_signatures_never_rest(ingest_client, new
     redis_text = "\n".join(v.decode("utf-8", "replace") for v in _redis_values(redis_conn))
     assert not _leaks(redis_text, forbidden), "raw values or signatures in Redis"
     assert not _leaks(caplog.text, forbidden), "raw values or signatures in the logs"
+
+
+def test_an_isolated_event_that_cannot_be_mapped_keeps_no_raw_value(tenant, drain, redis_conn, settings):
+    """A Segment event the worker cannot map goes to the failed registry alone, scrubbed as a
+    document when it is JSON, emptied when it is not."""
+    now = datetime.now(UTC)
+    good = QueuedEvent(str(uuid.uuid4()), "k-good", "track", "Viewed", now, [("external_id", "u-1")], {}, {}, {},
+                       None, 0, [])
+    broken = [QueuedSegmentEvent(str(uuid.uuid4()), "k-bad1", "track", now, raw) for raw in (
+        json.dumps({"type": "track", "event": "x", "userId": 5, "traits": ["not", "an", "object",
+                                                                         E["job_seg"]]}).encode(),
+        b'{"userId": "u", "email": "' + E["job_props"].encode() + b'", not json')]
+    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", now, "req-x",
+                        {"traits": {"email": E["job_ident"]}}, None, [good, *broken])
+    events_queue(redis_conn, settings.queue_name).enqueue(PROCESS_BATCH, msgspec.msgpack.encode(batch), result_ttl=0)
+    assert drain() == 2
+    kept = [decode_batch(p) for p in _failed_payloads(redis_conn, settings)]
+    assert sorted(e.event_id for b in kept for e in b.events) == sorted(e.event_id for e in broken)
+    redis_text = "\n".join(v.decode("utf-8", "replace") for v in _redis_values(redis_conn))
+    assert not _leaks(redis_text, RAW_VALUES)

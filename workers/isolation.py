@@ -45,7 +45,8 @@ def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegment
     would have stored, and no raw email or phone rests in the failed registry (CONTRACT 6).
 
     An event that cannot even be mapped (often why it was isolated) keeps its raw JSON
-    scrubbed as a document (``core.privacy.scrub_document``), batch context included."""
+    scrubbed as a document (``core.privacy.scrub_document``; an empty body when it is not
+    JSON), batch context included."""
     one = msgspec.structs.replace(batch, events=[queued])
     try:
         return _encoder.encode(scrub_batch(one, extra_blocked))
@@ -55,9 +56,9 @@ def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegment
     region = batch.phone_region
     events: list[QueuedEvent | QueuedSegmentEvent] = []
     if isinstance(queued, QueuedSegmentEvent):
+        # not even JSON: nothing of it can be kept, but the event (its id) stays on record
         scrubbed = scrub_document(queued.raw, region)
-        if scrubbed is not None:
-            events.append(msgspec.structs.replace(queued, raw=scrubbed.encode()))
+        events.append(msgspec.structs.replace(queued, raw=scrubbed.encode() if scrubbed is not None else b""))
     return _encoder.encode(msgspec.structs.replace(
         one, context=scrub_pii(batch.context, region) if batch.context else None,
         integrations=scrub_pii(batch.integrations, region) if batch.integrations else None, events=events))
