@@ -63,10 +63,9 @@ def scrub_failed_job(job: Job, exc_type: type[BaseException] | None, exc_value: 
     except Exception:  # data RQ cannot even deserialize: drop it
         payload = None
     data = job_data(scrubbed_payload(payload, tenant_blocked_values))
+    job.data = data  # what RQ writes when it records the failure (the registry saves the job)
     try:
         job.connection.hset(job.key, "data", data)
     except Exception:  # RQ records the failure next; its own error handling applies
         log.warning("could not replace the data of failed job %s with its scrubbed form", job.id)
-        return True
-    job.data = data
     return True
