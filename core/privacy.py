@@ -310,7 +310,8 @@ def scrub_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset())
     """A queued batch in its scrubbed, replayable form: Segment events mapped (batch context
     merged in) and every event put through ``scrub_queued_event``. Processing it stores what
     processing ``batch`` stores. ``extra_blocked``: the tenant's blocked values, as the
-    worker would map with them."""
+    worker would map with them. Raises what ``map_segment_event`` raises for a Segment event
+    that cannot be mapped (callers keep nothing raw then)."""
     region = batch.phone_region
     events: list[QueuedEvent | QueuedSegmentEvent] = []
     for queued in batch.events:
