@@ -39,6 +39,10 @@ IDENTIFIER_TYPES = frozenset(PRIORITY)
 KNOWN_TYPES = frozenset({IdentifierType.EXTERNAL_ID, IdentifierType.EMAIL, IdentifierType.PHONE})
 
 MAX_IDENTIFIER_CHARS = 512
+# An identifier already hashed: "sha256:" + the 64 lowercase hex digits of its stored hash.
+# Scrubbed events (failed jobs, dead letters) carry email and phone in this form.
+PREHASHED_PREFIX = "sha256:"
+_PREHASHED = re.compile(r"sha256:[0-9a-f]{64}")
 
 BLOCKED_VALUES = frozenset(
     {
@@ -156,15 +160,24 @@ def _normalize(
     Raises InvalidIdentifier for an unknown type or a value invalid for its type, and
     BlockedIdentifier for a value that must never identify (section 6 of the contract).
     Numbers are accepted as values (``userId: 42``) and read as their decimal text.
+    A value ``sha256:<64 lowercase hex>`` is an identifier already hashed (a scrubbed
+    event's form, see core/privacy.py): its hash is the hex as given; a tenant's blocked
+    values are then compared by hash.
     """
     if id_type not in PRIORITY:
         raise InvalidIdentifier(
-            f"unknown identifier type {id_type!r}; use one of {', '.join(PRIORITY)}",
+            # the submitted type is not echoed: error messages never repeat submitted values
+            f"unknown identifier type; use one of {', '.join(PRIORITY)}",
             code="unknown_identifier_type",
         )
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise InvalidIdentifier(f"{id_type} must be a string")
     text = str(raw)
+    if text.startswith(PREHASHED_PREFIX) and _PREHASHED.fullmatch(text):
+        digest = text[len(PREHASHED_PREFIX):]
+        if extra_blocked and digest in _blocked_hashes(id_type, default_region, extra_blocked):
+            raise BlockedIdentifier(f"blocked value dropped: {id_type}")
+        return Identifier(id_type, text, digest)
     if len(text) > MAX_IDENTIFIER_CHARS:
         raise InvalidIdentifier(f"{id_type} is longer than {MAX_IDENTIFIER_CHARS} characters")
     if is_blocked(text, extra_blocked):
@@ -178,3 +191,15 @@ def _normalize(
         if "\x00" in value:
             raise InvalidIdentifier(f"{id_type} must not contain NUL characters")
     return Identifier(id_type, value, hash_normalized(id_type, value))
+
+
+@lru_cache(maxsize=1024)
+def _blocked_hashes(id_type: str, default_region: str | None, extra_blocked: frozenset[str]) -> frozenset[str]:
+    """Hashes of a tenant's blocked values as identifiers of ``id_type`` (those that are valid)."""
+    hashes = set()
+    for value in extra_blocked:
+        try:
+            hashes.add(_normalize(id_type, value, default_region, frozenset()).hash)
+        except (InvalidIdentifier, BlockedIdentifier):
+            continue
+    return frozenset(hashes)

@@ -42,12 +42,19 @@ class Accepted:
     blob: bytes = b""  # the event encoded for the queue (native events)
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>.*)`", re.DOTALL)
+_PLAIN_NAME = re.compile(r"[A-Za-z_$][\w$.-]{0,63}")
+
+
 def _field_of(message: str) -> tuple[str | None, str]:
     """Split msgspec's "Expected `str`, got `int` - at `$.identifiers[0].value`"."""
     m = _PATH.search(message)
-    if not m:
-        return None, message
-    return m.group("path").lstrip(".") or None, message[: m.start()]
+    path, text = (m.group("path").lstrip(".") or None, message[: m.start()]) if m else (None, message)
+    unknown = _UNKNOWN_FIELD.match(text)
+    if unknown and not _PLAIN_NAME.fullmatch(unknown.group("name")):
+        # an unknown "field" that is really data (an email, a number): never echo it
+        text = "Object contains an unknown field"
+    return path, text
 
 
 def contains_nul(value: object) -> bool:

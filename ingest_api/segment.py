@@ -70,6 +70,20 @@ def _check_batch_context(ctx: dict | None, integ: dict | None, max_event_bytes: 
     return shared
 
 
+def _without_write_key(body: bytes) -> bytes:
+    """A single-event body without its ``writeKey``: the event is queued as it came, and
+    the queue never holds a write key (CONTRACT 6). A body that does not decode is returned
+    as it is: the event screen rejects it, and its dead letter is scrubbed."""
+    try:
+        doc = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return body
+    if not isinstance(doc, dict) or "writeKey" not in doc:
+        return body
+    del doc["writeKey"]
+    return msgspec.json.encode(doc)
+
+
 async def _handle(request: Request, path_type: str | None) -> Response:
     st: IngestState = request.app.state.ingest
     settings = st.settings
@@ -81,7 +95,8 @@ async def _handle(request: Request, path_type: str | None) -> Response:
         raws, sent_at, ctx, integ = env.batch, env.sentAt, env.context, env.integrations
     else:
         env = decode_envelope(_single_decoder, body, "a JSON object")
-        raws, sent_at, ctx, integ = [msgspec.Raw(body)], env.sentAt, None, None
+        event = _without_write_key(body) if env.writeKey is not None else body
+        raws, sent_at, ctx, integ = [msgspec.Raw(event)], env.sentAt, None, None
     shared_bytes = _check_batch_context(ctx, integ, settings.max_event_bytes)
     source = await authenticate_request(st, header_key, env.writeKey)
     check_origin(source, request.headers.get("origin"))
@@ -127,7 +142,7 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
     if not rejected:
         return Response(content=_SUCCESS, status_code=200, media_type=MediaType.JSON)
     await store_rejections(st.redis, source.tenant_id, source.id, received_at, request_id, rejected,
-                           settings.dead_letter_ttl_s)
+                           settings.dead_letter_ttl_s, region)
     listed = [{"index": i, "code": r.code, "message": r.message} for i, r, _ in rejected]
     if not pending:
         body_out = {"code": "no_usable_events", "message": "every event was unusable; see rejected",

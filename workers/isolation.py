@@ -25,6 +25,7 @@ import psycopg
 from redis import Redis
 from rq.timeouts import BaseTimeoutException
 
+from core.privacy import scrub_batch, scrub_document, scrub_pii
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from stratum.queue.failed import fail_queued_job, record_failed_batch
 from workers.outages import is_transient
@@ -37,15 +38,30 @@ R = TypeVar("R")
 _encoder = msgspec.msgpack.Encoder()
 
 
-def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent) -> bytes:
+def failed_event_payload(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
+                         extra_blocked: frozenset[str] = frozenset()) -> bytes:
     """The queue payload of an isolated event's failed job: its batch's header with that one
-    event, so a replay runs it exactly as it was queued.
+    event in scrubbed form (``core.privacy.scrub_batch``), so a replay stores what the event
+    would have stored, and no raw email or phone rests in the failed registry (CONTRACT 6).
 
-    This is the one place that builds what rests in the failed registry; raw email and
-    phone must not rest there (CONTRACT 6), so the event is to be scrubbed here once the
-    queued-event scrubber exists."""
-    # TODO(issue 10.2): pass ``queued`` through core.privacy.scrub_queued_event.
-    return _encoder.encode(msgspec.structs.replace(batch, events=[queued]))
+    An event that cannot even be mapped (often why it was isolated) keeps its raw JSON
+    scrubbed as a document (``core.privacy.scrub_document``; an empty body when it is not
+    JSON), batch context included."""
+    one = msgspec.structs.replace(batch, events=[queued])
+    try:
+        return _encoder.encode(scrub_batch(one, extra_blocked))
+    except Exception:  # the event's own fault: keep what can be kept without raw values
+        log.warning("isolated event %s could not be mapped; its failed job keeps it scrubbed as a document",
+                    queued.event_id)
+    region = batch.phone_region
+    events: list[QueuedEvent | QueuedSegmentEvent] = []
+    if isinstance(queued, QueuedSegmentEvent):
+        # not even JSON: nothing of it can be kept, but the event (its id) stays on record
+        scrubbed = scrub_document(queued.raw, region)
+        events.append(msgspec.structs.replace(queued, raw=scrubbed.encode() if scrubbed is not None else b""))
+    return _encoder.encode(msgspec.structs.replace(
+        one, context=scrub_pii(batch.context, region) if batch.context else None,
+        integrations=scrub_pii(batch.integrations, region) if batch.integrations else None, events=events))
 
 
 def failure_reason(exc: BaseException) -> str:

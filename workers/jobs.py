@@ -33,6 +33,7 @@ from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
 from workers import runtime
+from workers.failed_jobs import tenant_blocked_values
 from workers.isolation import (
     FailedEventSink,
     caused_by_data,
@@ -128,7 +129,8 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
         nonlocal isolated
         if sink is None:
             raise exc
-        sink.record(failed_event_payload(batch, queued), failure_reason(exc), event_id=queued.event_id)
+        sink.record(failed_event_payload(batch, queued, tenant_blocked_values(batch.tenant_id)), failure_reason(exc),
+                    event_id=queued.event_id)
         isolated += 1
 
     for job_id, raw in zip(job_ids or [None] * len(payloads), payloads, strict=True):

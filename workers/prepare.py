@@ -2,6 +2,9 @@
 identity claims checked against the source's identity secrets.
 
 Pure apart from its inputs; runs before any database work so a transaction is short.
+Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``) and
+only that form is used, so a scrubbed copy of an event (a failed job, a dead letter)
+replays to exactly what the original stores.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-import msgspec
-
 from core.dedupe import dedupe_digest, dedupe_scope
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.identity_signature import SignedClaim, check_claims, unverified_warnings
-from core.privacy import scrub_context, scrub_pii
+from core.privacy import scrub_queued_event
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import map_segment_event
 from workers.runtime import SourceIdentity
@@ -77,6 +78,10 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
             batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
     else:
         ev = queued
+    # Signed claims hold raw values and signatures: checked below, never kept, so the
+    # scrubbed event carries none (a scrubbed copy replays its claims as unverified).
+    claims = ev.claims
+    ev = scrub_queued_event(ev, region)
     identifiers: list[Identifier] = []
     decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
     seen: set[tuple[str, str]] = set()
@@ -91,17 +96,15 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
             identifiers.append(ident)
     verified: set[tuple[str, str]] = set()
     refused: dict[tuple[str, str], str] = {}
-    if ev.claims:
-        verified, refused = check_claims((SignedClaim(*c) for c in ev.claims), identity.secrets,
+    if claims:
+        verified, refused = check_claims((SignedClaim(*c) for c in claims), identity.secrets,
                                          phone_region=region, extra_blocked=extra_blocked)
-        ev = msgspec.structs.replace(ev, claims=[])  # signatures are never kept past this point
     if identity.protect:
         decisions.extend({"kind": "warning", "message": w}
                          for w in unverified_warnings(((i.type, i.hash) for i in identifiers), verified, refused))
     return PreparedEvent(
         event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
         received_at=batch.received_at, identifiers=identifiers,
-        properties=scrub_pii(ev.properties, region), context=scrub_context(ev.context, region),
-        traits=scrub_pii(ev.traits, region), decisions=decisions,
+        properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
         verified=frozenset(verified & seen), protect=identity.protect,
     )

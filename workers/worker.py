@@ -33,6 +33,7 @@ from stratum.queue.claims import release_claims
 from stratum.queue.liveness import Heartbeat
 from stratum.settings import Settings
 from workers import runtime
+from workers.failed_jobs import scrub_failed_job
 from workers.outages import REDIS_OUTAGE, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
         serializer=MsgpackSerializer,
         worker_ttl=WORKER_TTL_S,
         job_monitoring_interval=5,
+        # a failed job keeps only its scrubbed batch (CONTRACT 6)
+        exception_handlers=[scrub_failed_job],
     )
 
 

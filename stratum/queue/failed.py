@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 
-from stratum.queue.layout import PROCESS_BATCH, MsgpackSerializer, events_queue, job_meta
+from stratum.queue.layout import PROCESS_BATCH, MsgpackSerializer, events_queue, job_data, job_meta
 
 
 def record_failed_batch(connection: Redis, queue_name: str, payload: bytes, exc_string: str, *,
@@ -28,9 +28,13 @@ def record_failed_batch(connection: Redis, queue_name: str, payload: bytes, exc_
 
 
 def fail_queued_job(connection: Redis, queue_name: str, job_id: str, exc_string: str, *, failure_ttl_s: int) -> None:
-    """Move an existing job (one taken off the queue by a coalescing claim) to the failed registry."""
+    """Move an existing job (one taken off the queue by a coalescing claim) whose payload
+    cannot be read to the failed registry. A payload that cannot be read cannot be scrubbed
+    either, so it is dropped (an empty payload): raw email and phone never rest in the
+    failed registry (CONTRACT 6)."""
     job = Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
     job.set_status(JobStatus.FAILED)
+    job.data = job_data(b"")  # the registry saves the job, data included
     _add_failure(connection, queue_name, job, exc_string, failure_ttl_s)
 
 
