@@ -106,7 +106,7 @@ class Tenant:
     source_id: str
     write_key: str
     identity_secret: str | None = None  # website sources: the HMAC key of verified identity
-    source_type: str = "website"
+    source_type: str = "server"
 
 
 # SQL for "the stored form of the dedupe key %s of this events row" (its source decides the
@@ -123,7 +123,7 @@ def stored_dedupe_key(tenant: Tenant, key: str) -> str:
     return dedupe_digest(dedupe_scope(tenant.source_type, tenant.source_id), key).hex()
 
 
-def make_tenant(conn: psycopg.Connection, name: str = "acme", source_type: str = "website",
+def make_tenant(conn: psycopg.Connection, name: str = "acme", source_type: str = "server",
                 phone_region: str | None = "US") -> Tenant:
     from stratum.admin import create_source, create_tenant
 

@@ -123,12 +123,12 @@ def _allowed_months(now: datetime) -> set[str]:
     return out
 
 
-def test_27_year_public_key_batch_creates_no_partition_outside_retention(ingest_client, tenant, drain, db):
+def test_27_year_public_key_batch_creates_no_partition_outside_retention(ingest_client, new_tenant, drain, db):
+    tenant = new_tenant(source_type="website")
     before = existing_partitions(db)
     now = datetime.now(UTC)
     start = month_start(now - timedelta(days=27 * 365))
-    # One event per month for 27 years, plus some from the far future: the website (public)
-    # write key of the tenant fixture.
+    # One event per month for 27 years, plus some from the far future, from a public key.
     times = [datetime(m.year, m.month, 10, 12, tzinfo=UTC) for m in (add_months(start, i) for i in range(27 * 12))]
     times += [now + timedelta(days=d) for d in (2, 40, 400, 4000)]
     events = [native("Tick", t, ("anonymous_id", "time-traveller")) for t in times]
@@ -207,10 +207,11 @@ def test_worker_rejection_is_idempotent_on_replay(lenient_ingest, tenant, drain,
 # --------------------------------------------------------------------------- state time
 
 def test_future_dated_website_event_cannot_freeze_traits_consents_or_last_seen(
-        ingest_client, read_client, tenant, drain, db):
+        ingest_client, read_client, new_tenant, drain, db):
     from stratum.admin import create_source
 
-    website_key = tenant.write_key  # the tenant fixture's source is a website source
+    tenant = new_tenant(source_type="website")
+    website_key = tenant.write_key
     with db.transaction():
         server_source = create_source(db, uuid.UUID(tenant.id), "backend", "server", "US")
     ahead = datetime.now(UTC) + timedelta(hours=23)

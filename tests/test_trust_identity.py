@@ -27,6 +27,12 @@ from workers.runtime import WorkerRuntime
 SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+@pytest.fixture
+def tenant(db) -> Tenant:
+    """This module is about website sources: the default tenant here has one."""
+    return make_tenant(db, source_type="website")
+
+
 def _queued(redis_conn, settings, rt: WorkerRuntime) -> list[PreparedEvent]:
     """What a worker would make of the queued jobs (without persisting them)."""
     out: list[PreparedEvent] = []
