@@ -31,8 +31,10 @@ _AGGREGATES = {
     "avg": f"to_jsonb(round(avg({_NUM}), 6))",
     "min": f"to_jsonb(min({_NUM}))",
     "max": f"to_jsonb(max({_NUM}))",
-    "first": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time, e.event_id))[1]",
-    "last": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time DESC, e.event_id DESC))[1]",
+    "first": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time, e.event_id)"
+             " FILTER (WHERE e.properties ? %(prop)s))[1]",
+    "last": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time DESC, e.event_id DESC)"
+            " FILTER (WHERE e.properties ? %(prop)s))[1]",
     "first_time": "to_jsonb(min(e.event_time))",
     "last_time": "to_jsonb(max(e.event_time))",
     "unique": "to_jsonb(count(DISTINCT e.properties -> %(prop)s)"

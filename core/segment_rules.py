@@ -89,15 +89,30 @@ def validate_rules(rules: Any, path: str = "rules") -> None:
         raise RuleTooComplex(f"{path}: {counted} conditions; at most {MAX_CONDITIONS} are allowed", field=path)
 
 
-def condition_names(rules: dict, kind: str) -> set[str]:
-    """The names used by conditions of one kind (``computed``, ``event``...) in valid rules."""
-    out: set[str] = set()
-    for child in rules.get("all", rules.get("any", [])):
+def condition_paths(rules: dict, kind: str, path: str = "rules") -> list[tuple[str, str]]:
+    """(path, name) of every condition of one kind (``computed``, ``event``...) in valid rules,
+    e.g. ``("rules.all[0].computed", "orders_90d")``."""
+    op = "all" if "all" in rules else "any"
+    out: list[tuple[str, str]] = []
+    for i, child in enumerate(rules[op]):
+        child_path = f"{path}.{op}[{i}]"
         if "all" in child or "any" in child:
-            out |= condition_names(child, kind)
+            out += condition_paths(child, kind, child_path)
         elif kind in child:
-            out.add(child[kind])
+            out.append((f"{child_path}.{kind}", child[kind]))
     return out
+
+
+def is_time_based(rules: dict) -> bool:
+    """Whether valid rules can change truth with time alone (an event count in a window, a
+    trait time within the last N days): such segments need periodic re-evaluation."""
+    for child in rules["all" if "all" in rules else "any"]:
+        if "all" in child or "any" in child:
+            if is_time_based(child):
+                return True
+        elif "event" in child or child.get("op") == "within_last_days":
+            return True
+    return False
 
 
 def _validate_group(node: Any, path: str, depth: int) -> int:

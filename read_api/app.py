@@ -13,8 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from core.errors import StratumError
+from read_api.anomalies import list_anomalies
 from read_api.auth import KeyDirectory
 from read_api.cache import ProfileCache
+from read_api.computed_traits import COMPUTED_TRAIT_ROUTES
 from read_api.consents import get_consents, put_consents
 from read_api.erasure import erase_profile
 from read_api.errors import (
@@ -33,6 +35,7 @@ from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
+from read_api.segments import SEGMENT_ROUTES
 from read_api.sources import create_source, list_sources, rotate_key, update_source
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
@@ -41,7 +44,7 @@ from stratum.settings import Settings, get_settings, libpq_url
 ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
     event_status, list_sources, create_source, update_source, rotate_key, export_profiles, export_events,
-    tenant_stats,
+    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES,
 ]
 
 

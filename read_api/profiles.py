@@ -28,11 +28,13 @@ from read_api.state import ReadState
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 # The PROFILE columns of ``p`` plus its identifiers and consents, aggregated per profile
-# (index on profile_identifiers.profile_id, PK of consents). Used by lookups and exports.
+# (index on profile_identifiers.profile_id, PK of consents), and its computed traits: every
+# trait the tenant defines, with the default (0, false, null) where none is stored.
+# Used by lookups and exports.
 PROFILE_COLUMNS = """
 p.id::text, p.lifecycle, p.traits, p.event_count, p.purchase_count, p.revenue, p.first_seen,
 p.last_seen, p.updated_at, p.merged_into::text,
-i.types, i.hashes, i.firsts, i.lasts, c.types, c.granted, c.updated, c.sources
+i.types, i.hashes, i.firsts, i.lasts, c.types, c.granted, c.updated, c.sources, ct.computed
 """
 PROFILE_JOINS = """
 LEFT JOIN LATERAL (
@@ -49,6 +51,12 @@ LEFT JOIN LATERAL (
            array_agg(source_id::text ORDER BY consent_type) AS sources
     FROM consents WHERE profile_id = p.id
 ) c ON true
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(t.name, coalesce(p.computed -> t.name, CASE t.function WHEN 'exists' THEN 'false'::jsonb
+                            WHEN 'count' THEN '0'::jsonb WHEN 'unique' THEN '0'::jsonb ELSE 'null'::jsonb END))
+           AS computed
+    FROM computed_traits t WHERE t.tenant_id = p.tenant_id
+) ct ON true
 """
 
 # A merged-away id resolves to its survivor: merges re-point earlier absorbed profiles
@@ -84,7 +92,7 @@ class LoadedProfile:
 def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     """A row of ``SELECT <merged flag>, PROFILE_COLUMNS ...`` as a PROFILE."""
     (merged, pid, lifecycle, traits, events, purchases, revenue, first_seen, last_seen, updated_at, _,
-     i_types, i_hashes, i_firsts, i_lasts, c_types, c_granted, c_updated, c_sources) = row
+     i_types, i_hashes, i_firsts, i_lasts, c_types, c_granted, c_updated, c_sources, computed) = row
     identifiers = [
         ProfileIdentifier(t, h, iso(fs), iso(ls))
         for t, h, fs, ls in zip(i_types or (), i_hashes or (), i_firsts or (), i_lasts or (), strict=True)
@@ -95,7 +103,7 @@ def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     }
     profile = Profile(id=pid, lifecycle=lifecycle, traits=traits, identifiers=identifiers, consents=consents,
                       counters=Counters(events, purchases, float(revenue)), first_seen=iso(first_seen),
-                      last_seen=iso(last_seen))
+                      last_seen=iso(last_seen), computed=computed or {})
     return LoadedProfile(profile, iso(updated_at), merged)
 
 
