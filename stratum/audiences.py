@@ -83,7 +83,7 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
             WHERE p.tenant_id = %s AND p.merged_into IS NULL{only_p} AND {compiled.sql}
         ), entered AS (
             INSERT INTO segment_members (tenant_id, segment_id, profile_id)
-            SELECT %s, %s, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
+            SELECT %s::uuid, %s::uuid, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
         ), exited AS (
             DELETE FROM segment_members m
             WHERE m.tenant_id = %s AND m.segment_id = %s{only_m}
@@ -91,8 +91,8 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
             RETURNING m.profile_id
         ), logged AS (
             INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
-            SELECT %s, %s, profile_id, 'entered' FROM entered
-            UNION ALL SELECT %s, %s, profile_id, 'exited' FROM exited
+            SELECT %s::uuid, %s::uuid, profile_id, 'entered' FROM entered
+            UNION ALL SELECT %s::uuid, %s::uuid, profile_id, 'exited' FROM exited
             RETURNING kind
         )
         SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
