@@ -106,10 +106,11 @@ def _forget_values(conn: psycopg.Connection, tenant_id: str, name: str) -> None:
                  " WHERE tenant_id = %s AND computed ? %s", (name, tenant_id, name))
 
 
-def _delete(conn: psycopg.Connection, tenant_id: str, trait_id: uuid.UUID) -> None:
+def _delete(conn: psycopg.Connection, tenant_id: str, trait_id: uuid.UUID) -> tuple:
     row = _load(conn, tenant_id, trait_id)
     conn.execute("DELETE FROM computed_traits WHERE tenant_id = %s AND id = %s", (tenant_id, trait_id))
     _forget_values(conn, tenant_id, row[1])
+    return row
 
 
 @post("/api/v1/cdp/computed-traits", guards=[tenant_admin_key], status_code=201,
@@ -157,11 +158,13 @@ async def update_computed_trait(request: Request, trait_id: FromPath[str],
     return _out(row)
 
 
-@delete("/api/v1/cdp/computed-traits/{trait_id:str}", guards=[tenant_admin_key], status_code=204,
-        summary="Delete a computed trait (admin key)", responses=errors_for(401, 403, 404, 503))
-async def delete_computed_trait(request: Request, trait_id: FromPath[str]) -> None:
+@delete("/api/v1/cdp/computed-traits/{trait_id:str}", guards=[tenant_admin_key], status_code=200,
+        summary="Delete a computed trait (admin key)",
+        description="Answers the definition as it was; the values leave every profile.",
+        responses=errors_for(401, 403, 404, 503))
+async def delete_computed_trait(request: Request, trait_id: FromPath[str]) -> ComputedTraitOut:
     st: ReadState = request.app.state.read
-    await run_admin(st, _delete, principal_of(request).tenant_id, parse_trait_id(trait_id))
+    return _out(await run_admin(st, _delete, principal_of(request).tenant_id, parse_trait_id(trait_id)))
 
 
 COMPUTED_TRAIT_ROUTES = [create_computed_trait, list_computed_traits, get_computed_trait, update_computed_trait,

@@ -140,9 +140,10 @@ def _update(conn: psycopg.Connection, tenant_id: str, segment_id: uuid.UUID, bod
     return _load(conn, tenant_id, segment_id)
 
 
-def _delete(conn: psycopg.Connection, tenant_id: str, segment_id: uuid.UUID) -> None:
-    if conn.execute("DELETE FROM segments WHERE tenant_id = %s AND id = %s", (tenant_id, segment_id)).rowcount == 0:
-        raise NotFound(f"no segment {segment_id}")
+def _delete(conn: psycopg.Connection, tenant_id: str, segment_id: uuid.UUID) -> SegmentRow:
+    row = _load(conn, tenant_id, segment_id)
+    conn.execute("DELETE FROM segments WHERE tenant_id = %s AND id = %s", (tenant_id, segment_id))
+    return row
 
 
 @post("/api/v1/cdp/segments", guards=[tenant_admin_key], status_code=201, summary="Create a segment (admin key)",
@@ -187,11 +188,13 @@ async def update_segment(request: Request, segment_id: FromPath[str], data: JSON
     return segment_from_row(await run_admin(st, _update, principal_of(request).tenant_id, sid, data))
 
 
-@delete("/api/v1/cdp/segments/{segment_id:str}", guards=[tenant_admin_key], status_code=204,
-        summary="Delete a segment (admin key)", responses=errors_for(401, 403, 404, 503))
-async def delete_segment(request: Request, segment_id: FromPath[str]) -> None:
+@delete("/api/v1/cdp/segments/{segment_id:str}", guards=[tenant_admin_key], status_code=200,
+        summary="Delete a segment (admin key)", description="Answers the SEGMENT as it was; members and history go.",
+        responses=errors_for(401, 403, 404, 503))
+async def delete_segment(request: Request, segment_id: FromPath[str]) -> Segment:
     st: ReadState = request.app.state.read
-    await run_admin(st, _delete, principal_of(request).tenant_id, parse_segment_id(segment_id))
+    return segment_from_row(await run_admin(st, _delete, principal_of(request).tenant_id,
+                                            parse_segment_id(segment_id)))
 
 
 @get("/api/v1/cdp/segments/{segment_id:str}/members", guards=[tenant_key], summary="A segment's members",

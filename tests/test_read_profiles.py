@@ -10,7 +10,7 @@ from test_read_support import auth, event, hash_of, ingest_and_drain, profile_by
 from core.cache_keys import identifier_cache_key, profile_cache_key
 
 PROFILE_KEYS = {"id", "lifecycle", "traits", "identifiers", "consents", "counters", "first_seen", "last_seen",
-                "merged_from"}
+                "merged_from", "computed"}
 
 
 def _get(read_client, key: str, pid: str):
