@@ -211,3 +211,18 @@ def test_dynamic_membership_follows_events_and_static_is_a_snapshot(read_client,
     # Nothing changed since: the next run records nothing new.
     upkeep_audiences(db, read_client.app.state.read.settings)
     assert db.execute("SELECT count(*) FROM segment_events WHERE segment_id = %s", (dyn["id"],)).fetchone()[0] == 3
+
+
+def test_first_upkeep_run_catches_changes_since_the_segment_was_created(read_client, ingest_client, drain, db,
+                                                                        tenant):
+    """A fresh scheduler (no mark yet) must not skip profiles that changed after a segment
+    was created: ``stratum scheduler --once`` right after the events is enough."""
+    seg = read_client.post("/api/v1/cdp/segments", headers=auth(tenant.api_key), json={
+        "name": "VIP", "rules": {"all": [{"trait": "vip", "op": "eq", "value": True}]}}).json()
+    assert seg["size"] == 0
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Signed Up", ("external_id", "v-1"),
+                                                                   traits={"vip": True}))
+    upkeep_audiences(db, read_client.app.state.read.settings)
+    pid = profile_by(read_client, tenant.api_key, "external_id", "v-1").json()["id"]
+    assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}/members",
+                           headers=auth(tenant.api_key)).json()["profiles"] == [pid]

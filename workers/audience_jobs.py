@@ -37,10 +37,14 @@ def _dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[st
 def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
     """Computed traits, then dynamic segment membership, for profiles changed since the mark."""
     row = conn.execute("SELECT mark FROM scheduler_marks WHERE name = %s", (UPKEEP_MARK,)).fetchone()
+    if row is None:
+        # First run: creating a definition evaluated every profile changed before it.
+        row = conn.execute("SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
+                           " (SELECT min(updated_at) FROM computed_traits))").fetchone()
     new_mark = conn.execute(
         "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))").fetchone()[0]
-    if row is not None:
+    if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         for tenant_id, profile_id in conn.execute(
                 "SELECT tenant_id::text, id::text FROM profiles WHERE updated_at >= %s AND updated_at < %s",
