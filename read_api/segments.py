@@ -59,6 +59,21 @@ class Preview(Struct):
     sample: list[str]
 
 
+class SegmentFields(Struct):
+    traits: list[str]
+    events: list[str]
+    computed: list[str]
+
+
+class SizePoint(Struct):
+    at: str
+    size: int
+
+
+class SegmentHistory(Struct):
+    points: list[SizePoint]
+
+
 def segment_from_row(row: SegmentRow) -> Segment:
     return Segment(id=row.id, name=row.name, kind=row.kind, rules=row.rules, size=row.size,
                    created_at=iso(row.created_at), updated_at=iso(row.updated_at))
@@ -243,5 +258,60 @@ async def preview(request: Request, data: JSONBody[dict[str, Any]]) -> Preview:
     return Preview(size=size, sample=sample)
 
 
-SEGMENT_ROUTES = [create_segment, list_segments, get_segment, update_segment, delete_segment, segment_members,
-                  preview]
+# The builder's pickers: trait keys of the most recently changed profiles, event names of
+# the last 30 days by volume (the (tenant_id, event_time) index), computed trait names.
+_FIELDS_SQL = """
+SELECT 'trait', k FROM (
+    SELECT DISTINCT jsonb_object_keys(traits) AS k FROM (
+        SELECT traits FROM profiles WHERE tenant_id = %(t)s AND merged_into IS NULL
+        ORDER BY updated_at DESC LIMIT %(sample)s) s) keys
+UNION ALL
+SELECT 'event', event_name FROM (
+    SELECT event_name FROM events WHERE tenant_id = %(t)s AND event_time >= now() - interval '30 days'
+    GROUP BY event_name ORDER BY count(*) DESC, event_name LIMIT %(limit)s) e
+UNION ALL
+SELECT 'computed', name FROM computed_traits WHERE tenant_id = %(t)s
+"""
+FIELDS_PROFILE_SAMPLE = 1000
+FIELDS_LIMIT = 200
+HISTORY_POINTS = 500
+
+
+@get("/api/v1/cdp/segments/fields", guards=[tenant_key], summary="Trait keys, event names and computed traits",
+     description="For rule pickers: trait keys of the 1,000 most recently changed profiles, the 200 most frequent "
+                 "event names of the last 30 days, every computed trait name.",
+     responses=errors_for(401, 403, 503))
+async def segment_fields(request: Request) -> SegmentFields:
+    st: ReadState = request.app.state.read
+    out: dict[str, list[str]] = {"trait": [], "event": [], "computed": []}
+    async with st.pool.connection() as conn:
+        for kind, name in await (await conn.execute(_FIELDS_SQL, {
+                "t": principal_of(request).tenant_id, "sample": FIELDS_PROFILE_SAMPLE,
+                "limit": FIELDS_LIMIT})).fetchall():
+            out[kind].append(name)
+    return SegmentFields(traits=sorted(out["trait"])[:FIELDS_LIMIT], events=out["event"],
+                         computed=sorted(out["computed"]))
+
+
+@get("/api/v1/cdp/segments/{segment_id:str}/history", guards=[tenant_key], summary="A segment's size over time",
+     description="`{\"points\": [{\"at\", \"size\"}]}`: the size at the end of each hour with entries or exits "
+                 "(the last 500 such hours).",
+     responses=errors_for(401, 403, 404, 503))
+async def segment_history(request: Request, segment_id: FromPath[str]) -> SegmentHistory:
+    st: ReadState = request.app.state.read
+    tenant_id = principal_of(request).tenant_id
+    sid = parse_segment_id(segment_id)
+    async with st.pool.connection() as conn:
+        if await (await conn.execute("SELECT 1 FROM segments WHERE tenant_id = %s AND id = %s",
+                                     (tenant_id, sid))).fetchone() is None:
+            raise NotFound(f"no segment {segment_id}")
+        rows = await (await conn.execute(
+            "SELECT h, size FROM (SELECT h, sum(delta) OVER (ORDER BY h)::bigint AS size FROM ("
+            " SELECT date_trunc('hour', at, 'UTC') AS h, sum(CASE kind WHEN 'entered' THEN 1 ELSE -1 END) AS delta"
+            " FROM segment_events WHERE tenant_id = %s AND segment_id = %s GROUP BY 1) d ORDER BY h DESC LIMIT %s) x"
+            " ORDER BY h", (tenant_id, sid, HISTORY_POINTS))).fetchall()
+    return SegmentHistory(points=[SizePoint(at=iso(h), size=n) for h, n in rows])
+
+
+SEGMENT_ROUTES = [create_segment, list_segments, segment_fields, get_segment, update_segment, delete_segment,
+                  segment_members, segment_history, preview]

@@ -37,7 +37,7 @@ def test_every_route_has_a_summary_and_typed_responses(read_client):
             for status in ("401", "403"):
                 error = op["responses"][status]["content"]["application/json"]["schema"]
                 assert error["$ref"].endswith("/ErrorBody"), (method, path)
-    assert api_ops == 28
+    assert api_ops == 30
 
 
 def test_docs_list_every_route(read_client):
