@@ -35,7 +35,10 @@ class SegmentRow:
     updated_at: Any
 
 
-SEGMENT_COLUMNS = "id::text, name, kind, rules, size, created_at, updated_at"
+# Size is counted, not stored: erasure (which cascades to members) and every other path
+# that removes a member can never leave it stale. An index-only count of the PK prefix.
+SEGMENT_COLUMNS = ("id::text, name, kind, rules, (SELECT count(*) FROM segment_members m"
+                   " WHERE m.tenant_id = segments.tenant_id AND m.segment_id = segments.id), created_at, updated_at")
 
 
 def trait_from_row(row: Sequence[Any]) -> ComputedTrait:
@@ -100,9 +103,6 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
         seg = (tenant_id, segment_id)
         params = (tenant_id, *ids, *compiled.params, *seg, *seg, *ids, *seg, *seg)
         entered, exited = conn.execute(sql, params).fetchone()
-        conn.execute("UPDATE segments SET size = (SELECT count(*) FROM segment_members"
-                     " WHERE tenant_id = %s AND segment_id = %s) WHERE tenant_id = %s AND id = %s",
-                     (*seg, *seg))
     return entered, exited
 
 

@@ -226,3 +226,16 @@ def test_first_upkeep_run_catches_changes_since_the_segment_was_created(read_cli
     pid = profile_by(read_client, tenant.api_key, "external_id", "v-1").json()["id"]
     assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}/members",
                            headers=auth(tenant.api_key)).json()["profiles"] == [pid]
+
+
+def test_an_erased_member_leaves_the_segment_and_its_size(read_client, ingest_client, drain, tenant):
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Signed Up", ("external_id", "gone"), traits={"plan": "pro"}))
+    seg = read_client.post("/api/v1/cdp/segments", headers=auth(tenant.api_key), json={
+        "name": "Pro", "rules": {"all": [{"trait": "plan", "op": "eq", "value": "pro"}]}}).json()
+    assert seg["size"] == 1
+    pid = profile_by(read_client, tenant.api_key, "external_id", "gone").json()["id"]
+    assert read_client.delete(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).status_code == 200
+    assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}", headers=auth(tenant.api_key)).json()["size"] == 0
+    assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}/members",
+                           headers=auth(tenant.api_key)).json()["profiles"] == []

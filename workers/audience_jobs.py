@@ -46,9 +46,11 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))").fetchone()[0]
     if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
+        # Only tenants that define something to keep current.
         for tenant_id, profile_id in conn.execute(
-                "SELECT tenant_id::text, id::text FROM profiles WHERE updated_at >= %s AND updated_at < %s",
-                (row[0], new_mark)):
+                "SELECT tenant_id::text, id::text FROM profiles WHERE updated_at >= %s AND updated_at < %s"
+                " AND tenant_id IN (SELECT tenant_id FROM segments WHERE kind = 'dynamic'"
+                " UNION SELECT tenant_id FROM computed_traits)", (row[0], new_mark)):
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
             for start in range(0, len(ids), CHUNK_PROFILES):

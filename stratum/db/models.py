@@ -264,7 +264,6 @@ segments = Table(
     Column("name", Text, nullable=False),
     Column("kind", Text, nullable=False),
     Column("rules", JSONB, nullable=False),
-    Column("size", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("kind IN ('dynamic', 'static')", name="kind"),
