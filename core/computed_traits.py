@@ -91,6 +91,9 @@ def parse_computed_trait(body: dict[str, Any]) -> ComputedTrait:
     if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_WINDOW_DAYS:
         raise InvalidComputedTrait(f"within_days: a whole number of days from 1 to {MAX_WINDOW_DAYS}",
                                    field="within_days")
+    for key in ("event", "property"):
+        if "\x00" in (body.get(key) or ""):
+            raise InvalidComputedTrait(f"{key}: text must not contain U+0000", field=key)
     unknown = sorted(set(body) - {"name", "function", "event", "property", "within_days"})
     if unknown:
         raise InvalidComputedTrait(f"{unknown[0]}: unknown field", field=unknown[0])

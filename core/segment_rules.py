@@ -143,9 +143,24 @@ def _validate_group(node: Any, path: str, depth: int) -> int:
     return count
 
 
+def _reject_nul(value: Any, path: str) -> None:
+    """Postgres text and jsonb cannot hold U+0000: refuse it rather than fail the query."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _bad(path, "text must not contain U+0000")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _reject_nul(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, path)
+            _reject_nul(item, f"{path}.{key}")
+
+
 def _validate_condition(node: Any, path: str) -> None:
     if not isinstance(node, dict):
         raise _bad(path, "expected a condition object")
+    _reject_nul(node, path)
     kinds = [k for k in CONDITION_KINDS if k in node]
     if len(kinds) != 1:
         raise _bad(path, f"a condition names exactly one of {', '.join(CONDITION_KINDS)}")

@@ -87,7 +87,7 @@ def parse_segment_id(value: str) -> uuid.UUID:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_NAME:
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_NAME or "\x00" in value:
         raise BadRequest(f"name: a segment name of 1 to {MAX_NAME} characters", code="invalid_name")
     return value.strip()
 
