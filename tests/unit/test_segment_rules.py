@@ -78,7 +78,7 @@ def test_eighteen_operators_each_validate_and_compile_with_parameters_only():
      "rules.all[0].count.op", "invalid_rule"),
     ({"all": [{"event": 5, "within_days": 7}]}, "rules.all[0].event", "invalid_rule"),
     ({"all": [1]}, "rules.all[0]", "invalid_rule"),
-    ({"all": [{"trait": "a\x00", "op": "exists"}]}, "rules.all[0]", "invalid_rule"),
+    ({"all": [{"trait": "a\x00", "op": "exists"}]}, "rules.all[0].trait", "invalid_rule"),
     ({"all": [{"trait": "a", "op": "in", "value": ["ok", "x\x00"]}]}, "rules.all[0].value[1]", "invalid_rule"),
     ({"all": [], "any": []}, "rules", "invalid_rule"),
     ({"all": [{"all": [{"all": [{"all": [{"all": [{"all": []}]}]}]}]}]}, "rules.all[0].all[0].all[0].all[0].all[0]",
