@@ -12,6 +12,7 @@ no events is an ordinary observation of 0, so a source that goes silent is a dro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from statistics import median
 
 MAD_TO_SIGMA = 1.4826
@@ -38,12 +39,25 @@ def baseline(history: list[float]) -> tuple[float, float]:
     return mid, median(abs(v - mid) for v in history)
 
 
+def _expected_and_scale(history: list[float], rules: AnomalyRules) -> tuple[float, float]:
+    expected, mad = baseline(history)
+    return expected, max(MAD_TO_SIGMA * mad, rules.relative_floor * expected, 1.0)
+
+
+def normal_band(history: list[float], rules: AnomalyRules) -> tuple[float, float, float] | None:
+    """(expected, low, high): the volumes an hour can have without being flagged (low never
+    below 0); None when the history is shorter than ``rules.min_weeks``."""
+    if len(history) < rules.min_weeks:
+        return None
+    expected, scale = _expected_and_scale(history, rules)
+    return expected, max(0.0, expected - rules.threshold * scale), expected + rules.threshold * scale
+
+
 def judge_hour(observed: float, history: list[float], rules: AnomalyRules) -> Judgement | None:
     """Judge one hour; None when the history is shorter than ``rules.min_weeks``."""
     if len(history) < rules.min_weeks:
         return None
-    expected, mad = baseline(history)
-    scale = max(MAD_TO_SIGMA * mad, rules.relative_floor * expected, 1.0)
+    expected, scale = _expected_and_scale(history, rules)
     score = round((observed - expected) / scale, 3)
     kind = None
     if score >= rules.threshold:
@@ -51,3 +65,17 @@ def judge_hour(observed: float, history: list[float], rules: AnomalyRules) -> Ju
     elif score <= -rules.threshold and expected >= rules.min_expected:
         kind = "drop"
     return Judgement(expected, score, kind)
+
+
+def weekly_ranges(start: datetime, end: datetime, weeks: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) and the same span 1..``weeks`` weeks earlier: the event times to count
+    to judge the hours of [start, end) against their baselines."""
+    return [(start - timedelta(weeks=k), end - timedelta(weeks=k)) for k in range(weeks + 1)]
+
+
+def history_of(counts: dict, source_id: str, hour: datetime, weeks: int, first_hour: datetime) -> list[int]:
+    """The same hour of the week over the past ``weeks`` weeks, from the source's first
+    observed hour on (a source is not silent before it existed); ``counts`` maps
+    (source_id, hour) to a volume, absent meaning 0."""
+    return [counts.get((source_id, hour - timedelta(weeks=k)), 0) for k in range(1, weeks + 1)
+            if hour - timedelta(weeks=k) >= first_hour]

@@ -33,6 +33,7 @@ from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
+from read_api.ops_volume import ops_volume
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
 from read_api.segments import SEGMENT_ROUTES
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *PAGE_ROUTES],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_)],
         exception_handlers={

@@ -211,3 +211,41 @@ def test_scheduler_once_runs_every_job_and_skips_a_locked_one(settings, redis_co
     assert out.returncode == 0, out.stderr
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last == {"jobs": {job.name: "ok" for job in JOBS}}
+
+
+def _volume_history(db, tenant, quiet: str) -> datetime:
+    """Four past weeks of 20 events an hour for the tenant's source and ``quiet``; in the
+    last 48 hours the tenant's source keeps its pace and ``quiet`` sends nothing."""
+    end = NOW.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=48)
+    ensure_partitions(db, {month_start(start - timedelta(weeks=w)) for w in range(6)} | {month_start(end)})
+    for week in range(1, 5):
+        _fill(db, tenant.id, tenant.source_id, start - timedelta(weeks=week), 48, 20)
+        _fill(db, tenant.id, quiet, start - timedelta(weeks=week), 48, 20)
+    _fill(db, tenant.id, tenant.source_id, start, 48, 20)
+    return start
+
+
+def test_ops_volume_shows_baseline_band_and_anomalies(read_client, db, new_tenant, settings):
+    tenant = new_tenant()
+    quiet = str(uuid.uuid4())
+    db.execute("INSERT INTO sources (id, tenant_id, name, type, write_key_hash) VALUES (%s, %s, 'quiet', 'server', %s)",
+               (quiet, tenant.id, uuid.uuid4().hex))
+    _volume_history(db, tenant, quiet)
+    detect_anomalies(db, settings)
+    with db.transaction():
+        from stratum.admin import create_operator
+
+        operator = create_operator(db, "ops").key
+    assert read_client.get("/api/v1/ops/volume", headers=auth(tenant.api_key)).status_code == 403
+    r = read_client.get("/api/v1/ops/volume", headers=auth(operator))
+    assert r.status_code == 200, r.text
+    by_id = {s["source_id"]: s for s in r.json()["sources"]}
+    assert set(by_id) == {tenant.source_id, quiet}
+    silent = by_id[quiet]
+    assert len(silent["points"]) == 48 and all(p["observed"] == 0 for p in silent["points"])
+    assert all(p["expected"] == 20 and p["low"] < 20 < p["high"] for p in silent["points"])
+    assert len(silent["anomalies"]) == 24 and {a["kind"] for a in silent["anomalies"]} == {"drop"}
+    assert by_id[tenant.source_id]["anomalies"] == []
+    assert read_client.get("/api/v1/ops/volume", params={"hours": 0},
+                           headers=auth(operator)).json()["code"] == "invalid_parameter"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from core.anomalies import AnomalyRules, judge_hour
+from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import is_time_based
 from stratum.audiences import evaluate_segment, load_computed_traits, refresh_computed_trait
 from stratum.settings import Settings
@@ -120,7 +120,7 @@ def detect_anomalies(conn: psycopg.Connection, settings: Settings, now: datetime
     weeks = max(1, settings.anomaly_lookback_weeks)
     end = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     judged = [end - timedelta(hours=h) for h in range(24, 0, -1)]
-    ranges = [(judged[0] - timedelta(weeks=k), end - timedelta(weeks=k)) for k in range(weeks + 1)]
+    ranges = weekly_ranges(judged[0], end, weeks)
     where = " OR ".join("(event_time >= %s AND event_time < %s)" for _ in ranges)
     flat = [t for r in ranges for t in r]
     for (tenant_id,) in conn.execute("SELECT DISTINCT tenant_id::text FROM sources WHERE active").fetchall():
@@ -139,8 +139,7 @@ def detect_anomalies(conn: psycopg.Connection, settings: Settings, now: datetime
             for hour in judged:
                 if hour < first_hour[source_id]:
                     continue
-                history = [counts.get((source_id, hour - timedelta(weeks=k)), 0) for k in range(1, weeks + 1)
-                           if hour - timedelta(weeks=k) >= first_hour[source_id]]
+                history = history_of(counts, source_id, hour, weeks, first_hour[source_id])
                 judgement = judge_hour(counts.get((source_id, hour), 0), history, rules)
                 if judgement is not None and judgement.kind is not None:
                     found.append((tenant_id, source_id, hour, judgement.kind, counts.get((source_id, hour), 0),

@@ -1,6 +1,7 @@
-"""The /segments builder in headless Chromium against a real read API server: pickers fed
-by the tenant's trait keys, the live count while editing, a rule error naming its path,
-saving, members linked to their profile pages, and the size chart."""
+"""Audience pages in headless Chromium against a real read API server: the /segments builder
+(pickers fed by the tenant's trait keys, the live count while editing, a rule error naming
+its path, saving, members linked to their profile pages, the size chart) and the /ops
+volume chart (baseline band, anomalies marked)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,28 @@ def test_build_preview_save_and_browse_a_segment(page, read_client, ingest_clien
     page.wait(lambda: page.find_all("#size-chart svg.size-chart polyline"), "size chart drawn")
     page.wait(lambda: "Pro plan" in page.text("#segments"), "listed among saved segments")
     page.screenshot("segments-builder", height=1300)
+
+
+def test_ops_volume_chart_marks_anomalies(page, db, new_tenant, settings):  # noqa: F811
+    import uuid
+
+    from test_audience_jobs import _volume_history
+
+    from stratum.admin import create_operator
+    from workers.audience_jobs import detect_anomalies
+
+    tenant = new_tenant()
+    quiet = str(uuid.uuid4())
+    db.execute("INSERT INTO sources (id, tenant_id, name, type, write_key_hash) VALUES (%s, %s, 'quiet', 'server', %s)",
+               (quiet, tenant.id, uuid.uuid4().hex))
+    _volume_history(db, tenant, quiet)
+    detect_anomalies(db, settings)
+    with db.transaction():
+        operator = create_operator(db, "ops").key
+    page.open("/ops")
+    page.save_key(operator)
+    page.wait(lambda: page.find_all(f"figure.volume[data-source='{quiet}'] svg .band"), "baseline band drawn")
+    assert len(page.find_all(f"figure.volume[data-source='{quiet}'] circle.anomaly.drop")) == 24
+    assert page.find_all(f"figure.volume[data-source='{tenant.source_id}'] polyline.observed")
+    assert not page.find_all(f"figure.volume[data-source='{tenant.source_id}'] circle.anomaly")
+    page.screenshot("ops-volume", height=1600)
