@@ -239,3 +239,22 @@ def test_an_erased_member_leaves_the_segment_and_its_size(read_client, ingest_cl
     assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}", headers=auth(tenant.api_key)).json()["size"] == 0
     assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}/members",
                            headers=auth(tenant.api_key)).json()["profiles"] == []
+
+
+def test_upkeep_mark_never_passes_a_transaction_in_flight(read_client, db, tenant, settings):
+    """A worker's profile rows carry its transaction's start time and show only at commit: a
+    batch that commits after an upkeep run must still be handled by the next one."""
+    from stratum.db.connect import connect
+
+    pid = _profile(db, tenant, {"plan": "free"})
+    seg = read_client.post("/api/v1/cdp/segments", headers=auth(tenant.api_key), json={
+        "name": "Pro", "rules": {"all": [{"trait": "plan", "op": "eq", "value": "pro"}]}}).json()
+    upkeep_audiences(db, settings)
+    with connect(settings.database_url) as slow_worker:
+        slow_worker.execute("UPDATE profiles SET traits = '{\"plan\": \"pro\"}', updated_at = now() WHERE id = %s",
+                            (pid,))
+        upkeep_audiences(db, settings)  # runs while the batch is still open
+        slow_worker.commit()
+    upkeep_audiences(db, settings)
+    assert read_client.get(f"/api/v1/cdp/segments/{seg['id']}/members",
+                           headers=auth(tenant.api_key)).json()["profiles"] == [pid]

@@ -41,9 +41,12 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
         # First run: creating a definition evaluated every profile changed before it.
         row = conn.execute("SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
                            " (SELECT min(updated_at) FROM computed_traits))").fetchone()
+    # Transactions older than twice the job timeout are not a worker's batch (RQ would have
+    # killed it): an operator's forgotten session must not hold the mark back forever.
     new_mark = conn.execute(
         "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL))").fetchone()[0]
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+        " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,)).fetchone()[0]
     if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
