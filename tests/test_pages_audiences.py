@@ -49,6 +49,15 @@ def test_build_preview_save_and_browse_a_segment(page, read_client, ingest_clien
     page.wait(lambda: "Pro plan" in page.text("#segments"), "listed among saved segments")
     page.screenshot("segments-builder", height=1300)
 
+    # The profile page shows computed traits beside the sent ones.
+    r = read_client.post("/api/v1/cdp/computed-traits", headers={"Authorization": f"Bearer {tenant.api_key}"},
+                         json={"name": "signups", "function": "count", "event": "Signed Up", "within_days": 30})
+    assert r.status_code == 201, r.text
+    page.open(f"/profiles/{pro}")
+    page.save_key(tenant.api_key)
+    page.wait(lambda: "signups (computed)\n1" in page.text("#traits") or "signups (computed) 1" in page.text("#traits"),
+              "computed trait on the profile page")
+
 
 def test_ops_volume_chart_marks_anomalies(page, db, new_tenant, settings):  # noqa: F811
     import uuid
