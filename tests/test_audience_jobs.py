@@ -249,3 +249,17 @@ def test_ops_volume_shows_baseline_band_and_anomalies(read_client, db, new_tenan
     assert by_id[tenant.source_id]["anomalies"] == []
     assert read_client.get("/api/v1/ops/volume", params={"hours": 0},
                            headers=auth(operator)).json()["code"] == "invalid_parameter"
+
+
+def test_changing_or_deleting_a_computed_trait_rewrites_the_values(read_client, ingest_client, drain, tenant):
+    ingest_and_drain(ingest_client, drain, tenant.write_key, _order("d-1", 40, 7, "a"), _order("d-1", 5, 3, "b"))
+    created = read_client.post("/api/v1/cdp/computed-traits", headers=auth(tenant.api_key), json={
+        "name": "orders", "function": "count", "event": "Order Completed", "within_days": 30}).json()
+    assert _computed(read_client, tenant, "d-1") == {"orders": 1}
+    path = f"/api/v1/cdp/computed-traits/{created['id']}"
+    r = read_client.patch(path, headers=auth(tenant.api_key), json={"name": "orders_60d", "within_days": 60})
+    assert r.status_code == 200 and r.json()["within_days"] == 60, r.text
+    assert _computed(read_client, tenant, "d-1") == {"orders_60d": 2}
+    assert read_client.delete(path, headers=auth(tenant.api_key)).json()["name"] == "orders_60d"
+    assert _computed(read_client, tenant, "d-1") == {}
+    assert read_client.get(path, headers=auth(tenant.api_key)).status_code == 404
