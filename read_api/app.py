@@ -11,7 +11,9 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from core.errors import StratumError
+from read_api.anomalies import list_anomalies
 from read_api.auth import KeyDirectory
+from read_api.computed_traits import COMPUTED_TRAIT_ROUTES
 from read_api.consents import get_consents, put_consents
 from read_api.erasure import erase_profile
 from read_api.errors import (
@@ -32,8 +34,10 @@ from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
+from read_api.ops_volume import ops_volume
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
+from read_api.segments import SEGMENT_ROUTES
 from read_api.sources import (
     create_source,
     list_sources,
@@ -51,7 +55,7 @@ ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
     event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
     export_profiles, export_events,
-    tenant_stats,
+    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES,
 ]
 
 
@@ -105,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *PAGE_ROUTES],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_),
                     lambda app: guard_request_body(app, settings.http_body_timeout_s)],

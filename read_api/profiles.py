@@ -33,15 +33,24 @@ from read_api.state import ReadState
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
+# Computed traits of ``p``: every trait its tenant defines, with the default (0, false,
+# null) where none is stored.
+COMPUTED_SQL = """(
+    SELECT jsonb_object_agg(t.name, coalesce(p.computed -> t.name, CASE t.function WHEN 'exists' THEN 'false'::jsonb
+                            WHEN 'count' THEN '0'::jsonb WHEN 'unique' THEN '0'::jsonb ELSE 'null'::jsonb END))
+    FROM computed_traits t WHERE t.tenant_id = p.tenant_id)"""
+
 # The PROFILE columns of ``p`` plus its identifiers and consents, aggregated per profile
-# (index on profile_identifiers.profile_id, PK of consents). Used by exports, which turn
-# many rows into PROFILEs; a lookup has Postgres build its one document (_document_sql).
+# (index on profile_identifiers.profile_id, PK of consents), and its computed traits: every
+# trait the tenant defines, with the default (0, false, null) where none is stored. Used by
+# exports, which turn many rows into PROFILEs; a lookup has Postgres build its one document
+# (_document_sql).
 PROFILE_COLUMNS = """
 p.id::text, p.lifecycle, p.traits, p.event_count, p.purchase_count, p.revenue, p.first_seen,
 p.last_seen, p.updated_at, p.merged_into::text,
-i.types, i.hashes, i.firsts, i.lasts, c.types, c.granted, c.updated, c.sources
+i.types, i.hashes, i.firsts, i.lasts, c.types, c.granted, c.updated, c.sources, ct.computed
 """
-PROFILE_JOINS = """
+PROFILE_JOINS = f"""
 LEFT JOIN LATERAL (
     SELECT array_agg(type ORDER BY first_seen, type, hash) AS types,
            array_agg(hash ORDER BY first_seen, type, hash) AS hashes,
@@ -56,6 +65,7 @@ LEFT JOIN LATERAL (
            array_agg(source_id::text ORDER BY consent_type) AS sources
     FROM consents WHERE profile_id = p.id
 ) c ON true
+LEFT JOIN LATERAL (SELECT {COMPUTED_SQL} AS computed) ct ON true
 """
 
 
@@ -80,6 +90,7 @@ def _document_sql(merged_from: str) -> str:
       SELECT json_object_agg(consent_type, json_build_object('granted', granted,
                              'updated_at', {_iso_sql("updated_at")}, 'source_id', source_id::text) ORDER BY consent_type)
       FROM consents WHERE profile_id = p.id), '{{}}'),
+  'computed', coalesce({COMPUTED_SQL}, '{{}}'::jsonb),
   'counters', json_build_object('events', p.event_count, 'purchases', p.purchase_count, 'revenue', p.revenue::float8),
   'first_seen', {_iso_sql("p.first_seen")}, 'last_seen', {_iso_sql("p.last_seen")},
   'merged_from', {merged_from})::text"""
@@ -113,7 +124,7 @@ class LoadedProfile:
 def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     """A row of ``SELECT <merged flag>, PROFILE_COLUMNS ...`` as a PROFILE."""
     (merged, pid, lifecycle, traits, events, purchases, revenue, first_seen, last_seen, _, _,
-     i_types, i_hashes, i_firsts, i_lasts, c_types, c_granted, c_updated, c_sources) = row
+     i_types, i_hashes, i_firsts, i_lasts, c_types, c_granted, c_updated, c_sources, computed) = row
     identifiers = [
         ProfileIdentifier(t, h, iso(fs), iso(ls))
         for t, h, fs, ls in zip(i_types or (), i_hashes or (), i_firsts or (), i_lasts or (), strict=True)
@@ -124,7 +135,7 @@ def profile_from_row(row: tuple[Any, ...]) -> LoadedProfile:
     }
     profile = Profile(id=pid, lifecycle=lifecycle, traits=traits, identifiers=identifiers, consents=consents,
                       counters=Counters(events, purchases, float(revenue)), first_seen=iso(first_seen),
-                      last_seen=iso(last_seen))
+                      last_seen=iso(last_seen), computed=computed or {})
     return LoadedProfile(profile, merged)
 
 

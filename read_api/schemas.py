@@ -62,6 +62,8 @@ class Profile(Struct):
     first_seen: str
     last_seen: str
     merged_from: str | None = None
+    # Computed traits by name (CONTRACT 5 and 8).
+    computed: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 # Events

@@ -151,7 +151,11 @@ def cmd_worker(args, settings: Settings) -> None:
 def cmd_scheduler(args, settings: Settings) -> None:
     from workers.scheduler import run_scheduler
 
-    run_scheduler(settings, once=args.once)
+    results = run_scheduler(settings, once=args.once)
+    if args.once:
+        _print_json({"jobs": results})
+        if "error" in results.values():
+            sys.exit(1)
 
 
 def cmd_status(args, settings: Settings) -> None:

@@ -80,6 +80,15 @@ class Settings:
     partitions_ahead_months: int = 3
     retention_months: int = 13
     scheduler_interval_s: float = 10.0
+    # Audiences (segments, computed traits), churn, anomalies: periods of the scheduler's jobs
+    audience_refresh_interval_s: float = 3600.0
+    churn_interval_s: float = 3600.0
+    anomaly_interval_s: float = 600.0
+    churn_after_days: int = 90
+    anomaly_lookback_weeks: int = 8
+    anomaly_min_weeks: int = 3
+    anomaly_threshold: float = 3.5
+    anomaly_min_expected: float = 5.0
     # Read API
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -129,6 +138,14 @@ def settings_from_env() -> Settings:
         partitions_ahead_months=_int("PARTITIONS_AHEAD_MONTHS", d.partitions_ahead_months),
         retention_months=_int("RETENTION_MONTHS", d.retention_months),
         scheduler_interval_s=_float("SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
+        audience_refresh_interval_s=_float("AUDIENCE_REFRESH_INTERVAL_S", d.audience_refresh_interval_s),
+        churn_interval_s=_float("CHURN_INTERVAL_S", d.churn_interval_s),
+        anomaly_interval_s=_float("ANOMALY_INTERVAL_S", d.anomaly_interval_s),
+        churn_after_days=_int("CHURN_AFTER_DAYS", d.churn_after_days),
+        anomaly_lookback_weeks=_int("ANOMALY_LOOKBACK_WEEKS", d.anomaly_lookback_weeks),
+        anomaly_min_weeks=_int("ANOMALY_MIN_WEEKS", d.anomaly_min_weeks),
+        anomaly_threshold=_float("ANOMALY_THRESHOLD", d.anomaly_threshold),
+        anomaly_min_expected=_float("ANOMALY_MIN_EXPECTED", d.anomaly_min_expected),
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         read_key_cache_ttl_s=_float("READ_KEY_CACHE_TTL_S", d.read_key_cache_ttl_s),

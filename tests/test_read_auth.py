@@ -13,10 +13,14 @@ from test_read_support import auth, event, ingest_and_drain, profile_by
 from stratum.admin import create_operator, create_tenant_key, revoke_key
 
 MUTATING = {"PUT", "POST", "PATCH", "DELETE"}
+# POSTs that only read (a segment preview): read keys may call them.
+READ_ONLY_POSTS = {"/api/v1/cdp/segments/preview"}
 
 
-def _endpoints(pid: str, event_id: str, source_id: str) -> list[tuple[str, str, str, dict | None, dict | None]]:
+def _endpoints(pid: str, event_id: str, source_id: str, segment_id: str = "sg", trait_id: str = "ct",
+               ) -> list[tuple[str, str, str, dict | None, dict | None]]:
     """(method, route template, concrete path, query, JSON body) for every tenant endpoint."""
+    seg, trait = f"/api/v1/cdp/segments/{segment_id}", f"/api/v1/cdp/computed-traits/{trait_id}"
     return [
         ("GET", "/api/v1/cdp/profiles/{profile_id}", f"/api/v1/cdp/profiles/{pid}", None, None),
         ("GET", "/api/v1/cdp/profiles", "/api/v1/cdp/profiles",
@@ -38,6 +42,22 @@ def _endpoints(pid: str, event_id: str, source_id: str) -> list[tuple[str, str, 
         ("GET", "/api/v1/cdp/export/profiles", "/api/v1/cdp/export/profiles", None, None),
         ("GET", "/api/v1/cdp/export/events", "/api/v1/cdp/export/events", None, None),
         ("GET", "/api/v1/cdp/stats", "/api/v1/cdp/stats", None, None),
+        ("GET", "/api/v1/cdp/anomalies", "/api/v1/cdp/anomalies", None, None),
+        ("GET", "/api/v1/cdp/segments", "/api/v1/cdp/segments", None, None),
+        ("POST", "/api/v1/cdp/segments", "/api/v1/cdp/segments", None, {"name": "walked", "rules": {"all": []}}),
+        ("GET", "/api/v1/cdp/segments/fields", "/api/v1/cdp/segments/fields", None, None),
+        ("POST", "/api/v1/cdp/segments/preview", "/api/v1/cdp/segments/preview", None, {"rules": {"all": []}}),
+        ("GET", "/api/v1/cdp/segments/{segment_id}", seg, None, None),
+        ("PATCH", "/api/v1/cdp/segments/{segment_id}", seg, None, {"name": "renamed"}),
+        ("GET", "/api/v1/cdp/segments/{segment_id}/members", f"{seg}/members", None, None),
+        ("GET", "/api/v1/cdp/segments/{segment_id}/history", f"{seg}/history", None, None),
+        ("DELETE", "/api/v1/cdp/segments/{segment_id}", seg, None, None),
+        ("GET", "/api/v1/cdp/computed-traits", "/api/v1/cdp/computed-traits", None, None),
+        ("POST", "/api/v1/cdp/computed-traits", "/api/v1/cdp/computed-traits", None,
+         {"name": "walked", "function": "count", "event": "Signed Up", "within_days": 7}),
+        ("GET", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, None),
+        ("PATCH", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, {"within_days": 30}),
+        ("DELETE", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, None),
     ]
 
 
@@ -48,7 +68,14 @@ OBJECT_ROUTES = {
     "/api/v1/cdp/profiles/{profile_id}/graph", "/api/v1/cdp/profiles/{profile_id}/consents",
     "/api/v1/cdp/events/{event_id}", "/api/v1/cdp/sources/{source_id}",
     "/api/v1/cdp/sources/{source_id}/rotate-key", "/api/v1/cdp/sources/{source_id}/rotate-identity-secret",
+    "/api/v1/cdp/segments/{segment_id}",
+    "/api/v1/cdp/segments/{segment_id}/members", "/api/v1/cdp/segments/{segment_id}/history",
+    "/api/v1/cdp/computed-traits/{trait_id}",
 }
+
+
+def _walk(world: dict) -> list[tuple[str, str, str, dict | None, dict | None]]:
+    return _endpoints(world["pid"], world["event_id"], world["source_id"], world["segment_id"], world["trait_id"])
 
 
 def _call(client, method: str, path: str, query: dict | None, body: dict | None, headers: dict | None = None):
@@ -73,8 +100,14 @@ def world(ingest_client, read_client, tenant, new_tenant, drain, db):
         revoked = create_tenant_key(db, uuid.UUID(tenant.id), "admin")
         revoke_key(db, revoked.key_id)
         operator = create_operator(db, "ops")
+        segment_id, trait_id = uuid.uuid4(), uuid.uuid4()
+        db.execute("INSERT INTO segments (tenant_id, id, name, kind, rules) VALUES (%s, %s, 'walk', 'dynamic',"
+                   " '{\"all\": []}')", (tenant.id, segment_id))
+        db.execute("INSERT INTO computed_traits (tenant_id, id, name, function, event_name, within_days)"
+                   " VALUES (%s, %s, 'walk_count', 'count', 'Signed Up', 30)", (tenant.id, trait_id))
     return {"tenant": tenant, "other": other, "pid": pid, "event_id": event_id, "source_id": tenant.source_id,
-            "read_key": read_key.key, "revoked_key": revoked.key, "operator_key": operator.key}
+            "read_key": read_key.key, "revoked_key": revoked.key, "operator_key": operator.key,
+            "segment_id": str(segment_id), "trait_id": str(trait_id)}
 
 
 def test_the_walk_covers_every_tenant_route(read_client):
@@ -85,7 +118,7 @@ def test_the_walk_covers_every_tenant_route(read_client):
 
 
 def test_no_bad_or_revoked_key_is_401_everywhere(read_client, world):
-    for method, _, path, query, body in _endpoints(world["pid"], world["event_id"], world["source_id"]):
+    for method, _, path, query, body in _walk(world):
         _error(_call(read_client, method, path, query, body), 401, "missing_api_key")
         _error(_call(read_client, method, path, query, body, {"Authorization": "Basic abc"}), 401, "missing_api_key")
         _error(_call(read_client, method, path, query, body, auth("sk_not-a-key")), 401, "invalid_api_key")
@@ -107,15 +140,15 @@ def test_keys_are_checked_before_the_request_is_parsed(read_client, world):
 
 
 def test_operator_keys_have_no_tenant_data(read_client, world):
-    for method, _, path, query, body in _endpoints(world["pid"], world["event_id"], world["source_id"]):
+    for method, _, path, query, body in _walk(world):
         _error(_call(read_client, method, path, query, body, auth(world["operator_key"])), 403, "tenant_key_required")
 
 
 def test_read_key_reads_everything_and_changes_nothing(read_client, world, db):
     before = db.execute("SELECT name, write_key_hash FROM sources WHERE id = %s", (world["source_id"],)).fetchone()
-    for method, _, path, query, body in _endpoints(world["pid"], world["event_id"], world["source_id"]):
+    for method, _, path, query, body in _walk(world):
         r = _call(read_client, method, path, query, body, auth(world["read_key"]))
-        if method in MUTATING:
+        if method in MUTATING and path not in READ_ONLY_POSTS:
             _error(r, 403, "read_only_key")
         else:
             assert r.status_code == 200, (path, r.text)
@@ -130,7 +163,7 @@ def test_another_tenants_objects_are_404_and_never_data(read_client, world, db):
     a = world["tenant"]
     secrets = (world["pid"], world["event_id"], a.source_id)
     before = db.execute("SELECT name, write_key_hash FROM sources WHERE id = %s", (a.source_id,)).fetchone()
-    for method, template, path, query, body in _endpoints(world["pid"], world["event_id"], a.source_id):
+    for method, template, path, query, body in _walk(world):
         r = _call(read_client, method, path, query, body, auth(world["other"].api_key))
         if template in OBJECT_ROUTES:
             _error(r, 404, "not_found")
@@ -147,7 +180,7 @@ def test_another_tenants_objects_are_404_and_never_data(read_client, world, db):
 
 
 def test_admin_key_passes_everywhere(read_client, world):
-    for method, _, path, query, body in _endpoints(world["pid"], world["event_id"], world["source_id"]):
+    for method, _, path, query, body in _walk(world):
         if method == "DELETE":
             continue  # erasure has its own tests; it would remove the profile the others use
         r = _call(read_client, method, path, query, body, auth(world["tenant"].api_key))

@@ -25,7 +25,7 @@ from stratum.settings import libpq_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILE_KEYS = ["id", "lifecycle", "traits", "identifiers", "consents", "counters", "first_seen", "last_seen",
-                "merged_from"]
+                "merged_from", "computed"]
 OLD = datetime.now(UTC) - timedelta(days=65)
 
 

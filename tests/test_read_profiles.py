@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from test_read_support import auth, event, hash_of, ingest_and_drain, profile_by
 
 PROFILE_KEYS = {"id", "lifecycle", "traits", "identifiers", "consents", "counters", "first_seen", "last_seen",
-                "merged_from"}
+                "merged_from", "computed"}
 
 
 def _get(read_client, key: str, pid: str):

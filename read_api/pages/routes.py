@@ -54,6 +54,12 @@ def profile_page(profile_id: FromPath[str]) -> Response:
     return page_response("profiles.html")
 
 
+@get("/segments", include_in_schema=False, sync_to_thread=False)
+def segments_page() -> Response:
+    """The segment builder; the page asks for a tenant key before it shows anything."""
+    return page_response("segments.html")
+
+
 @get("/ops", include_in_schema=False, sync_to_thread=False)
 def ops_page() -> Response:
     """Queue, workers, throughput, failed jobs and dead letters; data needs an operator key."""
@@ -77,4 +83,4 @@ static_assets = create_static_files_router(
     cache_control=CacheControlHeader(no_cache=True), before_request=only_known_static_files,
 )
 
-PAGE_ROUTES = [calculator_page, profiles_page, profile_page, ops_page, static_assets]
+PAGE_ROUTES = [calculator_page, profiles_page, profile_page, segments_page, ops_page, static_assets]

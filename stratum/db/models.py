@@ -13,7 +13,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -120,8 +123,12 @@ profiles = Table(
     Column("merged_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Computed trait values by name (CONTRACT 8), kept by the scheduler's audience upkeep.
+    Column("computed", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("lifecycle IN ('anonymous', 'known', 'customer', 'churned')", name="lifecycle"),
     Index("ix_profiles_tenant_id_lifecycle", "tenant_id", "lifecycle"),
+    # The audience upkeep reads "profiles changed since the last run" through this index.
+    Index("ix_profiles_updated_at", "updated_at"),
     Index("ix_profiles_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
 )
 
@@ -258,4 +265,92 @@ event_outcomes = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("reason", Text),  # rejected: the code (event_too_old)
     CheckConstraint("status IN ('duplicate', 'rejected', 'erased')", name="status"),
+)
+
+# Audiences (CONTRACT 8): segments, their members and membership history, computed trait
+# definitions, volume anomalies. See docs/SCHEMA.md.
+segments = Table(
+    "segments",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("rules", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("kind IN ('dynamic', 'static')", name="kind"),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    Column("segment_id", UUID(as_uuid=True), primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("entered_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    ForeignKeyConstraint(["tenant_id", "segment_id"], ["segments.tenant_id", "segments.id"], ondelete="CASCADE"),
+    Index("ix_segment_members_profile_id", "profile_id"),
+)
+
+# Membership history; rows with emitted_at NULL are the segment.entered / segment.exited
+# messages not yet handed to the destinations outbox.
+segment_events = Table(
+    "segment_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("segment_id", UUID(as_uuid=True), nullable=False),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("emitted_at", DateTime(timezone=True)),
+    CheckConstraint("kind IN ('entered', 'exited')", name="kind"),
+    ForeignKeyConstraint(["tenant_id", "segment_id"], ["segments.tenant_id", "segments.id"], ondelete="CASCADE"),
+    Index("ix_segment_events_tenant_id_segment_id_at", "tenant_id", "segment_id", "at"),
+    Index("ix_segment_events_pending", "id", postgresql_where=text("emitted_at IS NULL")),
+)
+
+computed_traits = Table(
+    "computed_traits",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("function", Text, nullable=False),
+    Column("event_name", Text, nullable=False),
+    Column("property", Text),
+    Column("within_days", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Last full recount (the window slides: an order 91 days old leaves a 90-day count).
+    Column("refreshed_at", DateTime(timezone=True)),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("source_id", UUID(as_uuid=True), primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("observed", BigInteger, nullable=False),
+    Column("expected", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # NULL until handed to the destinations outbox as anomaly.detected (once per row).
+    Column("emitted_at", DateTime(timezone=True)),
+    CheckConstraint("kind IN ('drop', 'spike')", name="kind"),
+    Index("ix_anomalies_tenant_id_hour", "tenant_id", "hour"),
+)
+
+# Progress marks of periodic jobs (e.g. the audience upkeep's "profiles changed since").
+scheduler_marks = Table(
+    "scheduler_marks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("mark", DateTime(timezone=True), nullable=False),
 )

@@ -50,6 +50,10 @@ function renderProfile(p) {
   const entries = Object.entries(p.traits).sort(([a], [b]) => a.localeCompare(b));
   if (!entries.length) traits.append(row(el("td", { class: "muted" }, "no traits")));
   for (const [k, v] of entries) traits.append(row(el("td", { class: "key" }, k), valueText(v)));
+  // Computed traits (CONTRACT 8) follow, marked so they are not taken for sent traits.
+  for (const [k, v] of Object.entries(p.computed || {}).sort(([a], [b]) => a.localeCompare(b))) {
+    traits.append(row(el("td", { class: "key", title: "computed trait" }, `${k} (computed)`), valueText(v)));
+  }
   const ids = clear(document.querySelector("#identifiers tbody"));
   for (const i of p.identifiers) {
     ids.append(row(i.type, el("td", { class: "mono" }, i.hash), formatTime(i.first_seen), formatTime(i.last_seen)));
