@@ -69,6 +69,9 @@ class QueuedEvent(Struct, array_like=True, tag="n"):
     warnings: list[str]
     # alias: the previous id linked to the user id (both also appear in identifiers)
     previous_id: str | None = None
+    # PostHog ``$set_once``: traits that keep the value with the oldest state time. A new
+    # trailing field with a default: workers of either release read both payloads.
+    traits_once: dict[str, Any] | None = None
 
 
 class QueuedSegmentEvent(Struct, array_like=True, tag="s"):

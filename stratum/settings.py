@@ -50,6 +50,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     queue_name: str = "stratum-events"
+    # The import lane (PostHog ``historical_migration`` batches): empty means "<queue_name>-import"
+    import_queue_name: str = ""
     # Ingest
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
@@ -82,6 +84,16 @@ class Settings:
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def import_queue(self) -> str:
+        """The import lane's queue: lower priority than ``queue_name`` (workers take it last)."""
+        return self.import_queue_name or f"{self.queue_name}-import"
+
+    @property
+    def worker_queues(self) -> list[str]:
+        """The queues a worker listens to by default, highest priority first."""
+        return [self.queue_name, self.import_queue]
+
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -93,6 +105,7 @@ def settings_from_env() -> Settings:
         database_url=_env("DATABASE_URL", d.database_url),
         redis_url=_env("REDIS_URL", d.redis_url),
         queue_name=_env("QUEUE_NAME", d.queue_name),
+        import_queue_name=_env("IMPORT_QUEUE_NAME", d.import_queue_name),
         ingest_host=_env("INGEST_HOST", d.ingest_host),
         ingest_port=_int("INGEST_PORT", d.ingest_port),
         read_host=_env("READ_HOST", d.read_host),

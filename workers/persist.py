@@ -24,6 +24,7 @@ from core.profiles import (
     MAX_TRAITS_BYTES,
     is_purchase,
     merge_traits,
+    merge_traits_once,
     next_lifecycle,
     revenue_of,
 )
@@ -264,10 +265,12 @@ def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | Non
     """Fold each event's traits into its profile (newest state time per key), before the
     events are written: keys refused by the profile caps are warned on the event itself."""
     for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
-        if pid is None or not e.traits:
+        if pid is None or not (e.traits or e.traits_once):
             continue
         p = profiles[pid]
         refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        if e.traits_once:  # PostHog $set_once: the oldest state time wins
+            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, e.state_time)
         if refused:
             # The count only: trait keys are client text and warnings never echo it.
             dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "

@@ -35,6 +35,7 @@ class PreparedEvent:
     decisions: list[dict[str, str]] = field(default_factory=list)
     verified: frozenset[tuple[str, str]] = frozenset()
     protect: bool = False
+    traits_once: dict[str, Any] = field(default_factory=dict)  # PostHog $set_once
 
     @property
     def state_time(self) -> datetime:
@@ -71,5 +72,6 @@ def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(
             received_at=batch.received_at, identifiers=identifiers,
             properties=scrub_pii(ev.properties, region), context=scrub_context(ev.context, region),
             traits=scrub_pii(ev.traits, region), decisions=decisions,
+            traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
         ))
     return out

@@ -20,8 +20,8 @@ log = logging.getLogger("stratum.scheduler")
 
 def run_periodic_jobs(settings: Settings, redis: Redis) -> None:
     """One round of upkeep: abandoned jobs back on the queue, partitions ahead, retention."""
-    queue = events_queue(redis, settings.queue_name)
-    reap_abandoned_jobs(redis, queue)
+    for name in settings.worker_queues:  # the events queue and the import lane
+        reap_abandoned_jobs(redis, events_queue(redis, name))
     with connect(settings.database_url, autocommit=True) as conn:
         now = datetime.now(UTC)
         created = prepare_months_ahead(conn, now, settings.partitions_ahead_months)
