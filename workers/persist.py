@@ -29,6 +29,7 @@ from core.profiles import (
     revenue_of,
 )
 from stratum.db.params import json_rows
+from workers.decision_log import decision_rows, record_decisions
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
@@ -152,6 +153,8 @@ def persist_tenant_events(
     event_profiles = plan.event_profiles
     for d in plan.decisions:
         decisions[d.event_index].append(d.as_dict())
+    # The decision log (CONTRACT 9): links, merges and refusals, per profile.
+    record_decisions(conn, tenant_id, decision_rows(plan, ids, event_profiles, link_types, decisions))
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
