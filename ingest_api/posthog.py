@@ -110,7 +110,13 @@ async def _process(st: IngestState, request: Request, source: Source, raws: list
             rejected.append((i, mapped, raw_bytes))
             continue
         event, dedupe_key = mapped
-        pending.append(PendingEvent(encode_event(event), event_id, dedupe_key))
+        try:
+            blob = encode_event(event)
+        except OverflowError:  # msgpack carries 64-bit integers at most
+            rejected.append((i, Rejection("number_out_of_range", None, "an integer is beyond 64 bits; send it as a "
+                                          "string"), raw_bytes))
+            continue
+        pending.append(PendingEvent(blob, event_id, dedupe_key))
     request_id = request.state.request_id
     queued = await st.queue(source, pending, received_at, request_id, import_lane=historical)
     n_dup = sum(1 for d in queued.duplicates_of if d is not None)

@@ -139,3 +139,19 @@ def test_bad_key_and_unusable_events(ingest_client, tenant):
     r = post(ingest_client, "/batch/", {"api_key": tenant.write_key, "batch": [ok, bad]})
     assert r.status_code == 200 and r.json()["status"] == 1
     assert r.json()["rejected"] == [{"index": 1, "code": "dedupe_key_too_long", "message": r.json()["rejected"][0]["message"]}]
+
+
+def test_odd_values_are_rejected_per_event_never_a_500(ingest_client, drain, db, tenant):
+    key = {"api_key": tenant.write_key}
+    odd = [ev("x", "anon-big", properties={"n": 2**70}), ev("x", "anon-nul", properties={"t": "a\u0000b"}),
+           ev("x", {"a": 1}), ev("x", "anon-ts", timestamp=12), ev("x", "anon-off", timestamp=None, offset=1e300),
+           ev("x", "anon-props", properties=[1])]
+    ok = ev("x", f"anon-{uuid.uuid4()}")
+    r = post(ingest_client, "/batch/", {**key, "batch": [*odd, ok]})
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["rejected"]] == list(range(len(odd)))
+    for body in (b"[]", b"[1, 2]", b"12", b'"x"', b"{", json.dumps({**key, "batch": []}).encode()):
+        r = post(ingest_client, "/batch/", body)
+        assert 400 <= r.status_code < 500 and {"code", "message"} <= r.json().keys(), (body, r.text)
+    assert drain() == 0
+    assert len(stored(db, tenant.id, ok["uuid"])) == 1
