@@ -81,6 +81,9 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     profile_cache_ttl_s: int = 300
+    # Identity rule dry-run (POST /api/v1/cdp/identity/dry-run): where a replay stops
+    dry_run_max_events: int = 1_000_000
+    dry_run_max_s: float = 60.0
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -131,6 +134,8 @@ def settings_from_env() -> Settings:
         db_pool_min=_int("DB_POOL_MIN", d.db_pool_min),
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
+        dry_run_max_events=_int("DRY_RUN_MAX_EVENTS", d.dry_run_max_events),
+        dry_run_max_s=_float("DRY_RUN_MAX_S", d.dry_run_max_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
     )
 
