@@ -5,7 +5,7 @@ take a batch ``{"batch": [...], "api_key", "sent_at", "historical_migration"}``,
 event, or an array of events. The write key is a header key, ``api_key``/``token`` of the
 body, or the first event's (``api_key``, ``token``, ``properties.token``). Bodies may be
 gzip (``Content-Encoding: gzip``, or posthog-js's ``?compression=gzip-js``, or just the
-gzip magic bytes). Success is ``200 {"status": 1}`` as PostHog answers; unusable events
+gzip magic bytes), or posthog-js's ``data=<base64>`` form. Success is ``200 {"status": 1}`` as PostHog answers; unusable events
 are listed under ``rejected`` and kept as dead letters, as on the Segment routes.
 
 Events are mapped fully at the door (``core.posthog.map_posthog_event``) into native
@@ -15,7 +15,10 @@ lower-priority queue with the same dedupe marks, rate limit, trust and verificat
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 import msgspec
 from litestar import MediaType, Request, Response, post
@@ -53,11 +56,22 @@ _SUCCESS = b'{"status":1}'
 
 
 def _body(request: Request, raw: bytes, max_bytes: int) -> bytes:
+    """The JSON bytes of a capture body: gzip (header, ``?compression=gzip-js`` or magic
+    bytes) is inflated; posthog-js's form body ``data=<base64 JSON>`` (its
+    ``compression=base64`` mode) is decoded."""
     encoding = request.headers.get("content-encoding")
     compression = (request.query_params.get("compression") or "").lower()
     if not encoding and (compression == "gzip-js" or compression == "gzip" or raw[:2] == _GZIP_MAGIC):
         encoding = "gzip"
-    return decode_body(raw, encoding, max_bytes)
+    body = decode_body(raw, encoding, max_bytes)
+    if body[:5] != b"data=":
+        return body
+    data = parse_qs(body.decode("latin-1"), max_num_fields=4).get("data", [""])[0]
+    try:
+        return base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_" if "-" in data or "_" in data else None,
+                                validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("form field data must be base64 of a JSON body", code="invalid_encoding") from None
 
 
 def _parse(body: bytes) -> tuple[list[msgspec.Raw], str | None, str | None, bool]:

@@ -155,3 +155,18 @@ def test_odd_values_are_rejected_per_event_never_a_500(ingest_client, drain, db,
         assert 400 <= r.status_code < 500 and {"code", "message"} <= r.json().keys(), (body, r.text)
     assert drain() == 0
     assert len(stored(db, tenant.id, ok["uuid"])) == 1
+
+
+def test_posthog_js_base64_form_body(ingest_client, drain, db, tenant):
+    import base64
+    from urllib.parse import quote
+
+    e = ev("$pageview", f"anon-{uuid.uuid4()}", properties={"token": tenant.write_key})
+    data = base64.b64encode(json.dumps([e]).encode()).decode()
+    r = ingest_client.post("/e/?compression=base64", content=f"data={quote(data)}".encode(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json() == OK, r.text
+    assert drain() == 0
+    assert len(stored(db, tenant.id, e["uuid"])) == 1
+    r = ingest_client.post("/e/", content=b"data=%%%", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_encoding"
