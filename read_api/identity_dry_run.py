@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from litestar import Request, post
 from litestar.params import JSONBody
 from msgspec import Struct
 
+from core.cache_keys import dry_run_lock_key
 from core.identity import TRUSTED_SOURCE_TYPES, IdentityRules
 from core.identity_dry_run import (
     InvalidRules,
@@ -30,7 +32,7 @@ from core.identity_dry_run import (
     parse_rules,
 )
 from read_api.auth import principal_of, tenant_key
-from read_api.errors import BadRequest
+from read_api.errors import BadRequest, Conflict
 from read_api.openapi import errors_for
 from read_api.state import ReadState
 from stratum.settings import libpq_url
@@ -106,7 +108,7 @@ def _replay(database_url: str, tenant_id: str, start: datetime, end: datetime, c
                   "\"from\", \"to\"}` (any subset of rules, over the tenant's). Replays the events of "
                   "[from, to) in event-time order onto an empty graph under the current rules (`now`) and the "
                   "proposed ones (`would_be`); stops at the configured event count or time (`truncated`).",
-      responses=errors_for(400, 401, 403, 503))
+      responses=errors_for(400, 401, 403, 409, 503))
 async def identity_dry_run(request: Request, data: JSONBody[DryRunRequest]) -> DryRunReport:
     st: ReadState = request.app.state.read
     tenant_id = principal_of(request).tenant_id
@@ -122,5 +124,14 @@ async def identity_dry_run(request: Request, data: JSONBody[DryRunRequest]) -> D
         raise BadRequest(exc.message, code="invalid_rules", errors=[{"field": exc.field, "message": exc.message}]) \
             from None
     s = st.settings
-    return await asyncio.to_thread(_replay, s.database_url, tenant_id, start, end, current, proposed,
-                                   s.dry_run_max_events, s.dry_run_max_s)
+    # One replay per tenant at a time: each may hold a core and a connection for max_s.
+    lock = dry_run_lock_key(tenant_id)
+    token = uuid.uuid4().hex
+    if not await st.redis.set(lock, token, nx=True, ex=int(s.dry_run_max_s) + 30):
+        raise Conflict("a dry-run of this tenant is running; retry when it is done", code="dry_run_in_progress")
+    try:
+        return await asyncio.to_thread(_replay, s.database_url, tenant_id, start, end, current, proposed,
+                                       s.dry_run_max_events, s.dry_run_max_s)
+    finally:
+        if await st.redis.get(lock) == token.encode():
+            await st.redis.delete(lock)

@@ -71,3 +71,14 @@ def test_bad_requests(read_client, tenant):
         assert r.json()["code"] in ("invalid_rules", "invalid_time"), r.text
     r = read_client.post("/api/v1/cdp/identity/dry-run", json={"rules": {}}, headers=auth(tenant.api_key))
     assert r.status_code == 400
+
+
+def test_one_dry_run_per_tenant_at_a_time(read_client, tenant, redis_conn):
+    from core.cache_keys import dry_run_lock_key
+
+    redis_conn.set(dry_run_lock_key(tenant.id), "someone", ex=30)
+    r = dry(read_client, tenant.api_key, {})
+    assert r.status_code == 409 and r.json()["code"] == "dry_run_in_progress"
+    redis_conn.delete(dry_run_lock_key(tenant.id))
+    assert dry(read_client, tenant.api_key, {}).status_code == 200
+    assert redis_conn.get(dry_run_lock_key(tenant.id)) is None
