@@ -9,7 +9,8 @@ number of rows. A retried batch never gets here twice: its dedupe keys are alrea
 Each row belongs to the profile it shaped: a link to the profile that gained the
 identifier, a merge to the survivor (the absorbed profile's own earlier decisions keep its
 id and are read through ``profiles.merged_into``), a refusal to the event's profile (null
-when the event had none).
+when the event had none), and a move (a provisional identifier taken by a trusted claim, or
+displaced at a type limit) also to the profile the identifier left.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def decision_rows(plan: Plan, event_ids: Sequence[str], event_profiles: Sequence
     for m in plan.merges:
         rows.append({"p": m.survivor, "e": event_ids[m.event_index], "k": "merge", "i": _ids(m.trigger, m.via),
                      "r": MERGE_RULE, "m": f"profile {m.absorbed} merged into {m.survivor} on {m.trigger.type}"})
+    for mv in plan.moves:
+        # The event's profile gets the refusal-kind decision below; the profile the
+        # identifier leaves gets this one.
+        kind, rule = ("limit", f"limit:{mv.identifier.type}") if mv.provisional else \
+            ("unverified_claim", "identity_verification")
+        rows.append({"p": mv.from_profile, "e": event_ids[mv.event_index], "k": kind, "i": _ids(mv.identifier),
+                     "r": rule, "m": f"{mv.identifier.type} moved to profile {mv.to_profile}"})
     for index, event_decisions in enumerate(decisions):
         for d in event_decisions:
             known = _REFUSALS.get(str(d.get("kind")))

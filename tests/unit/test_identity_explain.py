@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from core.identifiers import Identifier
-from core.identity_plan import Decision, Link, Merge, Plan
+from core.identity_plan import Decision, Link, Merge, Move, Plan
 from read_api.identity import shortest_path
 from workers.decision_log import decision_rows
 
@@ -45,3 +45,12 @@ def test_decision_rows_cover_links_merges_and_refusals():
         ("limit", None, "e1", "limit:anonymous_id"), ("limit", None, "e1", "max_merges")]
     assert rows[0]["i"] == [{"type": "email", "hash": "ha"}, {"type": "anonymous_id", "hash": "hb"}]
     assert rows[2]["i"] == [{"type": "email", "hash": None}]
+
+
+def test_moves_are_logged_on_the_profile_left():
+    ident = Identifier("email", "v", "he")
+    plan = Plan(moves=[Move(ident, "old", "new", 0, None, provisional=False),
+                       Move(ident, "new", "own", 0, None, provisional=True)])
+    rows = decision_rows(plan, ["e0"], ["new"], ["co_occurrence"], [[]])
+    assert [(r["k"], r["p"], r["r"]) for r in rows] == [("unverified_claim", "old", "identity_verification"),
+                                                       ("limit", "new", "limit:email")]
