@@ -7,7 +7,8 @@ Identity mapping:
 - ``$identify``, and any event with ``properties.$is_identified: true``, also records its
   ``distinct_id`` as the ``external_id`` and links ``properties.$anon_distinct_id`` (an
   ``anonymous_id``) with it, so the anonymous history joins the identified person;
-- ``$create_alias`` links ``properties.alias`` (an ``anonymous_id``) with ``distinct_id``;
+- ``$create_alias`` (and posthog-js's ``$merge_dangerously``) links ``properties.alias``
+  (an ``anonymous_id``) with ``distinct_id``;
 - ``$set.email`` / ``$set_once.email`` and ``.phone`` identify as Segment's traits do (an
   invalid one never rejects the event); ``properties.$device_id`` is a ``device_id``.
 
@@ -45,8 +46,11 @@ MAX_DEDUPE_KEY_CHARS = 255
 Id = str | int | float | None
 
 # PostHog event names with a Stratum event type of their own (the rest are ``track``).
-_EVENT_TYPES = {"$identify": "identify", "$create_alias": "alias", "$pageview": "page", "$screen": "screen",
+_EVENT_TYPES = {"$identify": "identify", "$create_alias": "alias", "$merge_dangerously": "alias",
+                "$pageview": "page", "$screen": "screen",
                 "$groupidentify": "group", "$set": "identify", "$set_once": "identify"}
+# Events that link ``properties.alias`` with ``distinct_id``.
+_ALIAS_EVENTS = frozenset({"$create_alias", "$merge_dangerously"})
 # Properties never stored: the write key and the identity signature (CONTRACT 4, 6).
 _SECRET_PROPERTIES = ("token", "api_key", "$identity_signature", "$set", "$set_once")
 
@@ -122,7 +126,7 @@ def posthog_identifiers(msg: PostHogEvent, props: dict[str, Any], phone_region: 
     candidates: list[tuple[str, Any]] = [("anonymous_id", distinct)]
     if _identified(msg, props):
         candidates += [("external_id", distinct), ("anonymous_id", _id_text(props.get("$anon_distinct_id")))]
-    if msg.event == "$create_alias":
+    if msg.event in _ALIAS_EVENTS:
         candidates.append(("anonymous_id", _id_text(props.get("alias"))))
     for traits in (msg.set, msg.set_once, props.get("$set"), props.get("$set_once")):
         if isinstance(traits, dict):

@@ -33,6 +33,8 @@ def test_plain_event_is_anonymous_only_and_alias_links():
     assert event.identifiers == [("anonymous_id", "42")] and event.event_type == "track"
     alias, _ = _map({"event": "$create_alias", "distinct_id": "a", "properties": {"alias": "b"}})
     assert alias.identifiers == [("anonymous_id", "a"), ("anonymous_id", "b")] and alias.event_type == "alias"
+    merge, _ = _map({"event": "$merge_dangerously", "distinct_id": "a", "properties": {"alias": "b"}})
+    assert merge.identifiers == alias.identifiers and merge.event_type == "alias"
 
 
 def test_skew_correction_and_offset():
