@@ -31,7 +31,7 @@ from core.identity_dry_run import (
     dry_run,
     parse_rules,
 )
-from read_api.auth import principal_of, tenant_key
+from read_api.auth import principal_of, tenant_admin_key
 from read_api.errors import BadRequest, Conflict
 from read_api.openapi import errors_for
 from read_api.state import ReadState
@@ -102,8 +102,8 @@ def _replay(database_url: str, tenant_id: str, start: datetime, end: datetime, c
                         examples=result.examples, truncated=result.truncated)
 
 
-@post("/api/v1/cdp/identity/dry-run", guards=[tenant_key], status_code=200,
-      summary="Replay stored events under other identity rules, without writing",
+@post("/api/v1/cdp/identity/dry-run", guards=[tenant_admin_key], status_code=200,
+      summary="Replay stored events under other identity rules, without writing (admin key)",
       description="Body `{\"rules\": {\"limits\": {TYPE: N}, \"priority\": [TYPES], \"blocked_values\": [...]}, "
                   "\"from\", \"to\"}` (any subset of rules, over the tenant's). Replays the events of "
                   "[from, to) in event-time order onto an empty graph under the current rules (`now`) and the "

@@ -36,6 +36,11 @@ def _endpoints(pid: str, event_id: str, source_id: str) -> list[tuple[str, str, 
         ("GET", "/api/v1/cdp/export/profiles", "/api/v1/cdp/export/profiles", None, None),
         ("GET", "/api/v1/cdp/export/events", "/api/v1/cdp/export/events", None, None),
         ("GET", "/api/v1/cdp/stats", "/api/v1/cdp/stats", None, None),
+        ("GET", "/api/v1/cdp/profiles/{profile_id}/decisions", f"/api/v1/cdp/profiles/{pid}/decisions", None, None),
+        ("GET", "/api/v1/cdp/identity/explain", "/api/v1/cdp/identity/explain",
+         {"a_type": "email", "a_value": "walk@example.com", "b_type": "anonymous_id", "b_value": "walk-anon"}, None),
+        ("POST", "/api/v1/cdp/identity/dry-run", "/api/v1/cdp/identity/dry-run", None,
+         {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "rules": {"limits": {"email": 1}}}),
     ]
 
 
@@ -45,7 +50,8 @@ OBJECT_ROUTES = {
     "/api/v1/cdp/profiles/{profile_id}", "/api/v1/cdp/profiles", "/api/v1/cdp/profiles/{profile_id}/events",
     "/api/v1/cdp/profiles/{profile_id}/graph", "/api/v1/cdp/profiles/{profile_id}/consents",
     "/api/v1/cdp/events/{event_id}", "/api/v1/cdp/sources/{source_id}",
-    "/api/v1/cdp/sources/{source_id}/rotate-key",
+    "/api/v1/cdp/sources/{source_id}/rotate-key", "/api/v1/cdp/profiles/{profile_id}/decisions",
+    "/api/v1/cdp/identity/explain",
 }
 
 
