@@ -51,8 +51,9 @@ _EVENT_TYPES = {"$identify": "identify", "$create_alias": "alias", "$merge_dange
                 "$groupidentify": "group", "$set": "identify", "$set_once": "identify"}
 # Events that link ``properties.alias`` with ``distinct_id``.
 _ALIAS_EVENTS = frozenset({"$create_alias", "$merge_dangerously"})
-# Properties never stored: the write key and the identity signature (CONTRACT 4, 6).
-_SECRET_PROPERTIES = ("token", "api_key", "$identity_signature", "$set", "$set_once")
+# Properties not stored with the event: the write key and the identity signature are never
+# stored (CONTRACT 4, 6); ``$set``/``$set_once`` become traits.
+_NOT_STORED_PROPERTIES = frozenset({"token", "api_key", "$identity_signature", "$set", "$set_once"})
 
 
 class PostHogEvent(msgspec.Struct):
@@ -213,7 +214,7 @@ def map_posthog_event(
         return Rejection("no_usable_identifier", "distinct_id", "event has no usable distinct_id, email or phone")
     traits = _traits(msg.set, props.get("$set"))
     traits_once = _traits(msg.set_once, props.get("$set_once"))
-    properties = {k: v for k, v in props.items() if k not in _SECRET_PROPERTIES}
+    properties = {k: v for k, v in props.items() if k not in _NOT_STORED_PROPERTIES}
     context = _context(props)
     etype = _EVENT_TYPES.get(msg.event, "track")
     score = emq_score((t for t, _ in identifiers), properties, context, event_time, received_at)
