@@ -7,7 +7,8 @@ are (or are not) on one profile.
 - ``GET /api/v1/cdp/identity/explain``: when both identifiers are on one profile, the
   shortest chain of that profile's links (merges are links of type ``merge``) from ``a`` to
   ``b``, found by breadth-first search; otherwise the refusals recorded on either side that
-  name an identifier of the other side.
+  name an identifier of the other side, or, when one identifier is on no profile (blocked,
+  suppressed, left out), the refusals of the other's profile that name it.
 
 Node references are ``"type:hash"`` strings, as in the graph.
 """
@@ -22,6 +23,7 @@ from litestar import Request, get
 from litestar.params import FromPath, FromQuery
 from msgspec import Struct, field
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from read_api.auth import principal_of, tenant_key
 from read_api.errors import BadRequest, NotFound
@@ -102,6 +104,17 @@ WHERE d.tenant_id = %(tenant_id)s AND d.kind NOT IN ('link', 'merge')
               JOIN profile_identifiers pi ON pi.tenant_id = d.tenant_id AND pi.type = i->>'type'
                                          AND pi.hash = i->>'hash'
               WHERE pi.profile_id = %(other)s)
+ORDER BY d.id LIMIT %(limit)s
+"""
+
+
+# Refusals recorded on ``side`` (or a profile merged into it) that name ``ident``.
+_LEFT_OUT_SQL = """
+SELECT d.id, d.decided_at, d.event_id::text, d.kind, d.identifiers, d.rule, d.message
+FROM identity_decisions d
+WHERE d.tenant_id = %(tenant_id)s AND d.kind NOT IN ('link', 'merge') AND d.identifiers @> %(ident)s
+  AND d.profile_id IN (SELECT %(side)s::uuid UNION ALL
+                       SELECT id FROM profiles WHERE merged_into = %(side)s AND tenant_id = %(tenant_id)s)
 ORDER BY d.id LIMIT %(limit)s
 """
 
@@ -200,9 +213,17 @@ async def explain_identity(
     b = identifier_hash_from_query(b_type, b_value, b_hash, phone_region)
     async with st.pool.connection() as conn:
         pa, pb = await _holder(conn, tenant_id, a), await _holder(conn, tenant_id, b)
+        if (pa is None) != (pb is None):
+            # One is on no profile: the refusals of the other's profile that left it out, if any.
+            side, missing = (pa, b) if pb is None else (pb, a)
+            rows = await (await conn.execute(_LEFT_OUT_SQL, {
+                "tenant_id": tenant_id, "side": side, "limit": MAX_BLOCKING_DECISIONS,
+                "ident": Jsonb([{"type": missing[0], "hash": missing[1]}])})).fetchall()
+            if rows:
+                return Explanation(same_profile=False, path=[], blocking_decisions=[_decision(r) for r in rows])
         if pa is None or pb is None:
-            missing = " and ".join(n for n, p in (("a", pa), ("b", pb)) if p is None)
-            raise NotFound(f"no profile holds identifier {missing}")
+            missing_names = " and ".join(n for n, p in (("a", pa), ("b", pb)) if p is None)
+            raise NotFound(f"no profile holds identifier {missing_names}")
         if pa == pb:
             profile = uuid.UUID(pa)
             links = await (await conn.execute(_LINKS_SQL, (tenant_id, profile))).fetchall()

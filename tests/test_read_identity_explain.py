@@ -110,3 +110,18 @@ def test_erasure_removes_the_profile_decisions(ingest_client, read_client, tenan
     assert db.execute(count, (tenant.id, pid)).fetchone()[0] == 2
     assert read_client.delete(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).status_code == 200
     assert db.execute(count, (tenant.id, pid)).fetchone()[0] == 0
+
+
+def test_explain_an_identifier_left_out_everywhere(ingest_client, read_client, new_tenant, drain):
+    """An erased person's email is suppressed: a later event's profile records why it is not there."""
+    t = new_tenant(source_type="server")
+    ingest_and_drain(ingest_client, drain, t.write_key, event("A", ("email", "gone@example.com")))
+    gone = profile_by(read_client, t.api_key, "email", "gone@example.com").json()["id"]
+    assert read_client.delete(f"/api/v1/cdp/profiles/{gone}", headers=auth(t.api_key)).status_code == 200
+    (e2,) = ingest_and_drain(ingest_client, drain, t.write_key,
+                             event("B", ("anonymous_id", "lo-1"), ("email", "gone@example.com")))
+    r = explain(read_client, t.api_key, ("anonymous_id", "lo-1"), ("email", "gone@example.com"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["same_profile"] is False and body["path"] == []
+    assert [(d["kind"], d["event_id"], d["rule"]) for d in body["blocking_decisions"]] == [("suppressed", e2, "erasure")]
