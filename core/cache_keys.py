@@ -12,3 +12,8 @@ _PREFIX = "stratum"
 def deadletter_key(tenant_id: str) -> str:
     """Redis list of a tenant's unusable events (written by ingest, shown by ``/ops``)."""
     return f"{_PREFIX}:deadletter:{tenant_id}"
+
+
+def dry_run_lock_key(tenant_id: str) -> str:
+    """Held while one of the tenant's identity rule dry-runs runs (one at a time)."""
+    return f"{_PREFIX}:dry-run:{tenant_id}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -174,6 +174,50 @@ def merge_trait_sets(
         stamp = other_times.get(key, "")
         if key in traits and times.get(key, "") >= stamp:
             continue
+        new_size = budget.fits(key, value)
+        if new_size is None:
+            refused.append(key)
+            continue
+        budget.size = new_size
+        traits[key] = value
+        times[key] = stamp
+    return refused
+
+
+# ``$set_once`` stamps (PostHog): ``ONCE_PREFIX`` + the state time counted backwards, in
+# fixed width. The prefix sorts before every ISO stamp, so a plain trait (``$set``) always
+# overrides a set-once value; between two set-once values the older state time has the
+# larger stamp, so the newest-stamp-wins rule of ``merge_trait_sets`` keeps the oldest
+# value on a merge too. Nothing else reads ``trait_times``.
+ONCE_PREFIX = "!"
+_ONCE_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+_ONCE_SPAN_US = 10**18
+
+
+def once_stamp(at: datetime) -> str:
+    """The ``trait_times`` stamp of a set-once value with state time ``at``."""
+    elapsed = at - _ONCE_EPOCH
+    us = (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+    return f"{ONCE_PREFIX}{_ONCE_SPAN_US - us:019d}"
+
+
+def merge_traits_once(
+    traits: dict[str, Any], times: dict[str, str], new: dict[str, Any], at: datetime,
+    *, max_keys: int = MAX_TRAIT_KEYS, max_bytes: int = MAX_TRAITS_BYTES,
+) -> list[str]:
+    """``$set_once``: set a key the profile lacks; replace only a set-once value with a newer
+    state time (the oldest wins, whatever the arrival order); never a value set plainly.
+    Same caps as ``merge_traits``; returns the refused keys."""
+    stamp = once_stamp(at)
+    budget: _TraitBudget | None = None
+    refused: list[str] = []
+    for key, value in new.items():
+        if key in traits:
+            current = times.get(key)
+            if current is None or not current.startswith(ONCE_PREFIX) or current >= stamp:
+                continue
+        if budget is None:
+            budget = _TraitBudget(traits, max_keys, max_bytes)
         new_size = budget.fits(key, value)
         if new_size is None:
             refused.append(key)

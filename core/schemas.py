@@ -79,6 +79,9 @@ class QueuedEvent(Struct, array_like=True, tag="n"):
     # (a Segment userId sent as a number), else "". Last and defaulted, so payloads queued
     # without it still decode (and older workers ignore it).
     claims: list[tuple[str, str, str, str]] = []
+    # PostHog ``$set_once``: traits that keep the value with the oldest state time. A new
+    # trailing field with a default: workers of either release read both payloads.
+    traits_once: dict[str, Any] | None = None
 
 
 class QueuedSegmentEvent(Struct, array_like=True, tag="s"):

@@ -25,6 +25,7 @@ from ingest_api.errors import (
 from ingest_api.metrics import IngestMetrics
 from ingest_api.native import post_events
 from ingest_api.pipeline import redis_ready
+from ingest_api.posthog import POSTHOG_ROUTES
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
 from stratum.apidocs import openapi_config
@@ -100,19 +101,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = AsyncConnectionPool(libpq_url(settings.database_url), min_size=1, max_size=4, open=False)
         await pool.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        enqueuer = BatchEnqueuer(
-            redis, settings.queue_name, dedupe_window_s=settings.dedupe_window_s,
+        enqueuer, import_enqueuer = (BatchEnqueuer(
+            redis, name, dedupe_window_s=settings.dedupe_window_s,
             job_timeout_s=settings.job_timeout_s, failed_job_ttl_s=settings.failed_job_ttl_s,
             high_water=settings.queue_high_water,
-        )
-        app.state.ingest = IngestState(settings, pool, redis, enqueuer, SourceDirectory(pool, global_blocked_values(settings)), metrics_)
+        ) for name in (settings.queue_name, settings.import_queue))
+        app.state.ingest = IngestState(settings, pool, redis, enqueuer, SourceDirectory(pool, global_blocked_values(settings)), metrics_,
+                                       import_enqueuer)
         try:
             yield
         finally:
             await redis.aclose()
             await pool.close()
 
-    handlers = [post_events, *SEGMENT_ROUTES, health, ready, metrics]
+    handlers = [post_events, *SEGMENT_ROUTES, *POSTHOG_ROUTES, health, ready, metrics]
     known_paths = frozenset(p for h in handlers for p in h.paths)
     return Litestar(
         route_handlers=handlers,

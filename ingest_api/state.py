@@ -24,6 +24,9 @@ class IngestState:
     enqueuer: BatchEnqueuer
     sources: SourceDirectory
     metrics: IngestMetrics
+    # The import lane (PostHog historical_migration): same dedupe marks and rate limits,
+    # its own lower-priority queue. None: imports share the events queue.
+    import_enqueuer: BatchEnqueuer | None = None
 
     async def header_key(self, request: Request) -> str | None:
         """The write key of the Authorization header, checked before the body is read."""
@@ -33,9 +36,11 @@ class IngestState:
         return key
 
     async def queue(self, source: Source, pending: list[PendingEvent], received_at: datetime, request_id: str,
-                    context: dict | None = None, integrations: dict | None = None) -> QueueOutcome:
+                    context: dict | None = None, integrations: dict | None = None,
+                    *, import_lane: bool = False) -> QueueOutcome:
         s = self.settings
-        return await queue_events(self.enqueuer, source, pending, received_at, request_id,
+        enqueuer = self.import_enqueuer if import_lane and self.import_enqueuer is not None else self.enqueuer
+        return await queue_events(enqueuer, source, pending, received_at, request_id,
                                   s.retry_after_s, s.default_rate_limit_per_s, context, integrations)
 
 

@@ -32,6 +32,8 @@ from read_api.events import event_status, profile_events
 from read_api.export_slots import ExportSlots
 from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
+from read_api.identity import explain_identity, profile_decisions
+from read_api.identity_dry_run import identity_dry_run
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
 from read_api.ops_volume import ops_volume
@@ -55,7 +57,7 @@ ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
     event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
     export_profiles, export_events,
-    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES,
+    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES, profile_decisions, explain_identity, identity_dry_run,
 ]
 
 

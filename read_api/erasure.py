@@ -46,6 +46,7 @@ SELECT count(*) FROM gone
 _CONSENTS_SQL = "DELETE FROM consents WHERE profile_id = ANY(%s::uuid[])"
 _CONSENT_HISTORY_SQL = "DELETE FROM consent_history WHERE profile_id = ANY(%s::uuid[])"
 _LINKS_SQL = "DELETE FROM identity_links WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])"
+_DECISIONS_SQL = "DELETE FROM identity_decisions WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])"
 _MERGES_SQL = """
 DELETE FROM profile_merges WHERE tenant_id = %(tenant_id)s
 AND (survivor_id = ANY(%(ids)s::uuid[]) OR absorbed_id = ANY(%(ids)s::uuid[]))
@@ -62,6 +63,7 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
     consents = (await conn.execute(_CONSENTS_SQL, (ids,))).rowcount
     await conn.execute(_CONSENT_HISTORY_SQL, (ids,))
     await conn.execute(_LINKS_SQL, (tenant_id, ids))
+    await conn.execute(_DECISIONS_SQL, (tenant_id, ids))
     await conn.execute(_MERGES_SQL, {"tenant_id": tenant_id, "ids": ids})
     profiles = (await conn.execute(_PROFILES_SQL, (tenant_id, ids))).rowcount
     counts = ErasedCounts(profiles=profiles, identifiers=len(identifiers), events=events, consents=consents)

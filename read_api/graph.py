@@ -33,7 +33,7 @@ WHERE profile_id = %s AND tenant_id = %s ORDER BY created_at, id
 
 # Merges where this profile, or a profile later merged into it, was the survivor.
 _MERGES_SQL = """
-SELECT survivor_id::text, absorbed_id::text, trigger_type, trigger_hash, created_at FROM profile_merges
+SELECT id, survivor_id::text, absorbed_id::text, trigger_type, trigger_hash, created_at FROM profile_merges
 WHERE tenant_id = %(tenant_id)s AND survivor_id IN (
     SELECT %(profile_id)s::uuid UNION ALL
     SELECT id FROM profiles WHERE merged_into = %(profile_id)s AND tenant_id = %(tenant_id)s
@@ -62,6 +62,6 @@ async def profile_graph(request: Request, profile_id: FromPath[str]) -> Graph:
         nodes=[GraphNode(t, h, iso(fs)) for t, h, fs in nodes],
         edges=[GraphEdge(from_=node_ref(ft, fh), to=node_ref(tt, th), link_type=lt, evidence=EdgeEvidence(ev))
                for ft, fh, tt, th, lt, ev in edges],
-        merges=[GraphMerge(survivor=s, absorbed=a, trigger=node_ref(tt, th), at=iso(at))
-                for s, a, tt, th, at in merges],
+        merges=[GraphMerge(id=str(mid), survivor=s, absorbed=a, trigger=node_ref(tt, th), at=iso(at))
+                for mid, s, a, tt, th, at in merges],
     )

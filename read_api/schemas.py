@@ -127,8 +127,10 @@ class GraphEdge(Struct):
 
 
 class GraphMerge(Struct):
-    """``trigger`` is the ``"type:hash"`` identifier whose sighting caused the merge."""
+    """``trigger`` is the ``"type:hash"`` identifier whose sighting caused the merge; ``id``
+    names the merge (for unmerge)."""
 
+    id: str
     survivor: str
     absorbed: str
     trigger: str

@@ -51,6 +51,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     queue_name: str = "stratum-events"
+    # The import lane (PostHog ``historical_migration`` batches): empty means "<queue_name>-import"
+    import_queue_name: str = ""
     # Ingest
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
@@ -97,10 +99,23 @@ class Settings:
     read_key_cache_ttl_s: float = 1.0
     export_max_per_tenant: int = 4
     export_lease_s: int = 60
+    # Identity rule dry-run (POST /api/v1/cdp/identity/dry-run): where a replay stops
+    dry_run_max_events: int = 1_000_000
+    dry_run_max_s: float = 60.0
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
     # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
     secret_key: str | None = field(default=None, repr=False)
+
+    @property
+    def import_queue(self) -> str:
+        """The import lane's queue: lower priority than ``queue_name`` (workers take it last)."""
+        return self.import_queue_name or f"{self.queue_name}-import"
+
+    @property
+    def worker_queues(self) -> list[str]:
+        """The queues a worker listens to by default, highest priority first."""
+        return [self.queue_name, self.import_queue]
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -113,6 +128,7 @@ def settings_from_env() -> Settings:
         database_url=_env("DATABASE_URL", d.database_url),
         redis_url=_env("REDIS_URL", d.redis_url),
         queue_name=_env("QUEUE_NAME", d.queue_name),
+        import_queue_name=_env("IMPORT_QUEUE_NAME", d.import_queue_name),
         ingest_host=_env("INGEST_HOST", d.ingest_host),
         ingest_port=_int("INGEST_PORT", d.ingest_port),
         read_host=_env("READ_HOST", d.read_host),
@@ -151,6 +167,8 @@ def settings_from_env() -> Settings:
         read_key_cache_ttl_s=_float("READ_KEY_CACHE_TTL_S", d.read_key_cache_ttl_s),
         export_max_per_tenant=_int("EXPORT_MAX_PER_TENANT", d.export_max_per_tenant),
         export_lease_s=_int("EXPORT_LEASE_S", d.export_lease_s),
+        dry_run_max_events=_int("DRY_RUN_MAX_EVENTS", d.dry_run_max_events),
+        dry_run_max_s=_float("DRY_RUN_MAX_S", d.dry_run_max_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
         secret_key=_env("SECRET_KEY", "") or None,
     )

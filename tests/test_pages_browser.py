@@ -327,6 +327,41 @@ def test_profiles_need_a_key_then_search_timeline_and_graph(page, ingest_client,
     page.wait(lambda: not page.find_all("svg .graph-node") and not page.find_all("#events li"), "data removed")
 
 
+def test_profile_page_lists_decisions_and_explains_two_identifiers(page, ingest_client, read_client, tenant, drain):
+    """The decision log beside the graph, and "why is X with Y?" highlighting the path."""
+    from core.identifiers import normalize_identifier
+
+    _seed_profile(ingest_client, tenant, drain, n_views=1)
+    profile = read_client.get("/api/v1/cdp/profiles", params={"identifier_type": "email",
+                                                              "identifier_value": "jane@example.com"},
+                              headers=_auth(tenant.api_key)).json()
+    decisions = read_client.get(f"/api/v1/cdp/profiles/{profile['id']}/decisions",
+                                headers=_auth(tenant.api_key)).json()["decisions"]
+    assert {"link", "merge"} <= {d["kind"] for d in decisions}
+
+    page.open(f"/profiles/{profile['id']}")
+    page.save_key(tenant.api_key)
+    page.wait(lambda: page.find("#profile").is_displayed() and page.find_all("#decisions tr.decision"),
+              "the profile and its decisions load")
+    rows = page.find_all("#decisions tr.decision")
+    assert len(rows) == len(decisions)
+    assert page.find_all("#decisions tr.kind-merge"), "the merge is listed"
+
+    ref = {t: f"{t}:{normalize_identifier(t, v).hash}" for t, v in (("device_id", "dev-1"),
+                                                                     ("anonymous_id", "anon-jane"))}
+    page.find(f'g.graph-node[data-ref="{ref["device_id"]}"]').click()
+    page.find(f'g.graph-node[data-ref="{ref["anonymous_id"]}"]').click()
+    page.find("#explain button[type=submit]").click()
+    page.wait(lambda: page.find_all("#explain-path li.path-step"), "the path is listed")
+    expected = read_client.get("/api/v1/cdp/identity/explain", headers=_auth(tenant.api_key), params={
+        "a_type": "device_id", "a_value": "dev-1", "b_type": "anonymous_id", "b_value": "anon-jane"}).json()
+    assert len(page.find_all("#explain-path li.path-step")) == len(expected["path"]) > 0
+    on_path = {g.get_attribute("data-ref") for g in page.find_all("svg.identity-graph g.graph-node.on-path")}
+    assert {ref["device_id"], ref["anonymous_id"]} <= on_path
+    assert page.find_all("svg.identity-graph g.graph-edge.on-path")
+    page.screenshot("profile-explain", height=2200)
+
+
 def test_ops_lists_a_failed_job_and_replays_it(page, ingest_client, tenant, db, settings, redis_conn, drain):
     from stratum.admin import create_operator
     from workers.worker import build_worker

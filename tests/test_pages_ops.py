@@ -80,7 +80,7 @@ def test_status_lists_a_registered_worker(read_client, operator_key, redis_conn,
     try:
         workers = read_client.get("/api/v1/ops/status", headers=_auth(operator_key)).json()["workers"]
         assert [w["name"] for w in workers] == [worker.name]
-        assert workers[0]["queues"] == [settings.queue_name]
+        assert workers[0]["queues"] == [settings.queue_name, settings.import_queue]  # the import lane last
         assert workers[0]["alive"] is False  # no heartbeat thread in this test
     finally:
         worker.register_death()

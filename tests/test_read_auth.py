@@ -58,6 +58,11 @@ def _endpoints(pid: str, event_id: str, source_id: str, segment_id: str = "sg", 
         ("GET", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, None),
         ("PATCH", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, {"within_days": 30}),
         ("DELETE", "/api/v1/cdp/computed-traits/{trait_id}", trait, None, None),
+        ("GET", "/api/v1/cdp/profiles/{profile_id}/decisions", f"/api/v1/cdp/profiles/{pid}/decisions", None, None),
+        ("GET", "/api/v1/cdp/identity/explain", "/api/v1/cdp/identity/explain",
+         {"a_type": "email", "a_value": "walk@example.com", "b_type": "anonymous_id", "b_value": "walk-anon"}, None),
+        ("POST", "/api/v1/cdp/identity/dry-run", "/api/v1/cdp/identity/dry-run", None,
+         {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "rules": {"limits": {"email": 1}}}),
     ]
 
 
@@ -71,6 +76,7 @@ OBJECT_ROUTES = {
     "/api/v1/cdp/segments/{segment_id}",
     "/api/v1/cdp/segments/{segment_id}/members", "/api/v1/cdp/segments/{segment_id}/history",
     "/api/v1/cdp/computed-traits/{trait_id}",
+    "/api/v1/cdp/profiles/{profile_id}/decisions", "/api/v1/cdp/identity/explain",
 }
 
 

@@ -1,8 +1,8 @@
-"""The unchanged official SDKs against a real ingest server process (CONTRACT 4.2).
+"""The unchanged official SDKs against a real ingest server process (CONTRACT 4.2, 4.3).
 
 segment-analytics-python (``segment.analytics``) and rudder-sdk-python
 (``rudderstack.analytics``) post to ``http://127.0.0.1:PORT/v1/batch`` of a
-``stratum ingest-api`` subprocess; the in-process worker (``drain``) then stores the
+``stratum ingest-api`` subprocess, and ``posthog`` to its ``/batch/``; the in-process worker (``drain``) then stores the
 events in Postgres, where each must appear exactly once.
 """
 
@@ -29,6 +29,7 @@ from core.identifiers import hash_normalized
 
 segment_analytics = pytest.importorskip("segment.analytics")
 rudder_analytics = pytest.importorskip("rudderstack.analytics")
+posthog_sdk = pytest.importorskip("posthog")
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = 30.0
@@ -326,3 +327,61 @@ def test_server_logs_hold_no_keys_or_personal_data(ingest_server, tenant):
     text = ingest_server.log()
     for secret in (tenant.write_key, basic.split()[1], email, phone, phone.lstrip("+")):
         assert secret not in text, f"server log contains {secret!r}"
+
+
+# --------------------------------------------------------------------------- PostHog
+
+def _posthog_client(key: str, base: str, errors: list, **kwargs):
+    return posthog_sdk.Posthog(key, host=base, sync_mode=True, max_retries=0, timeout=10,
+                               enable_local_evaluation=False, on_error=lambda e, batch: errors.append(e), **kwargs)
+
+
+@pytest.mark.parametrize("use_gzip", [False, True])
+def test_posthog_sdk_identify_alias_set_and_uuid_dedupe(ingest_server, tenant, drain, db, use_gzip):
+    errors: list = []
+    client = _posthog_client(tenant.write_key, ingest_server.base, errors, gzip=use_gzip)
+    try:
+        anon, user = f"ph-anon-{uuid.uuid4().hex[:8]}", f"ph-user-{uuid.uuid4().hex[:8]}"
+        other = f"ph-alias-{uuid.uuid4().hex[:8]}"
+        sent: dict[str, tuple[str, str]] = {}
+        for name in ("$pageview", "Clicked"):
+            sent[client.capture(name, distinct_id=anon, properties={"n": 1})] = (
+                "page" if name == "$pageview" else "track", name)
+        identify = client.capture("$identify", distinct_id=user,
+                                  properties={"$anon_distinct_id": anon, "$set": {"plan": "pro"}})
+        sent[identify] = ("identify", "$identify")
+        sent[client.alias(previous_id=user, distinct_id=other)] = ("alias", "$create_alias")
+        client.set(distinct_id=user, properties={"name": "Hog"})
+        client.set_once(distinct_id=user, properties={"first_source": "sdk"})
+        client.set_once(distinct_id=user, properties={"first_source": "later"})
+        fixed = str(uuid.uuid4())
+        for _ in range(3):  # a retry resends the same uuid
+            client.capture("Retried", distinct_id=user, uuid=fixed)
+        sent[fixed] = ("track", "Retried")
+        client.flush()
+    finally:
+        client.shutdown()
+    assert errors == []
+
+    assert drain() == 0
+    _assert_stored_once(db, tenant.id, sent)
+    profile = _profile_of(db, tenant.id, "external_id", user)
+    assert profile is not None
+    for id_type, value in (("anonymous_id", anon), ("anonymous_id", user), ("anonymous_id", other)):
+        assert _profile_of(db, tenant.id, id_type, value) == profile
+    traits = db.execute("SELECT traits FROM profiles WHERE id = %s", (profile,)).fetchone()[0]
+    assert {k: traits.get(k) for k in ("plan", "name", "first_source")} == {
+        "plan": "pro", "name": "Hog", "first_source": "sdk"}
+
+
+def test_posthog_sdk_historical_migration_lands(ingest_server, tenant, drain, db):
+    errors: list = []
+    client = _posthog_client(tenant.write_key, ingest_server.base, errors, historical_migration=True)
+    try:
+        event_uuid = client.capture("Old Order", distinct_id="ph-import-user", timestamp="2026-01-01T00:00:00Z")
+        client.flush()
+    finally:
+        client.shutdown()
+    assert errors == []
+    assert drain() == 0
+    assert _count(db, tenant.id, event_uuid) == 1

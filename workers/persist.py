@@ -26,10 +26,12 @@ from core.profiles import (
     add_revenue,
     is_purchase,
     merge_traits,
+    merge_traits_once,
     next_lifecycle,
     purchase_amount,
 )
 from stratum.db.params import json_rows
+from workers.decision_log import decision_rows, record_decisions
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
@@ -156,6 +158,8 @@ def persist_tenant_events(
     event_profiles = plan.event_profiles
     for d in plan.decisions:
         decisions[d.event_index].append(d.as_dict())
+    # The decision log (CONTRACT 9): links, merges and refusals, per profile.
+    record_decisions(conn, tenant_id, decision_rows(plan, ids, event_profiles, link_types, decisions))
 
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e in fresh:
@@ -281,10 +285,12 @@ def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | Non
     """Fold each event's traits into its profile (newest state time per key), before the
     events are written: keys refused by the profile caps are warned on the event itself."""
     for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
-        if pid is None or not e.traits:
+        if pid is None or not (e.traits or e.traits_once):
             continue
         p = profiles[pid]
         refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        if e.traits_once:  # PostHog $set_once: the oldest state time wins
+            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, e.state_time)
         if refused:
             # The count only: trait keys are client text and warnings never echo it.
             dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "

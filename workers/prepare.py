@@ -19,7 +19,7 @@ from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.identity_signature import SignedClaim, check_claims, unverified_warnings
-from core.privacy import scrub_queued_event
+from core.privacy import scrub_pii, scrub_queued_event
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import map_segment_event
 from workers.runtime import SourceIdentity
@@ -43,6 +43,7 @@ class PreparedEvent:
     decisions: list[dict[str, str]] = field(default_factory=list)
     verified: frozenset[tuple[str, str]] = frozenset()
     protect: bool = False
+    traits_once: dict[str, Any] = field(default_factory=dict)  # PostHog $set_once
 
     @property
     def state_time(self) -> datetime:
@@ -107,4 +108,5 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
         received_at=batch.received_at, identifiers=identifiers,
         properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
         verified=frozenset(verified & seen), protect=identity.protect,
+        traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
     )

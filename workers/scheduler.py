@@ -43,7 +43,8 @@ class PeriodicJob:
 
 
 def _requeue_abandoned(_conn: psycopg.Connection, redis: Redis, settings: Settings) -> None:
-    reap_abandoned_jobs(redis, events_queue(redis, settings.queue_name))
+    for name in settings.worker_queues:  # the events queue and the import lane
+        reap_abandoned_jobs(redis, events_queue(redis, name))
 
 
 def _partitions(conn: psycopg.Connection, _redis: Redis, settings: Settings) -> None:

@@ -173,7 +173,7 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
     Forking per job would cost a new database connection and cold caches for every batch;
     a crash of the process is covered by the reaper instead (jobs are idempotent).
     """
-    names = queues or [settings.queue_name]
+    names = queues or settings.worker_queues  # RQ takes them in order: the import lane last
     return ResilientWorker(
         [events_queue(connection, n) for n in names],
         connection=connection,

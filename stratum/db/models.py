@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -353,4 +354,21 @@ scheduler_marks = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("mark", DateTime(timezone=True), nullable=False),
+)
+
+# The identity decision log (CONTRACT 9): links, merges and refusals, read per profile in
+# id order (keyset pages) by /profiles/{id}/decisions and /identity/explain.
+identity_decisions = Table(
+    "identity_decisions",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("profile_id", UUID(as_uuid=True)),  # null: a refusal on an event stored without a profile
+    Column("event_id", UUID(as_uuid=True)),
+    Column("kind", Text, nullable=False),
+    Column("identifiers", JSONB, nullable=False),  # [{"type", "hash"}]
+    Column("rule", Text),
+    Column("message", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Index("ix_identity_decisions_tenant_id_profile_id_id", "tenant_id", "profile_id", "id"),
 )

@@ -103,3 +103,18 @@ export function renderGraph(graph) {
   root.append(nodes);
   return root;
 }
+
+// Marks the nodes and edges of an explain path ({from, to} steps) with the class "on-path";
+// an empty path clears the marks.
+export function highlightPath(root, path) {
+  if (!root) return;
+  for (const g of root.querySelectorAll(".on-path")) g.classList.remove("on-path");
+  const pairs = new Set(path.map((s) => [s.from, s.to].sort().join("|")));
+  const refs = new Set(path.flatMap((s) => [s.from, s.to]));
+  for (const g of root.querySelectorAll("g.graph-edge")) {
+    if (pairs.has([g.dataset.from, g.dataset.to].sort().join("|"))) g.classList.add("on-path");
+  }
+  for (const g of root.querySelectorAll("g.graph-node")) {
+    if (refs.has(g.dataset.ref)) g.classList.add("on-path");
+  }
+}

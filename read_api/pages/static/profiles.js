@@ -1,9 +1,9 @@
 // /profiles and /profiles/{id}: search by identifier, then one profile with its traits,
-// consents, identity graph and events (paged with next_cursor). Shows nothing of a tenant
+// consents, identity graph (with "why is X with Y?"), identity decisions and events (paged with next_cursor). Shows nothing of a tenant
 // until a tenant key is stored; every request carries it as Bearer.
 
 import { ApiError, apiFetch, bindKeyForm, clear, el, formatTime, getKey, shortId, showMessage } from "./common.js";
-import { renderGraph } from "./graph.js";
+import { highlightPath, renderGraph } from "./graph.js";
 
 const EVENTS_PAGE = 25;
 const pageMessage = document.getElementById("page-message");
@@ -11,8 +11,12 @@ const searchMessage = document.getElementById("search-message");
 const tenantView = document.getElementById("tenant-view");
 const profileView = document.getElementById("profile");
 const moreButton = document.getElementById("more-events");
+const moreDecisions = document.getElementById("more-decisions");
+const explainMessage = document.getElementById("explain-message");
 let nextCursor = null;
+let decisionsCursor = null;
 let currentId = null;
+let pickNext = "a"; // which of X and Y a click on a node fills
 
 function profileIdFromPath() {
   const m = location.pathname.match(/^\/profiles\/([^/]+)\/?$/);
@@ -87,6 +91,74 @@ function renderGraphSection(graph) {
   }
 }
 
+const refLabel = (ref) => ref.slice(0, ref.indexOf(":") + 11);
+
+function renderExplainChoices(graph) {
+  for (const id of ["explain-a", "explain-b"]) {
+    const select = clear(document.getElementById(id));
+    for (const n of graph.nodes) {
+      const ref = `${n.type}:${n.hash}`;
+      select.append(el("option", { value: ref }, refLabel(ref)));
+    }
+  }
+  if (graph.nodes.length > 1) document.getElementById("explain-b").selectedIndex = 1;
+  pickNext = "a";
+  for (const node of document.querySelectorAll("#graph g.graph-node")) {
+    node.addEventListener("click", () => {
+      document.getElementById(`explain-${pickNext}`).value = node.dataset.ref;
+      pickNext = pickNext === "a" ? "b" : "a";
+    });
+  }
+}
+
+async function explain(event) {
+  event.preventDefault();
+  const [a, b] = ["explain-a", "explain-b"].map((id) => document.getElementById(id).value);
+  const list = clear(document.getElementById("explain-path"));
+  highlightPath(document.querySelector("#graph svg"), []);
+  if (!a || !b) return;
+  const [aType, aHash] = [a.slice(0, a.indexOf(":")), a.slice(a.indexOf(":") + 1)];
+  const [bType, bHash] = [b.slice(0, b.indexOf(":")), b.slice(b.indexOf(":") + 1)];
+  const params = new URLSearchParams({ a_type: aType, a_hash: aHash, b_type: bType, b_hash: bHash });
+  try {
+    const answer = await apiFetch("tenant", `/api/v1/cdp/identity/explain?${params}`);
+    for (const step of answer.path) {
+      list.append(el("li", { class: "path-step" }, `${refLabel(step.from)} → ${refLabel(step.to)}: ${step.link_type}`,
+        el("span", { class: "mono muted", title: step.event_id || "" }, ` event ${shortId(step.event_id)} · ${formatTime(step.at)}`)));
+    }
+    highlightPath(document.querySelector("#graph svg"), answer.path);
+    if (!answer.same_profile) {
+      showMessage(explainMessage, `Not on one profile: ${answer.blocking_decisions.length} decision(s) kept them apart.`, "info");
+    } else {
+      showMessage(explainMessage, a === b ? "The same identifier." : `Joined by ${answer.path.length} link(s).`, "info");
+    }
+  } catch (err) {
+    showMessage(explainMessage, describeError(err, "profile holds one of them"));
+  }
+}
+
+function decisionRow(d) {
+  const ids = d.identifiers.map((i) => `${i.type}:${i.hash ? i.hash.slice(0, 10) : "—"}`).join(", ");
+  return el("tr", { class: `decision kind-${d.kind}` }, el("td", {}, formatTime(d.at)), el("td", {}, d.kind),
+    el("td", { class: "mono" }, ids), el("td", {}, d.rule || ""), el("td", {}, d.message),
+    el("td", { class: "mono", title: d.event_id || "" }, shortId(d.event_id)));
+}
+
+async function loadDecisions(reset) {
+  const body = document.querySelector("#decisions tbody");
+  if (reset) {
+    clear(body);
+    decisionsCursor = null;
+  }
+  const params = new URLSearchParams({ limit: "50" });
+  if (decisionsCursor) params.set("cursor", decisionsCursor);
+  const page = await apiFetch("tenant", `/api/v1/cdp/profiles/${encodeURIComponent(currentId)}/decisions?${params}`);
+  for (const d of page.decisions) body.append(decisionRow(d));
+  if (reset && !page.decisions.length) body.append(row(el("td", { colspan: 6, class: "muted" }, "no decisions recorded")));
+  decisionsCursor = page.next_cursor;
+  moreDecisions.hidden = !decisionsCursor;
+}
+
 function eventItem(e) {
   const details = { properties: e.properties, context: e.context, identifiers: e.identifiers, decisions: e.decisions };
   return el("li", { class: "event", "data-event-id": e.event_id },
@@ -125,7 +197,8 @@ async function loadProfile(id) {
     renderProfile(profile);
     renderConsents(consents);
     renderGraphSection(graph);
-    await loadEvents(true);
+    renderExplainChoices(graph);
+    await Promise.all([loadEvents(true), loadDecisions(true)]);
     profileView.hidden = false;
     showMessage(searchMessage, "");
   } catch (err) {
@@ -152,7 +225,9 @@ async function search(event) {
 function forgetProfile() {
   currentId = null;
   nextCursor = null;
-  for (const id of ["profile-id", "profile-lifecycle", "profile-merged", "profile-summary", "graph", "events", "event-count"]) {
+  decisionsCursor = null;
+  for (const id of ["profile-id", "profile-lifecycle", "profile-merged", "profile-summary", "graph", "events", "event-count",
+    "explain-a", "explain-b", "explain-path"]) {
     clear(document.getElementById(id));
   }
   for (const body of document.querySelectorAll("#profile tbody")) clear(body);
@@ -175,5 +250,7 @@ function route() {
 
 document.getElementById("search").addEventListener("submit", search);
 moreButton.addEventListener("click", () => loadEvents(false).catch((err) => showMessage(searchMessage, describeError(err, "events"))));
+moreDecisions.addEventListener("click", () => loadDecisions(false).catch((err) => showMessage(searchMessage, describeError(err, "decisions"))));
+document.getElementById("explain").addEventListener("submit", explain);
 bindKeyForm("tenant", route);
 route();
