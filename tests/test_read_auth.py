@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from conftest import Tenant, make_tenant
 from test_read_support import auth, event, ingest_and_drain, profile_by
 
 from stratum.admin import create_operator, create_tenant_key, revoke_key
@@ -92,6 +93,12 @@ def _error(r, status: int, code: str) -> None:
     assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
     body = r.json()
     assert body["code"] == code and body["status"] == status and body["message"], body
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    """A website source, so the walk covers its identity-secret rotation too."""
+    return make_tenant(db, source_type="website")
 
 
 @pytest.fixture

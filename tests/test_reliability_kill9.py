@@ -79,7 +79,7 @@ def test_repeated_kill9_of_workers_loses_nothing_and_stores_nothing_twice(
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     print(f"seed={seed}")
-    tenant = new_tenant(source_type="website")
+    tenant = new_tenant(source_type="server")
     rounds = rng.randint(4, MAX_ROUNDS)
     n_total = (INITIAL_BATCHES + rounds * BATCHES_PER_ROUND) * PER_BATCH
     events = person_events(rng, "k9", N_PERSONS, ANON_PER_PERSON, n_events=n_total)
@@ -176,7 +176,7 @@ def test_job_dequeued_by_a_worker_killed_before_it_started_runs_again(
     registry after a minute or more, where it waits for ``stratum replay-failed``. Expected:
     like any job of a dead worker, it runs again by itself within ALIVE_TTL_S plus a
     scheduler round."""
-    tenant = new_tenant(source_type="website")
+    tenant = new_tenant(source_type="server")
     total = post_native(ingest_client, tenant.write_key,
                         person_events(random.Random(7), "im", 10, 2, n_events=100), per_batch=100)
     queue = events_queue(redis_conn, settings.queue_name)

@@ -101,7 +101,7 @@ def test_postgres_restart_mid_run_loses_nothing_and_stores_nothing_twice(
     s = settings.replace(database_url=private_pg.url)
     migrate(s, quiet=True)
     with psycopg.connect(private_pg.url, autocommit=True) as conn:
-        tenant = make_tenant(conn, source_type="website")
+        tenant = make_tenant(conn, source_type="server")
     events = person_events(rng, "pgr", N_PERSONS, ANON_PER_PERSON, n_events=TOTAL_BATCHES * PER_BATCH)
     batches = [events[i:i + PER_BATCH] for i in range(0, len(events), PER_BATCH)]
     queue = events_queue(redis_conn, s.queue_name)

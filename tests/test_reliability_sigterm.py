@@ -53,7 +53,7 @@ def test_sigterm_with_claimed_jobs_keeps_every_event_stored_or_queued(
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     print(f"seed={seed}")
-    tenant = new_tenant(source_type="website")
+    tenant = new_tenant(source_type="server")
     events = person_events(rng, "term", N_PERSONS, ANON_PER_PERSON, n_events=BATCHES * PER_BATCH)
     posted = post_native(ingest_client, tenant.write_key, events, PER_BATCH)
     queue = events_queue(redis_conn, settings.queue_name)
