@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from ingest_api.pipeline import redis_ready
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
 from stratum.apidocs import openapi_config
+from stratum.queue.metrics import QueueCollector
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, global_blocked_values, libpq_url
 
@@ -55,7 +57,8 @@ async def metrics(request: Request) -> Response:
     st: IngestState = request.app.state.ingest
     if await redis_ready(st.redis):
         st.metrics.queue_depth.set(await st.enqueuer.queue_depth())
-    return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
+    # The queue collector makes blocking Redis calls: keep them off the event loop.
+    return Response(await asyncio.to_thread(st.metrics.render), media_type="text/plain; version=0.0.4")
 
 
 def _request_context(app, metrics: IngestMetrics, known_paths: frozenset[str]):
@@ -93,7 +96,7 @@ def _request_context(app, metrics: IngestMetrics, known_paths: frozenset[str]):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
-    metrics_ = IngestMetrics()
+    metrics_ = IngestMetrics(QueueCollector(settings))
 
     @asynccontextmanager
     async def lifespan(app: Litestar):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
 
 
 class IngestMetrics:
-    def __init__(self) -> None:
+    def __init__(self, queue_collector: Collector | None = None) -> None:
+        """``queue_collector`` (stratum.queue.metrics.QueueCollector) adds the queue's and
+        the worker pool's metrics, read from Redis at scrape time."""
         self.registry = CollectorRegistry()
+        if queue_collector is not None:
+            self.registry.register(queue_collector)
         self.requests = Counter("stratum_ingest_requests_total", "HTTP requests", ["route", "status"],
                                 registry=self.registry)
         self.events = Counter("stratum_ingest_events_total", "Events by outcome", ["outcome"],
