@@ -29,6 +29,7 @@ from ingest_api.pipeline import redis_ready
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
 from stratum.apidocs import openapi_config
+from stratum.index_page import index_route
 from stratum.queue.metrics import QueueCollector
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, global_blocked_values, libpq_url
@@ -59,6 +60,15 @@ async def metrics(request: Request) -> Response:
         st.metrics.queue_depth.set(await st.enqueuer.queue_depth())
     # The queue collector makes blocking Redis calls: keep them off the event loop.
     return Response(await asyncio.to_thread(st.metrics.render), media_type="text/plain; version=0.0.4")
+
+
+INDEX = index_route("Stratum CDP ingest API", [
+    ("/schema", "API documentation (OpenAPI, Swagger UI)"),
+    ("/schema/openapi.json", "OpenAPI document"),
+    ("/health", "Health: process alive"),
+    ("/ready", "Readiness: Redis reachable, queue below the backpressure mark"),
+    ("/metrics", "Prometheus metrics"),
+])
 
 
 def _request_context(app, metrics: IngestMetrics, known_paths: frozenset[str]):
@@ -115,7 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers = [post_events, *SEGMENT_ROUTES, health, ready, metrics]
+    handlers = [post_events, *SEGMENT_ROUTES, health, ready, metrics, INDEX]
     known_paths = frozenset(p for h in handlers for p in h.paths)
     return Litestar(
         route_handlers=handlers,
