@@ -106,15 +106,24 @@ def _serve(target: str, host: str, port: int, workers: int, settings: Settings) 
     at once, so a thousand idle or trickling clients do not lock everyone else out; beyond
     the cap, new connections wait in the listen backlog until a slot frees. A front proxy
     should still shield production (docs/OPERATIONS.md)."""
+    import shutil
+
     from granian import Granian
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
 
+    from stratum.prometheus import share_metrics_between_processes
+
     _raise_open_files_limit(settings.http_max_connections * max(workers, 1) + 256)
     header_timeout_ms = min(max(int(settings.http_header_timeout_s * 1000), 1), 60_000)  # granian's range
-    Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
-            log_access=False, backpressure=settings.http_max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
+    metrics_dir = share_metrics_between_processes(workers)
+    try:
+        Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
+                log_access=False, backpressure=settings.http_max_connections,
+                http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _raise_open_files_limit(wanted: int) -> None:
