@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -29,6 +30,8 @@ from ingest_api.posthog import POSTHOG_ROUTES
 from ingest_api.segment import SEGMENT_ROUTES
 from ingest_api.state import IngestState
 from stratum.apidocs import openapi_config
+from stratum.index_page import index_route
+from stratum.queue.metrics import QueueCollector
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, global_blocked_values, libpq_url
 
@@ -56,7 +59,17 @@ async def metrics(request: Request) -> Response:
     st: IngestState = request.app.state.ingest
     if await redis_ready(st.redis):
         st.metrics.queue_depth.set(await st.enqueuer.queue_depth())
-    return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
+    # The queue collector makes blocking Redis calls: keep them off the event loop.
+    return Response(await asyncio.to_thread(st.metrics.render), media_type="text/plain; version=0.0.4")
+
+
+INDEX = index_route("Stratum CDP ingest API", [
+    ("/schema", "API documentation (OpenAPI, Swagger UI)"),
+    ("/schema/openapi.json", "OpenAPI document"),
+    ("/health", "Health: process alive"),
+    ("/ready", "Readiness: Redis reachable, queue below the backpressure mark"),
+    ("/metrics", "Prometheus metrics"),
+])
 
 
 def _request_context(app, metrics: IngestMetrics, known_paths: frozenset[str]):
@@ -94,7 +107,7 @@ def _request_context(app, metrics: IngestMetrics, known_paths: frozenset[str]):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
-    metrics_ = IngestMetrics()
+    metrics_ = IngestMetrics(QueueCollector(settings))
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
@@ -114,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers = [post_events, *SEGMENT_ROUTES, *POSTHOG_ROUTES, health, ready, metrics]
+    handlers = [post_events, *SEGMENT_ROUTES, *POSTHOG_ROUTES, health, ready, metrics, INDEX]
     known_paths = frozenset(p for h in handlers for p in h.paths)
     return Litestar(
         route_handlers=handlers,

@@ -1,13 +1,22 @@
-"""Prometheus metrics of the ingest API (per process; see docs/OPERATIONS.md)."""
+"""Prometheus metrics of the ingest API (summed over a server's processes: stratum.prometheus;
+see docs/OPERATIONS.md)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
+
+from stratum.prometheus import render_metrics
 
 
 class IngestMetrics:
-    def __init__(self) -> None:
+    def __init__(self, queue_collector: Collector | None = None) -> None:
+        """``queue_collector`` (stratum.queue.metrics.QueueCollector) adds the queue's and
+        the worker pool's metrics, read from Redis at scrape time."""
         self.registry = CollectorRegistry()
+        self._live = [queue_collector] if queue_collector is not None else []
+        for collector in self._live:
+            self.registry.register(collector)
         self.requests = Counter("stratum_ingest_requests_total", "HTTP requests", ["route", "status"],
                                 registry=self.registry)
         self.events = Counter("stratum_ingest_events_total", "Events by outcome", ["outcome"],
@@ -16,7 +25,9 @@ class IngestMetrics:
             "stratum_ingest_request_seconds", "Request latency", ["route"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        self.queue_depth = Gauge("stratum_queue_depth", "Jobs waiting in the events queue", registry=self.registry)
+        # mostrecent: with processes sharing metric files, the latest reading of any of them
+        self.queue_depth = Gauge("stratum_queue_depth", "Jobs waiting in the events queue", registry=self.registry,
+                                 multiprocess_mode="mostrecent")
         self._accepted = self.events.labels("accepted")
         self._rejected = self.events.labels("rejected")
         self._duplicate = self.events.labels("duplicate")
@@ -34,4 +45,4 @@ class IngestMetrics:
         self.latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render_metrics(self.registry, self._live)

@@ -50,6 +50,7 @@ from read_api.sources import (
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
 from stratum.apidocs import openapi_config
+from stratum.index_page import index_route
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
 from stratum.settings import Settings, get_settings, libpq_url
 
@@ -88,6 +89,19 @@ async def metrics(request: Request) -> Response:
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+INDEX = index_route("Stratum CDP read API", [
+    ("/profiles", "Profiles: search and inspect (tenant key)"),
+    ("/segments", "Segment builder (tenant key)"),
+    ("/ops", "Operations: queue, workers, failures (operator key)"),
+    ("/cdp-calculator", "CDP ROI calculator"),
+    ("/schema", "API documentation (OpenAPI, Swagger UI)"),
+    ("/schema/openapi.json", "OpenAPI document"),
+    ("/health", "Health: process alive"),
+    ("/ready", "Readiness: Postgres and Redis reachable"),
+    ("/metrics", "Prometheus metrics"),
+])
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     metrics_ = ReadMetrics()
@@ -111,7 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *PAGE_ROUTES],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *PAGE_ROUTES, INDEX],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_),
                     lambda app: guard_request_body(app, settings.http_body_timeout_s)],

@@ -1,10 +1,13 @@
-"""Prometheus metrics of the read API (per process), and the middleware that records them."""
+"""Prometheus metrics of the read API (summed over a server's processes: stratum.prometheus),
+and the middleware that records them."""
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from stratum.prometheus import render_metrics
 
 
 class ReadMetrics:
@@ -23,7 +26,7 @@ class ReadMetrics:
         self.latency.labels(route, method).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render_metrics(self.registry)
 
 
 def metrics_middleware(app, metrics: ReadMetrics):

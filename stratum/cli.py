@@ -106,15 +106,24 @@ def _serve(target: str, host: str, port: int, workers: int, settings: Settings) 
     at once, so a thousand idle or trickling clients do not lock everyone else out; beyond
     the cap, new connections wait in the listen backlog until a slot frees. A front proxy
     should still shield production (docs/OPERATIONS.md)."""
+    import shutil
+
     from granian import Granian
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
 
+    from stratum.prometheus import share_metrics_between_processes
+
     _raise_open_files_limit(settings.http_max_connections * max(workers, 1) + 256)
     header_timeout_ms = min(max(int(settings.http_header_timeout_s * 1000), 1), 60_000)  # granian's range
-    Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
-            log_access=False, backpressure=settings.http_max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
+    metrics_dir = share_metrics_between_processes(workers)
+    try:
+        Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
+                log_access=False, backpressure=settings.http_max_connections,
+                http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _raise_open_files_limit(wanted: int) -> None:
@@ -159,15 +168,17 @@ def cmd_scheduler(args, settings: Settings) -> None:
 
 
 def cmd_status(args, settings: Settings) -> None:
+    """Text for people, or with ``--json`` the one JSON object for scripts; never both."""
     from stratum.queue.status import queue_status
 
     status = queue_status(settings)
-    if not args.json:
-        for name, q in status["queues"].items():
-            print(f"{name}: queued={q['queued']} started={q['started']} scheduled={q['scheduled']} "
-                  f"failed={q['failed']} oldest_queued_age_s={q['oldest_queued_age_s']}")
-        print(f"workers: {status['workers']}")
-    _print_json(status)
+    if args.json:
+        _print_json(status)
+        return
+    for name, q in status["queues"].items():
+        print(f"{name}: queued={q['queued']} started={q['started']} scheduled={q['scheduled']} "
+              f"failed={q['failed']} oldest_queued_age_s={q['oldest_queued_age_s']}")
+    print(f"workers: {status['workers']}")
 
 
 def cmd_replay_failed(args, settings: Settings) -> None:
@@ -310,20 +321,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command. A problem the user can fix (a bad argument, a malformed or wrong
+    service URL, a refused role) ends with one ``error: ...`` line on stderr and exit 2
+    (usage and URLs) or 3 (a service that cannot be reached or refuses us), never a
+    traceback; see docs/OPERATIONS.md."""
+    from stratum.preflight import ServiceError, check_services
+
     args = build_parser().parse_args(argv)
     try:
-        args.func(args, get_settings())
-    except StratumError as exc:
+        try:
+            settings = get_settings()
+        except ValueError as exc:  # a STRATUM_* number that is not one
+            raise ServiceError(str(exc), 2) from None
+        check_services(settings, args.command, connect=args.command in _PREFLIGHT_COMMANDS)
+        args.func(args, settings)
+    except (StratumError, ServiceError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code if isinstance(exc, ServiceError) else 2)
     except Exception as exc:
         import psycopg
         import redis
 
         if isinstance(exc, psycopg.OperationalError | redis.exceptions.ConnectionError):
-            print(f"error: cannot reach a service: {exc}", file=sys.stderr)
+            print(f"error: cannot reach a service: {_one_line(str(exc))}", file=sys.stderr)
             sys.exit(3)
         raise
+
+
+# Short-lived commands connect to their services first, with short timeouts, so a wrong
+# URL fails in seconds. Servers, workers and the scheduler only check the URLs' syntax:
+# they ride out services that start after them (docs/OPERATIONS.md).
+_PREFLIGHT_COMMANDS = frozenset({"migrate", "tenant", "operator", "source", "export", "status", "replay-failed"})
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":
