@@ -67,6 +67,40 @@ class DeadLetters(TypedDict):
     count: int
     latest_at: str | None
 
+class Decision(TypedDict):
+    at: str
+    event_id: str | None
+    kind: str
+    identifiers: list[DecisionIdentifier]
+    rule: str | None
+    message: str
+
+class DecisionCounts(TypedDict):
+    now: dict[str, int]
+    would_be: dict[str, int]
+
+class DecisionIdentifier(TypedDict):
+    type: str
+    hash: str | None
+
+class DecisionPage(TypedDict):
+    decisions: list[Decision]
+    next_cursor: str | None
+
+class DryRunReport(TypedDict):
+    events: int
+    profiles: SideCounts
+    merges: SideCounts
+    decisions: DecisionCounts
+    examples: list[dict[str, Any]]
+    truncated: bool
+
+DryRunRequest = TypedDict('DryRunRequest', {
+    'from': 'str',
+    'to': 'str',
+    'rules': 'NotRequired[dict[str, Any]]',
+})
+
 class EdgeEvidence(TypedDict):
     event_id: str | None
 
@@ -115,6 +149,11 @@ class EventStatus(TypedDict):
     status: str
     profile_id: str | None
 
+class Explanation(TypedDict):
+    same_profile: bool
+    path: list[PathStep]
+    blocking_decisions: list[Decision]
+
 class FailedJob(TypedDict):
     job_id: str
     reason: str
@@ -139,6 +178,7 @@ GraphEdge = TypedDict('GraphEdge', {
 })
 
 class GraphMerge(TypedDict):
+    id: str
     survivor: str
     absorbed: str
     trigger: str
@@ -168,6 +208,14 @@ class OpsStatus(TypedDict):
 class OpsVolume(TypedDict):
     hours: int
     sources: list[SourceVolume]
+
+PathStep = TypedDict('PathStep', {
+    'from': 'str',
+    'to': 'str',
+    'link_type': 'str',
+    'event_id': 'str | None',
+    'at': 'str',
+})
 
 class Preview(TypedDict):
     size: int
@@ -214,6 +262,10 @@ class SegmentHistory(TypedDict):
 
 class SegmentList(TypedDict):
     segments: list[Segment]
+
+class SideCounts(TypedDict):
+    now: int
+    would_be: int
 
 class SizePoint(TypedDict):
     at: str

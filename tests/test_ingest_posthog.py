@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import STORED_KEY_SQL
 
 from core.identifiers import hash_normalized
 from stratum.queue.layout import queue_key
@@ -41,8 +42,9 @@ def profile_of(db, tenant_id: str, id_type: str, value: str) -> str | None:
 
 
 def stored(db, tenant_id: str, dedupe: str):
+    # events.dedupe_key holds the SHA-256 of the key in its source's scope (core/dedupe.py)
     return db.execute("SELECT event_type, event_name, properties, profile_id::text FROM events"
-                      " WHERE tenant_id = %s AND dedupe_key = %s", (tenant_id, dedupe)).fetchall()
+                      f" WHERE tenant_id = %s AND dedupe_key = {STORED_KEY_SQL}", (tenant_id, dedupe)).fetchall()
 
 
 def test_identify_joins_anonymous_history_and_external_id_lookup(ingest_client, drain, db, tenant):
