@@ -16,6 +16,8 @@ from core.errors import StratumError
 from read_api.auth import KeyDirectory
 from read_api.cache import ProfileCache
 from read_api.consents import get_consents, put_consents
+from read_api.deliveries import DELIVERY_ROUTES
+from read_api.destinations import DESTINATION_ROUTES
 from read_api.erasure import erase_profile
 from read_api.errors import (
     UNAVAILABLE_ERRORS,
@@ -41,7 +43,7 @@ from stratum.settings import Settings, get_settings, libpq_url
 ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
     event_status, list_sources, create_source, update_source, rotate_key, export_profiles, export_events,
-    tenant_stats,
+    tenant_stats, *DESTINATION_ROUTES, *DELIVERY_ROUTES,
 ]
 
 

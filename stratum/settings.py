@@ -39,6 +39,17 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{_PREFIX}{name} must be a number, got {raw!r}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(_PREFIX + name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{_PREFIX}{name} must be true or false, got {raw!r}")
+
+
 def _list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(_PREFIX + name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -79,6 +90,15 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     profile_cache_ttl_s: int = 300
+    # Destinations (CONTRACT 7): SSRF guard, secrets at rest, delivery lanes
+    destinations_allow_private: bool = False
+    secret_key: str = ""
+    delivery_max_in_flight: int = 4
+    delivery_timeout_s: float = 10.0
+    delivery_breaker_threshold: int = 20
+    delivery_breaker_cooldown_s: float = 30.0
+    delivery_poll_interval_s: float = 0.2
+    destination_cache_ttl_s: float = 1.0
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -119,6 +139,14 @@ def settings_from_env() -> Settings:
         db_pool_max=_int("DB_POOL_MAX", d.db_pool_max),
         profile_cache_ttl_s=_int("PROFILE_CACHE_TTL_S", d.profile_cache_ttl_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
+        destinations_allow_private=_bool("DESTINATIONS_ALLOW_PRIVATE", d.destinations_allow_private),
+        secret_key=_env("SECRET_KEY", d.secret_key),
+        delivery_max_in_flight=_int("DELIVERY_MAX_IN_FLIGHT", d.delivery_max_in_flight),
+        delivery_timeout_s=_float("DELIVERY_TIMEOUT_S", d.delivery_timeout_s),
+        delivery_breaker_threshold=_int("DELIVERY_BREAKER_THRESHOLD", d.delivery_breaker_threshold),
+        delivery_breaker_cooldown_s=_float("DELIVERY_BREAKER_COOLDOWN_S", d.delivery_breaker_cooldown_s),
+        delivery_poll_interval_s=_float("DELIVERY_POLL_INTERVAL_S", d.delivery_poll_interval_s),
+        destination_cache_ttl_s=_float("DESTINATION_CACHE_TTL_S", d.destination_cache_ttl_s),
     )
 
 

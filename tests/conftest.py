@@ -22,7 +22,7 @@ from redis import Redis
 from stratum.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("events", "event_keys", "event_outcomes", "suppressed_identifiers", "consent_history", "consents", "profile_merges", "identity_links",
+TABLES = ("deliveries", "destinations", "events", "event_keys", "event_outcomes", "suppressed_identifiers", "consent_history", "consents", "profile_merges", "identity_links",
           "profile_identifiers", "profiles", "sources", "api_keys", "operators", "tenants")
 
 
