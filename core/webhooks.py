@@ -115,3 +115,14 @@ def consent_granted(states: Mapping[str, tuple[bool, datetime]], consent_type: s
     if every is None:
         return own[0]
     return own[0] if own[1] >= every[1] else every[0]
+
+
+def event_received_data(*, event_id: str, event_name: str, event_type: str, event_time: datetime,
+                        received_at: datetime, source_id: str, profile_id: str | None, properties: Mapping,
+                        context: Mapping, emq: int, identifiers: Iterable[tuple[str, str]]) -> dict:
+    """``data`` of an ``event.received`` message: the stored event with its ``profile_id``
+    (identifiers as type and hash only), the same for live messages and replays."""
+    return {"event_id": event_id, "profile_id": profile_id, "event_name": event_name, "event_type": event_type,
+            "event_time": event_time.isoformat(), "received_at": received_at.isoformat(), "source_id": source_id,
+            "properties": properties, "context": context, "emq": emq,
+            "identifiers": [{"type": t, "hash": h} for t, h in identifiers]}

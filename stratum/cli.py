@@ -120,6 +120,12 @@ def cmd_worker(args, settings: Settings) -> None:
     run_worker(settings, burst=args.burst, queues=args.queues)
 
 
+def cmd_deliver(args, settings: Settings) -> None:
+    from workers.delivery import run_deliver
+
+    run_deliver(settings)
+
+
 def cmd_scheduler(args, settings: Settings) -> None:
     from workers.scheduler import run_scheduler
 
@@ -251,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--burst", action="store_true", help="drain the queues, then exit 0")
     w.add_argument("--queues", nargs="*", default=None)
     w.set_defaults(func=cmd_worker)
+
+    dl = sub.add_parser("deliver", help="send webhook deliveries (run one or more beside the workers)")
+    dl.set_defaults(func=cmd_deliver)
 
     sch = sub.add_parser("scheduler", help="run the periodic jobs")
     sch.add_argument("--once", action="store_true", help="run every periodic job once, then exit")

@@ -98,7 +98,6 @@ class Settings:
     delivery_breaker_threshold: int = 20
     delivery_breaker_cooldown_s: float = 30.0
     delivery_poll_interval_s: float = 0.2
-    destination_cache_ttl_s: float = 1.0
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -146,7 +145,6 @@ def settings_from_env() -> Settings:
         delivery_breaker_threshold=_int("DELIVERY_BREAKER_THRESHOLD", d.delivery_breaker_threshold),
         delivery_breaker_cooldown_s=_float("DELIVERY_BREAKER_COOLDOWN_S", d.delivery_breaker_cooldown_s),
         delivery_poll_interval_s=_float("DELIVERY_POLL_INTERVAL_S", d.delivery_poll_interval_s),
-        destination_cache_ttl_s=_float("DESTINATION_CACHE_TTL_S", d.destination_cache_ttl_s),
     )
 
 

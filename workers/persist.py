@@ -24,6 +24,7 @@ from workers.identity_store import (
     load_snapshot,
     touch_identifiers,
 )
+from workers.outbox import write_outbox
 from workers.prepare import PreparedEvent
 
 _json = msgspec.json.Encoder()
@@ -141,6 +142,8 @@ def persist_tenant_events(
     _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = {lk.profile_id for lk in all_links} | {m.survivor for m in all_merges}
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
+    # Messages for destinations, in this transaction (workers/outbox.py).
+    write_outbox(conn, tenant_id, fresh, event_profiles, all_merges)
     out.stored = len(fresh)
     return out
 

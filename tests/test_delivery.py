@@ -1,0 +1,229 @@
+"""Webhook delivery against real processes (CONTRACT 7): a ``stratum deliver`` child process
+sends to receivers listening on loopback in this process; events go through the real ingest
+API and an in-process worker. Signatures are checked with ``standardwebhooks`` as a receiver
+would check them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from litestar.testing import TestClient
+from standardwebhooks import Webhook
+from test_reliability_support import ROOT, stop_process, wait_until, worker_env
+from test_read_support import auth, event, ingest_and_drain
+
+from workers.outbox import forget_routes
+
+SECRET_KEY = "delivery-test-secret-key"
+
+
+class Receiver:
+    """A loopback webhook receiver: answers each request with the next of ``replies``
+    (the last one repeats); ``"hang"`` holds the request until the receiver closes."""
+
+    def __init__(self, *replies: int | str, retry_after: str | None = None) -> None:
+        self.replies = list(replies) or [200]
+        self.retry_after = retry_after
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                reply = receiver.replies[min(len(receiver.requests), len(receiver.replies)) - 1]
+                if reply == "hang":
+                    receiver.released.wait(30)
+                    return
+                self.send_response(int(reply))
+                if receiver.retry_after and int(reply) >= 400:
+                    self.send_header("Retry-After", receiver.retry_after)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    made: list[Receiver] = []
+    yield made
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def admin(settings, redis_conn, db):
+    from read_api.app import create_app
+
+    app = create_app(settings.replace(destinations_allow_private=True, secret_key=SECRET_KEY))
+    with TestClient(app=app) as client:
+        yield client
+
+
+@pytest.fixture
+def deliver(settings, tmp_path):
+    """Start ``stratum deliver`` child processes; all are stopped (SIGTERM) after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(allow_private: bool = True, **env: str) -> subprocess.Popen:
+        with open(tmp_path / f"deliver-{len(procs)}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stratum.cli", "deliver"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=worker_env(
+                    settings, STRATUM_DESTINATIONS_ALLOW_PRIVATE=str(allow_private).lower(),
+                    STRATUM_SECRET_KEY=SECRET_KEY, STRATUM_DELIVERY_POLL_INTERVAL_S="0.05", **env))
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        stop_process(p, 15)
+
+
+def make_destination(admin, tenant, url: str, **fields) -> dict:
+    body = {"name": f"d-{url[-10:]}-{len(fields)}", "url": url, "topics": ["event.received"], **fields}
+    r = admin.post("/api/v1/cdp/destinations", json=body, headers=auth(tenant.api_key))
+    assert r.status_code == 201, r.text
+    forget_routes()  # the in-process worker sees it at once
+    return r.json()
+
+
+def deliveries(admin, tenant, destination_id: str, **query) -> list[dict]:
+    r = admin.get(f"/api/v1/cdp/destinations/{destination_id}/deliveries", params=query, headers=auth(tenant.api_key))
+    assert r.status_code == 200, r.text
+    return r.json()["deliveries"]
+
+
+def test_delivered_messages_verify_with_standardwebhooks(admin, tenant, ingest_client, drain, deliver, receivers):
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    (event_id,) = ingest_and_drain(ingest_client, drain, tenant.write_key,
+                                   event("Order Completed", ("email", "ana@example.com"), properties={"total": 5}))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    headers, body = rx.requests[0]
+    payload = Webhook(dest["secret"]).verify(body, headers)
+    assert headers["webhook-id"] == f"msg_{event_id}"
+    assert payload["type"] == "event.received"
+    assert payload["data"]["event_id"] == event_id and payload["data"]["profile_id"]
+    assert payload["data"]["properties"] == {"total": 5}
+    assert "ana@example.com" not in body.decode()
+    with pytest.raises(Exception):  # noqa: B017 - any verification failure
+        Webhook(dest["secret"]).verify(body + b" ", headers)
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["status"] == "delivered", 10)
+    (d,) = deliveries(admin, tenant, dest["id"])
+    assert (d["message_id"], d["attempts"], d["last_status_code"], d["topic"]) == (
+        f"msg_{event_id}", 1, 200, "event.received")
+    assert d["delivered_at"] and d["next_attempt_at"] is None
+
+
+def test_both_secrets_sign_after_rotation(admin, tenant, ingest_client, drain, deliver, receivers):
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    new = admin.post(f"/api/v1/cdp/destinations/{dest['id']}/rotate-secret", headers=auth(tenant.api_key)).json()
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "rot-1")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    headers, body = rx.requests[0]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(dest["secret"]).verify(body, headers)
+    Webhook(new["secret"]).verify(body, headers)
+
+
+def test_failure_is_retried_with_the_same_id_and_body(admin, tenant, ingest_client, drain, deliver, receivers):
+    rx = Receiver(503, 200, retry_after="1")
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "retry-1")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["status"] == "failed", 5)
+    (failed,) = deliveries(admin, tenant, dest["id"])
+    assert (failed["attempts"], failed["last_status_code"], failed["last_error"]) == (1, 503, "HTTP 503")
+    assert wait_until(lambda: len(rx.requests) == 2, 20)  # the first retry comes within 10 s
+    (h1, b1), (h2, b2) = rx.requests
+    assert b1 == b2 and h1["webhook-id"] == h2["webhook-id"]
+    Webhook(dest["secret"]).verify(b2, h2)
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["status"] == "delivered", 10)
+    assert deliveries(admin, tenant, dest["id"])[0]["attempts"] == 2
+
+
+def test_gone_deactivates_the_destination(admin, tenant, ingest_client, drain, deliver, receivers):
+    rx = Receiver(410)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "gone-1")))
+    deliver()
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["status"] == "dead", 20)
+    d = admin.get(f"/api/v1/cdp/destinations/{dest['id']}", headers=auth(tenant.api_key)).json()
+    assert d["active"] is False
+    assert deliveries(admin, tenant, dest["id"])[0]["last_status_code"] == 410
+    assert len(rx.requests) == 1
+
+
+def test_private_address_refused_at_attempt(admin, tenant, ingest_client, drain, deliver, receivers):
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)  # created while private addresses were allowed
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "ssrf-1")))
+    deliver(allow_private=False)
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["attempts"] >= 1, 20)
+    d = deliveries(admin, tenant, dest["id"])[0]
+    assert (d["status"], d["last_error"]) == ("failed", "destination_not_allowed")
+    assert rx.requests == []
+
+
+def test_a_hanging_receiver_does_not_delay_another(admin, tenant, ingest_client, drain, deliver, receivers):
+    hang, good = Receiver("hang"), Receiver(200)
+    receivers.extend([hang, good])
+    slow = make_destination(admin, tenant, hang.url)
+    make_destination(admin, tenant, good.url)
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     *(event("Ping", ("anonymous_id", f"iso-{i}")) for i in range(20)))
+    deliver(STRATUM_DELIVERY_TIMEOUT_S="30")
+    # All 20 reach the good receiver while the hanging one holds at most its 4 lanes' requests.
+    assert wait_until(lambda: len(good.requests) == 20, 20)
+    assert len(hang.requests) <= 4
+    statuses = [d["status"] for d in deliveries(admin, tenant, slow["id"])]
+    assert statuses.count("pending") == 20
+
+
+def test_consent_gate_skips_without_consent(admin, tenant, ingest_client, drain, deliver, receivers, db):
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url, consent="ads")
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Ping", ("anonymous_id", "c-no"), consent={"ads": False}),
+                     event("Ping", ("anonymous_id", "c-all"), consent={"all": True}),
+                     event("Ping", ("anonymous_id", "c-none")))
+    deliver()
+    assert wait_until(lambda: all(d["status"] in ("delivered", "skipped")
+                                  for d in deliveries(admin, tenant, dest["id"])), 20)
+    got = {d["status"]: d for d in deliveries(admin, tenant, dest["id"])}
+    statuses = sorted(d["status"] for d in deliveries(admin, tenant, dest["id"]))
+    assert statuses == ["delivered", "skipped", "skipped"]
+    assert got["skipped"]["skip_reason"] == "consent"
+    assert len(rx.requests) == 1
+    assert json.loads(rx.requests[0][1])["data"]["identifiers"][0]["type"] == "anonymous_id"

@@ -1,0 +1,128 @@
+"""The outbox: messages for a tenant's destinations, written in the transaction that stores
+the events, so a crash between commit and sending loses nothing and a retried transaction
+writes nothing twice (its rows roll back with it).
+
+Each row of ``deliveries`` is one message for one destination; the delivery process
+(workers/delivery.py) claims due rows with ``FOR UPDATE SKIP LOCKED``. Topics written here:
+``event.received`` (per stored event, filtered by the destination's ``event_names``),
+``consent.updated`` (per event that carried a consent object) and ``profile.merged``.
+
+Tenants without an active destination cost one dictionary lookup per batch: the tenant's
+routing is cached in-process for ``ROUTES_CACHE_TTL_S``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from core.identity import Merge
+from core.webhooks import event_message_id, event_received_data, message_body
+from stratum.db.params import json_rows
+from workers.prepare import PreparedEvent
+
+# A new or changed destination receives messages of batches stored this long after the change.
+ROUTES_CACHE_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Route:
+    destination_id: str
+    topics: frozenset[str]
+    event_names: frozenset[str] | None
+
+
+_routes: dict[str, tuple[float, list[Route]]] = {}
+
+
+def forget_routes() -> None:
+    """Drop the cache (tests that create a destination and store right away)."""
+    _routes.clear()
+
+
+def routes_of(conn: psycopg.Connection, tenant_id: str) -> list[Route]:
+    """The tenant's active destinations (cached for ROUTES_CACHE_TTL_S)."""
+    now = time.monotonic()
+    hit = _routes.get(tenant_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    rows = conn.execute("SELECT id::text, topics, event_names FROM destinations WHERE tenant_id = %s AND active",
+                        (tenant_id,)).fetchall()
+    routes = [Route(d, frozenset(t), frozenset(n) if n is not None else None) for d, t, n in rows]
+    if len(_routes) > 10_000:
+        _routes.clear()
+    _routes[tenant_id] = (now + ROUTES_CACHE_TTL_S, routes)
+    return routes
+
+
+def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
+                    created_at: datetime) -> list[dict]:
+    subscribed = [r for r in routes if "event.received" in r.topics]
+    if not subscribed:
+        return []
+    rows = []
+    for e, pid in zip(events, profile_ids, strict=True):
+        ev = e.event
+        targets = [r for r in subscribed if r.event_names is None or ev.event_name in r.event_names]
+        if not targets:
+            continue
+        body = message_body("event.received", created_at, event_received_data(
+            event_id=ev.event_id, event_name=ev.event_name, event_type=ev.event_type, event_time=ev.event_time,
+            received_at=e.received_at, source_id=e.source_id, profile_id=pid, properties=e.properties,
+            context=e.context, emq=ev.emq, identifiers=[(i.type, i.hash) for i in e.identifiers])).decode()
+        rows.extend({"d": r.destination_id, "m": event_message_id(ev.event_id), "t": "event.received", "p": pid,
+                     "b": body} for r in targets)
+    return rows
+
+
+def _consent_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
+                      created_at: datetime) -> list[dict]:
+    subscribed = [r for r in routes if "consent.updated" in r.topics]
+    rows = []
+    for e, pid in zip(events, profile_ids, strict=True):
+        if not subscribed or pid is None or not e.event.consent:
+            continue
+        body = message_body("consent.updated", created_at, {
+            "profile_id": pid, "event_id": e.event.event_id, "source_id": e.source_id,
+            "updated_at": e.event.event_time.isoformat(), "consents": dict(e.event.consent)}).decode()
+        rows.extend({"d": r.destination_id, "m": f"msg_consent_{e.event.event_id}", "t": "consent.updated",
+                     "p": pid, "b": body} for r in subscribed)
+    return rows
+
+
+def _merge_messages(routes: list[Route], merges: list[Merge],
+                    created_at: datetime) -> list[dict]:
+    subscribed = [r for r in routes if "profile.merged" in r.topics]
+    rows = []
+    for m in merges if subscribed else ():
+        body = message_body("profile.merged", created_at, {
+            "survivor": m.survivor, "absorbed": m.absorbed, "trigger": {"type": m.trigger.type,
+                                                                      "hash": m.trigger.hash}}).decode()
+        rows.extend({"d": r.destination_id, "m": f"msg_merge_{m.absorbed}", "t": "profile.merged",
+                     "p": m.survivor, "b": body} for r in subscribed)
+    return rows
+
+
+def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
+                 profile_ids: list[str | None], merges: list[Merge]) -> int:
+    """Write the messages of one stored batch into ``deliveries`` (inside the caller's
+    transaction); returns how many rows were written. No destination: no work."""
+    routes = routes_of(conn, tenant_id)
+    if not routes:
+        return 0
+    now = datetime.now(UTC)
+    rows = (_event_messages(routes, events, profile_ids, now) + _consent_messages(routes, events, profile_ids, now)
+            + _merge_messages(routes, merges, now))
+    if not rows:
+        return 0
+    conn.execute(
+        "INSERT INTO deliveries (tenant_id, destination_id, message_id, topic, profile_id, body)"
+        " SELECT %s, d, m, t, p, b FROM json_to_recordset(%s::json) AS u(d uuid, m text, t text, p uuid, b text)",
+        (tenant_id, json_rows(rows)))
+    return len(rows)
+
+
+
