@@ -9,15 +9,14 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from litestar.testing import TestClient
 from standardwebhooks import Webhook
-from test_reliability_support import ROOT, stop_process, wait_until, worker_env
 from test_read_support import auth, event, ingest_and_drain
+from test_reliability_support import ROOT, stop_process, wait_until, worker_env
 
 from workers.outbox import forget_routes
 
@@ -227,3 +226,93 @@ def test_consent_gate_skips_without_consent(admin, tenant, ingest_client, drain,
     assert got["skipped"]["skip_reason"] == "consent"
     assert len(rx.requests) == 1
     assert json.loads(rx.requests[0][1])["data"]["identifiers"][0]["type"] == "anonymous_id"
+
+
+def test_outbox_rows_are_written_once_per_stored_event(admin, tenant, ingest_client, drain, redis_conn, settings, db):
+    """A job run again after its transaction committed (a worker killed before RQ recorded
+    the job as finished) stores nothing twice, and so queues no message twice."""
+    from stratum.queue import layout
+    from workers.jobs import persist_payloads
+
+    dest = make_destination(admin, tenant, "http://127.0.0.1:9/never")
+    r = ingest_client.post("/api/v1/cdp/events", headers=auth(tenant.write_key), json={"events": [
+        event("Ping", ("anonymous_id", "once-1")), event("Ping", ("anonymous_id", "once-2"))]})
+    assert r.status_code == 202
+    (job_id,) = redis_conn.lrange(layout.queue_key(settings.queue_name), 0, -1)
+    payload = layout.payload_of(redis_conn.hget(layout.job_key(job_id.decode()), "data"))
+    assert drain() == 0
+    assert persist_payloads([payload])["stored"] == 0
+    rows = db.execute("SELECT message_id FROM deliveries WHERE destination_id = %s ORDER BY 1",
+                      (dest["id"],)).fetchall()
+    assert sorted(m for (m,) in rows) == sorted(f"msg_{x['event_id']}" for x in r.json()["results"])
+
+
+def test_event_names_filter_and_inactive_destinations(admin, tenant, ingest_client, drain, db):
+    only = make_destination(admin, tenant, "http://127.0.0.1:9/a", event_names=["Order Completed"])
+    off = make_destination(admin, tenant, "http://127.0.0.1:9/b", active=False)
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "f-1")),
+                     event("Order Completed", ("anonymous_id", "f-1")))
+    (d,) = deliveries(admin, tenant, only["id"])
+    assert db.execute("SELECT body::jsonb #>> '{data,event_name}' FROM deliveries WHERE id = %s",
+                      (int(d["id"]),)).fetchone()[0] == "Order Completed"
+    assert deliveries(admin, tenant, off["id"]) == []
+
+
+def test_erasure_skips_undelivered_messages_and_drops_payloads(admin, tenant, ingest_client, drain, db):
+    dest = make_destination(admin, tenant, "http://127.0.0.1:9/never")
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("email", "erase-me@example.com")),
+                     event("Ping", ("email", "keep-me@example.com")))
+    pid = db.execute("SELECT profile_id FROM deliveries d WHERE destination_id = %s ORDER BY id LIMIT 1",
+                     (dest["id"],)).fetchone()[0]
+    assert admin.delete(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).status_code == 200
+    rows = db.execute("SELECT profile_id, status, skip_reason, body IS NULL FROM deliveries WHERE destination_id = %s",
+                      (dest["id"],)).fetchall()
+    assert sorted((r[0] == pid, r[1], r[2], r[3]) for r in rows) == [
+        (False, "pending", None, False), (True, "skipped", "erased", True)]
+
+
+def test_bulk_retry_of_dead_deliveries(admin, tenant, ingest_client, drain, deliver, receivers, db):
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "dead-1")),
+                     event("Ping", ("anonymous_id", "dead-2")))
+    # As if every retry had failed: dead, and not due.
+    db.execute("UPDATE deliveries SET status = 'dead', attempts = 10, next_attempt_at = now() + interval '1 day'"
+               " WHERE destination_id = %s", (dest["id"],))
+    deliver()
+    first = deliveries(admin, tenant, dest["id"], status="dead")
+    assert len(first) == 2
+    path = f"/api/v1/cdp/destinations/{dest['id']}/deliveries/retry"
+    r = admin.post(path, json={"ids": [first[0]["id"]]}, headers=auth(tenant.api_key))
+    assert r.json() == {"requeued": 1}
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    assert admin.post(path, json={"status": "dead"}, headers=auth(tenant.api_key)).json() == {"requeued": 1}
+    assert wait_until(lambda: len(deliveries(admin, tenant, dest["id"], status="delivered")) == 2, 20)
+    r = admin.post(path, json={"status": "delivered"}, headers=auth(tenant.api_key))
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_status")
+
+
+def test_replay_resends_stored_events_with_their_ids(admin, tenant, ingest_client, drain, deliver, receivers):
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    ids = ingest_and_drain(ingest_client, drain, tenant.write_key,
+                           *(event("Ping", ("anonymous_id", f"rp-{i}"), at=t0 + timedelta(minutes=i)) for i in range(5)),
+                           event("Later", ("anonymous_id", "rp-late")))
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)  # created after the events: nothing queued for it
+    assert deliveries(admin, tenant, dest["id"]) == []
+    path = f"/api/v1/cdp/destinations/{dest['id']}/replay"
+    window = {"from": (t0 - timedelta(seconds=1)).isoformat(), "to": (t0 + timedelta(minutes=30)).isoformat()}
+    r = admin.post(path, json=window, headers=auth(tenant.api_key))
+    assert (r.status_code, r.json()) == (202, {"queued": 5})
+    r = admin.post(path, json=window, headers=auth(tenant.api_key))
+    assert (r.status_code, r.json()["code"]) == (409, "replay_in_progress")
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 5, 20)
+    assert sorted(h["webhook-id"] for h, _ in rx.requests) == sorted(f"msg_{i}" for i in ids[:5])
+    for headers, body in rx.requests:
+        Webhook(dest["secret"]).verify(body, headers)
+    assert wait_until(lambda: admin.post(path, json=window, headers=auth(tenant.api_key)).status_code == 202, 10)
