@@ -133,9 +133,13 @@ def cmd_scheduler(args, settings: Settings) -> None:
 
 
 def cmd_status(args, settings: Settings) -> None:
+    from stratum.db.connect import connect
+    from stratum.queue.deliveries import DELIVERY_QUEUE_NAME, delivery_queue_status
     from stratum.queue.status import queue_status
 
     status = queue_status(settings)
+    with connect(settings.database_url, autocommit=True) as conn:
+        status["queues"][DELIVERY_QUEUE_NAME] = delivery_queue_status(conn)
     if not args.json:
         for name, q in status["queues"].items():
             print(f"{name}: queued={q['queued']} started={q['started']} scheduled={q['scheduled']} "

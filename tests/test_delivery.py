@@ -316,3 +316,23 @@ def test_replay_resends_stored_events_with_their_ids(admin, tenant, ingest_clien
     for headers, body in rx.requests:
         Webhook(dest["secret"]).verify(body, headers)
     assert wait_until(lambda: admin.post(path, json=window, headers=auth(tenant.api_key)).status_code == 202, 10)
+
+
+def test_delivery_queue_counts_and_retention(admin, tenant, ingest_client, drain, db):
+    from stratum.queue.deliveries import delivery_queue_status
+    from workers.outbox import purge_expired_deliveries
+
+    dest = make_destination(admin, tenant, "http://127.0.0.1:9/never")
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     *(event("Ping", ("anonymous_id", f"q-{i}")) for i in range(4)))
+    ids = [int(d["id"]) for d in deliveries(admin, tenant, dest["id"])]
+    db.execute("UPDATE deliveries SET status = 'failed', next_attempt_at = now() + interval '1 minute' WHERE id = %s",
+               (ids[0],))
+    db.execute("UPDATE deliveries SET status = 'dead', created_at = now() - interval '31 days' WHERE id = %s",
+               (ids[1],))
+    db.execute("UPDATE deliveries SET status = 'delivered', created_at = now() - interval '8 days' WHERE id = %s",
+               (ids[2],))
+    counts = delivery_queue_status(db)
+    assert (counts["queued"], counts["started"], counts["scheduled"], counts["failed"]) == (1, 0, 1, 1)
+    assert purge_expired_deliveries(db) == 2
+    assert sorted(int(d["id"]) for d in deliveries(admin, tenant, dest["id"])) == sorted([ids[0], ids[3]])

@@ -126,3 +126,17 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
 
 
 
+
+
+# Delivery records are kept this long after they were created (CONTRACT 7).
+DELIVERY_RECORD_DAYS = 7
+DEAD_DELIVERY_RECORD_DAYS = 30
+
+
+def purge_expired_deliveries(conn: psycopg.Connection) -> int:
+    """Delete finished delivery records past their keeping time (7 days, 30 when dead);
+    returns how many went. Pending and failed ones stay until they finish."""
+    return conn.execute(
+        "DELETE FROM deliveries WHERE (status IN ('delivered', 'skipped') AND created_at < now() - make_interval(days"
+        " => %s)) OR (status = 'dead' AND created_at < now() - make_interval(days => %s))",
+        (DELIVERY_RECORD_DAYS, DEAD_DELIVERY_RECORD_DAYS)).rowcount

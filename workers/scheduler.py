@@ -14,6 +14,7 @@ from stratum.db.partitions import drop_expired_partitions, prepare_months_ahead
 from stratum.queue import events_queue
 from stratum.queue.liveness import reap_abandoned_jobs
 from stratum.settings import Settings
+from workers.outbox import purge_expired_deliveries
 
 log = logging.getLogger("stratum.scheduler")
 
@@ -30,6 +31,9 @@ def run_periodic_jobs(settings: Settings, redis: Redis) -> None:
         dropped = drop_expired_partitions(conn, now, settings.retention_months)
         if dropped:
             log.info("retention: dropped event partitions %s", ", ".join(dropped))
+        purged = purge_expired_deliveries(conn)
+        if purged:
+            log.info("retention: deleted %d delivery records", purged)
 
 
 def run_scheduler(settings: Settings, *, once: bool = False) -> None:

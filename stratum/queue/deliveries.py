@@ -1,0 +1,31 @@
+"""The webhook delivery queue as ``stratum status`` shows it.
+
+Deliveries are queued in Postgres (the ``deliveries`` table is the outbox, see
+workers/delivery.py), not in RQ, so their counts come from there, under the queue name
+``stratum-deliveries``: ``queued`` are due now, ``started`` are first attempts in flight
+(claimed under a lease), ``scheduled`` are failed attempts waiting for their retry (a retry
+in flight counts here too), ``failed`` are dead.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+DELIVERY_QUEUE_NAME = "stratum-deliveries"
+
+_STATUS_SQL = """
+SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()),
+       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at > now()),
+       count(*) FILTER (WHERE status = 'failed' AND next_attempt_at > now()),
+       count(*) FILTER (WHERE status = 'dead'),
+       coalesce(extract(epoch FROM now() - min(next_attempt_at)
+                        FILTER (WHERE status IN ('pending', 'failed') AND next_attempt_at <= now())), 0)
+FROM deliveries
+"""
+
+
+def delivery_queue_status(conn: psycopg.Connection) -> dict:
+    """``{"queued", "started", "scheduled", "failed", "oldest_queued_age_s"}`` of the delivery queue."""
+    queued, started, scheduled, dead, age = conn.execute(_STATUS_SQL).fetchone()
+    return {"queued": queued, "started": started, "scheduled": scheduled, "failed": dead,
+            "oldest_queued_age_s": round(float(age), 3)}
