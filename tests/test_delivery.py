@@ -336,3 +336,31 @@ def test_delivery_queue_counts_and_retention(admin, tenant, ingest_client, drain
     assert (counts["queued"], counts["started"], counts["scheduled"], counts["failed"]) == (1, 0, 1, 1)
     assert purge_expired_deliveries(db) == 2
     assert sorted(int(d["id"]) for d in deliveries(admin, tenant, dest["id"])) == sorted([ids[0], ids[3]])
+
+
+def test_profile_topics_carry_a_profile(admin, tenant, ingest_client, drain, db, new_tenant):
+    server = new_tenant(source_type="server")
+    topics = ["profile.created", "profile.updated", "profile.merged", "consent.updated"]
+    dest = make_destination(admin, server, "http://127.0.0.1:9/p", topics=topics)
+    ingest_and_drain(ingest_client, drain, server.write_key,
+                     event("Signed Up", ("email", "pa@example.com"), consent={"email": True}),
+                     event("Ping", ("external_id", "u-9")))
+    ingest_and_drain(ingest_client, drain, server.write_key,
+                     event("Login", ("email", "pa@example.com"), ("external_id", "u-9")))
+
+    def bodies(topic: str) -> list[dict]:
+        rows = db.execute("SELECT body FROM deliveries WHERE destination_id = %s AND topic = %s ORDER BY id",
+                          (dest["id"], topic)).fetchall()
+        return [json.loads(b)["data"] for (b,) in rows]
+
+    created = bodies("profile.created")
+    assert len(created) == 2
+    assert {"id", "lifecycle", "traits", "identifiers", "consents", "counters", "first_seen", "last_seen",
+            "merged_from"} <= set(created[0])
+    (merged,) = bodies("profile.merged")
+    assert merged["merged_from"] in {c["id"] for c in created} and merged["id"] in {c["id"] for c in created}
+    assert {i["type"] for i in merged["identifiers"]} == {"email", "external_id"}
+    assert merged["consents"]["email"]["granted"] is True and merged["counters"]["events"] == 3
+    (consent,) = bodies("consent.updated")
+    assert consent["consents"] == {"email": True}
+    assert [p["id"] for p in bodies("profile.updated")] == [merged["id"]]  # the survivor, in the second batch

@@ -5,7 +5,8 @@ writes nothing twice (its rows roll back with it).
 Each row of ``deliveries`` is one message for one destination; the delivery process
 (workers/delivery.py) claims due rows with ``FOR UPDATE SKIP LOCKED``. Topics written here:
 ``event.received`` (per stored event, filtered by the destination's ``event_names``),
-``consent.updated`` (per event that carried a consent object) and ``profile.merged``.
+``consent.updated`` (per event that carried a consent object), ``profile.created``,
+``profile.updated`` and ``profile.merged`` (a PROFILE each, queried only when subscribed).
 
 Tenants without an active destination cost one dictionary lookup per batch: the tenant's
 routing is cached in-process for ``ROUTES_CACHE_TTL_S``.
@@ -14,6 +15,7 @@ routing is cached in-process for ``ROUTES_CACHE_TTL_S``.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +25,23 @@ from core.identity import Merge
 from core.webhooks import event_message_id, event_received_data, message_body
 from stratum.db.params import json_rows
 from workers.prepare import PreparedEvent
+
+# PROFILE (CONTRACT 5) of profiles this transaction touched; ``created_at = now()`` holds
+# exactly for the profiles it inserted (now() is the transaction's start time).
+_PROFILES_SQL = """
+SELECT p.id::text, p.created_at = now(), jsonb_build_object(
+    'id', p.id, 'lifecycle', p.lifecycle, 'traits', p.traits, 'computed', '{}'::jsonb,
+    'identifiers', coalesce((SELECT jsonb_agg(jsonb_build_object('type', i.type, 'hash', i.hash,
+                                 'first_seen', i.first_seen, 'last_seen', i.last_seen) ORDER BY i.type, i.hash)
+                             FROM profile_identifiers i WHERE i.profile_id = p.id), '[]'::jsonb),
+    'consents', coalesce((SELECT jsonb_object_agg(c.consent_type, jsonb_build_object(
+                              'granted', c.granted, 'updated_at', c.updated_at, 'source_id', c.source_id))
+                          FROM consents c WHERE c.profile_id = p.id), '{}'::jsonb),
+    'counters', jsonb_build_object('events', p.event_count, 'purchases', p.purchase_count,
+                                   'revenue', p.revenue::float8),
+    'first_seen', p.first_seen, 'last_seen', p.last_seen, 'merged_from', NULL)
+FROM profiles p WHERE p.tenant_id = %s AND p.id = ANY(%s::uuid[]) AND p.merged_into IS NULL
+"""
 
 # A new or changed destination receives messages of batches stored this long after the change.
 ROUTES_CACHE_TTL_S = 1.0
@@ -93,16 +112,29 @@ def _consent_messages(routes: list[Route], events: list[PreparedEvent], profile_
     return rows
 
 
-def _merge_messages(routes: list[Route], merges: list[Merge],
-                    created_at: datetime) -> list[dict]:
-    subscribed = [r for r in routes if "profile.merged" in r.topics]
+def _profile_messages(conn: psycopg.Connection, tenant_id: str, routes: list[Route],
+                      profile_ids: list[str | None], merges: list[Merge], created_at: datetime) -> list[dict]:
+    """``profile.created`` (profiles inserted by this transaction), ``profile.updated`` (the
+    other profiles it touched) and ``profile.merged`` (the survivor, ``merged_from`` the
+    absorbed id); ``data`` is the PROFILE as it stands at commit."""
+    wanted = {t for r in routes for t in r.topics} & {"profile.created", "profile.updated", "profile.merged"}
+    if not wanted:
+        return []
+    ids = {p for p in profile_ids if p is not None} | {m.survivor for m in merges}
+    survivors = {m.survivor: m.absorbed for m in merges}
     rows = []
-    for m in merges if subscribed else ():
-        body = message_body("profile.merged", created_at, {
-            "survivor": m.survivor, "absorbed": m.absorbed, "trigger": {"type": m.trigger.type,
-                                                                      "hash": m.trigger.hash}}).decode()
-        rows.extend({"d": r.destination_id, "m": f"msg_merge_{m.absorbed}", "t": "profile.merged",
-                     "p": m.survivor, "b": body} for r in subscribed)
+    for pid, created, profile in conn.execute(_PROFILES_SQL, (tenant_id, sorted(ids))).fetchall():
+        topics = ["profile.created" if created else "profile.updated"]
+        if pid in survivors:
+            topics.append("profile.merged")
+        for topic in topics:
+            subscribed = [r for r in routes if topic in r.topics]
+            if not subscribed:
+                continue
+            data = {**profile, "merged_from": survivors[pid]} if topic == "profile.merged" else profile
+            body = message_body(topic, created_at, data).decode()
+            message_id = f"msg_{uuid.uuid4().hex}"
+            rows.extend({"d": r.destination_id, "m": message_id, "t": topic, "p": pid, "b": body} for r in subscribed)
     return rows
 
 
@@ -115,7 +147,7 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         return 0
     now = datetime.now(UTC)
     rows = (_event_messages(routes, events, profile_ids, now) + _consent_messages(routes, events, profile_ids, now)
-            + _merge_messages(routes, merges, now))
+            + _profile_messages(conn, tenant_id, routes, profile_ids, merges, now))
     if not rows:
         return 0
     conn.execute(
