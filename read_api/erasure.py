@@ -8,7 +8,9 @@ links and merge audit rows (whose snapshots hold the absorbed profiles' traits).
 Suppression: the erased identifier hashes go into ``suppressed_identifiers`` in the same
 transaction, so later events carrying them do not silently rebuild the person: workers
 drop suppressed identifiers (recorded with the event as a ``suppressed`` decision).
-The erased events' ids are recorded in ``event_outcomes`` as ``erased``.
+The erased events' ids are recorded in ``event_outcomes`` as ``erased``. Undelivered
+webhook messages of the person become ``skipped`` (``erased``) and every payload of the
+person's messages is deleted.
 ``?suppress=false`` erases without suppressing (for a person who asked to be forgotten
 but may come back as a new customer).
 """

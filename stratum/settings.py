@@ -98,6 +98,8 @@ class Settings:
     delivery_breaker_threshold: int = 20
     delivery_breaker_cooldown_s: float = 30.0
     delivery_poll_interval_s: float = 0.2
+    deliver_metrics_host: str = "127.0.0.1"
+    deliver_metrics_port: int = 0
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -145,6 +147,8 @@ def settings_from_env() -> Settings:
         delivery_breaker_threshold=_int("DELIVERY_BREAKER_THRESHOLD", d.delivery_breaker_threshold),
         delivery_breaker_cooldown_s=_float("DELIVERY_BREAKER_COOLDOWN_S", d.delivery_breaker_cooldown_s),
         delivery_poll_interval_s=_float("DELIVERY_POLL_INTERVAL_S", d.delivery_poll_interval_s),
+        deliver_metrics_host=_env("DELIVER_METRICS_HOST", d.deliver_metrics_host),
+        deliver_metrics_port=_int("DELIVER_METRICS_PORT", d.deliver_metrics_port),
     )
 
 

@@ -6,12 +6,14 @@ would check them."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from standardwebhooks import Webhook
@@ -119,7 +121,10 @@ def test_delivered_messages_verify_with_standardwebhooks(admin, tenant, ingest_c
     dest = make_destination(admin, tenant, rx.url)
     (event_id,) = ingest_and_drain(ingest_client, drain, tenant.write_key,
                                    event("Order Completed", ("email", "ana@example.com"), properties={"total": 5}))
-    deliver()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    deliver(STRATUM_DELIVER_METRICS_PORT=str(metrics_port))
     assert wait_until(lambda: len(rx.requests) == 1, 20)
     headers, body = rx.requests[0]
     payload = Webhook(dest["secret"]).verify(body, headers)
@@ -135,6 +140,8 @@ def test_delivered_messages_verify_with_standardwebhooks(admin, tenant, ingest_c
     assert (d["message_id"], d["attempts"], d["last_status_code"], d["topic"]) == (
         f"msg_{event_id}", 1, 200, "event.received")
     assert d["delivered_at"] and d["next_attempt_at"] is None
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert f'stratum_webhook_attempts_total{{destination="{dest["id"]}",outcome="delivered"}} 1.0' in metrics
 
 
 def test_both_secrets_sign_after_rotation(admin, tenant, ingest_client, drain, deliver, receivers):

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from psycopg_pool import AsyncConnectionPool
 
 from core.secrets import open_secret
@@ -146,13 +147,26 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+class DeliveryMetrics:
+    """Prometheus metrics of one delivery process, per destination id."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.attempts = Counter("stratum_webhook_attempts", "Delivery outcomes", ["destination", "outcome"],
+                                registry=self.registry)
+        self.seconds = Histogram("stratum_webhook_attempt_seconds", "Time of one webhook request", ["destination"],
+                                 registry=self.registry, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
 class DeliveryService:
     """Runs the lanes of every destination with due deliveries, until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, client: httpx.AsyncClient,
+                 metrics: DeliveryMetrics | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.client = client
+        self.metrics = metrics or DeliveryMetrics()
         self.lanes: dict[str, Lane] = {}
         self.tasks: set[asyncio.Task] = set()
 
@@ -203,6 +217,7 @@ class DeliveryService:
             elif outcome.status == "delivered":
                 lane.consecutive_failures, lane.open_until = 0, 0.0
             await self._record(target, d, outcome)
+            self.metrics.attempts.labels(target.id, outcome.status).inc()
         except Exception:  # noqa: BLE001 - the lease makes the row due again
             log.exception("delivery %s of destination %s: attempt not recorded", d.id, target.id)
         finally:
@@ -238,12 +253,15 @@ class DeliveryService:
         headers["host"] = parts.netloc.rpartition("@")[2]
         headers["user-agent"] = "Stratum-Webhooks/1"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        started = time.perf_counter()
         try:
             r = await self.client.post(url, content=body, headers=headers, extensions=extensions)
         except httpx.TimeoutException:
             return self._failure(d, None, "timeout")
         except httpx.HTTPError as exc:
             return self._failure(d, None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        finally:
+            self.metrics.seconds.labels(target.id).observe(time.perf_counter() - started)
         if 200 <= r.status_code < 300:
             return Outcome("delivered", code=r.status_code)
         if r.status_code == 410:
@@ -286,7 +304,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                                    kwargs={"options": "-c TimeZone=UTC", "autocommit": True}) as pool, \
             httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False, trust_env=False,
                               limits=limits) as client:
-        await DeliveryService(settings, pool, client).run(stop)
+        metrics = DeliveryMetrics()
+        if settings.deliver_metrics_port:
+            start_http_server(settings.deliver_metrics_port, settings.deliver_metrics_host, registry=metrics.registry)
+        await DeliveryService(settings, pool, client, metrics).run(stop)
 
 
 def run_deliver(settings: Settings) -> None:
