@@ -168,9 +168,12 @@ class DeliveryService:
         self.client = client
         self.metrics = metrics or DeliveryMetrics()
         self.lanes: dict[str, Lane] = {}
+        self.targets: dict[str, Target] = {}
+        self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.stop = stop
         while not stop.is_set():
             try:
                 await advance_replays(self.pool)
@@ -183,29 +186,39 @@ class DeliveryService:
             await asyncio.wait(self.tasks, timeout=self.settings.delivery_timeout_s + 1)
 
     async def tick(self) -> None:
-        """Claim due deliveries for every lane with room, and start their attempts."""
+        """Refresh the destinations that have due deliveries and fill their lanes."""
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(_DUE_DESTINATIONS_SQL)).fetchall()
         now = datetime.now(UTC)
         for did, tenant_id, url, active, consent, secret, previous, rotated_at in rows:
-            lane = self.lanes.setdefault(did, Lane())
-            room = lane.capacity(self.settings.delivery_max_in_flight, time.monotonic())
-            if room <= 0:
-                continue
             try:
                 secrets = signing_secrets(secret, previous, rotated_at, self.settings.secret_key, now)
             except Exception:  # noqa: BLE001 - a secret sealed with another key: say so, keep other lanes going
                 log.error("destination %s: its secret cannot be opened with STRATUM_SECRET_KEY", did)
                 continue
-            target = Target(did, tenant_id, url, active, consent, secrets)
+            self.targets[did] = Target(did, tenant_id, url, active, consent, secrets)
+            await self._fill(did)
+
+    async def _fill(self, did: str) -> None:
+        """Claim as many due deliveries as the lane has room for, and start them. Called by
+        the tick and by every finished attempt, so a busy lane refills without waiting."""
+        lane = self.lanes.setdefault(did, Lane())
+        room = lane.capacity(self.settings.delivery_max_in_flight, time.monotonic())
+        if room <= 0 or self.stop.is_set():
+            return
+        lane.in_flight += room  # reserved while the claim runs, so a concurrent fill cannot overfill
+        try:
             async with self.pool.connection() as conn:
                 claimed = await (await conn.execute(_CLAIM_SQL, {
                     "d": did, "n": room, "lease": self.settings.delivery_timeout_s + LEASE_MARGIN_S})).fetchall()
-            for row in claimed:
-                lane.in_flight += 1
-                task = asyncio.create_task(self._attempt(target, lane, Claimed(*row)))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+        finally:
+            lane.in_flight -= room
+        target = self.targets[did]
+        for row in claimed:
+            lane.in_flight += 1
+            task = asyncio.create_task(self._attempt(target, lane, Claimed(*row)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _attempt(self, target: Target, lane: Lane, d: Claimed) -> None:
         try:
@@ -222,6 +235,10 @@ class DeliveryService:
             log.exception("delivery %s of destination %s: attempt not recorded", d.id, target.id)
         finally:
             lane.in_flight -= 1
+        try:
+            await self._fill(target.id)
+        except Exception:  # noqa: BLE001 - the next tick fills the lane instead
+            log.exception("destination %s: refilling the lane failed", target.id)
 
     async def _decide(self, target: Target, d: Claimed) -> Outcome:
         if d.body is None:
