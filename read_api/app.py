@@ -34,6 +34,7 @@ from read_api.exports import export_events, export_profiles
 from read_api.graph import profile_graph
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
+from read_api.ops_destinations import OPS_DESTINATION_ROUTES
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
 from read_api.sources import create_source, list_sources, rotate_key, update_source
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *PAGE_ROUTES],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *OPS_DESTINATION_ROUTES, *PAGE_ROUTES],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_)],
         exception_handlers={

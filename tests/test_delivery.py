@@ -243,7 +243,8 @@ def test_outbox_rows_are_written_once_per_stored_event(admin, tenant, ingest_cli
 
     dest = make_destination(admin, tenant, "http://127.0.0.1:9/never")
     r = ingest_client.post("/api/v1/cdp/events", headers=auth(tenant.write_key), json={"events": [
-        event("Ping", ("anonymous_id", "once-1")), event("Ping", ("anonymous_id", "once-2"))]})
+        event("Ping", ("anonymous_id", "once-1"), properties={"path": "C:\\new\ttab\nline \\N"}),
+        event("Ping", ("anonymous_id", "once-2"))]})
     assert r.status_code == 202
     (job_id,) = redis_conn.lrange(layout.queue_key(settings.queue_name), 0, -1)
     payload = layout.payload_of(redis_conn.hget(layout.job_key(job_id.decode()), "data"))
@@ -252,6 +253,9 @@ def test_outbox_rows_are_written_once_per_stored_event(admin, tenant, ingest_cli
     rows = db.execute("SELECT message_id FROM deliveries WHERE destination_id = %s ORDER BY 1",
                       (dest["id"],)).fetchall()
     assert sorted(m for (m,) in rows) == sorted(f"msg_{x['event_id']}" for x in r.json()["results"])
+    bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM deliveries WHERE destination_id = %s",
+                                                   (dest["id"],)).fetchall()]
+    assert {"path": "C:\\new\ttab\nline \\N"} in [b["data"]["properties"] for b in bodies]
 
 
 def test_event_names_filter_and_inactive_destinations(admin, tenant, ingest_client, drain, db):
@@ -371,3 +375,32 @@ def test_profile_topics_carry_a_profile(admin, tenant, ingest_client, drain, db,
     (consent,) = bodies("consent.updated")
     assert consent["consents"] == {"email": True}
     assert [p["id"] for p in bodies("profile.updated")] == [merged["id"]]  # the survivor, in the second batch
+
+
+def test_ops_shows_destination_health_and_the_breaker(admin, tenant, ingest_client, drain, deliver, receivers, db):
+    from stratum.admin import create_operator
+
+    rx = Receiver(500)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     *(event("Ping", ("anonymous_id", f"br-{i}")) for i in range(3)))
+    with db.transaction():
+        operator = create_operator(db, "ops").key
+    deliver(STRATUM_DELIVERY_BREAKER_THRESHOLD="2", STRATUM_DELIVERY_MAX_IN_FLIGHT="1")
+
+    def health() -> dict:
+        r = admin.get("/api/v1/ops/destinations", headers=auth(operator))
+        assert r.status_code == 200, r.text
+        (row,) = [d for d in r.json()["destinations"] if d["id"] == dest["id"]]
+        return {**row, "per_minute": r.json()["per_minute"]}
+
+    assert wait_until(lambda: health()["breaker"] == "open", 20)
+    assert len(rx.requests) == 2  # the breaker stopped the third request
+    row = health()
+    assert row["success_rate_1h"] == 0.0 and row["undelivered"] == 3 and row["tenant_name"]
+    assert sum(m["failed"] for m in row["per_minute"]) == 2
+    assert admin.get("/api/v1/ops/destinations", headers=auth(tenant.api_key)).status_code == 403
+    db.execute("UPDATE deliveries SET status = 'dead' WHERE destination_id = %s", (dest["id"],))
+    r = admin.post(f"/api/v1/ops/destinations/{dest['id']}/retry", headers=auth(operator))
+    assert r.json() == {"requeued": 3}

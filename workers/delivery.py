@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
 import time
 from collections import deque
@@ -34,10 +35,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.webhooks import UNGATED_TOPICS
+from stratum.queue.deliveries import LANES_PUBLISH_S, LANES_TTL_S, lanes_key
 from stratum.settings import Settings, libpq_url
 from workers.delivery_attempt import (
     Claimed,
@@ -107,8 +112,11 @@ class DeliveryService:
     """Runs the lanes of every destination with due deliveries, until ``stop`` is set."""
 
     def __init__(self, settings: Settings, pool: AsyncConnectionPool, client: httpx.AsyncClient,
-                 metrics: DeliveryMetrics | None = None) -> None:
+                 metrics: DeliveryMetrics | None = None, redis: Redis | None = None) -> None:
         self.settings = settings
+        self.redis = redis
+        self.lanes_key = lanes_key(f"{socket.gethostname()}:{os.getpid()}")
+        self.published_at = 0.0
         self.pool = pool
         self.client = client
         self.metrics = metrics or DeliveryMetrics()
@@ -128,6 +136,7 @@ class DeliveryService:
             try:
                 await advance_replays(self.pool)
                 await self.tick()
+                await self.publish_lanes()
             except Exception:  # noqa: BLE001 - a database hiccup must not end the process
                 log.exception("delivery tick failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -136,6 +145,32 @@ class DeliveryService:
             await asyncio.wait(self.tasks, timeout=self.settings.delivery_timeout_s + 1)
         await recorder
         await self.recorder.flush()
+
+    def lane_states(self) -> dict[str, bytes]:
+        """This process's lanes as /ops shows them: destination id -> JSON."""
+        now = time.monotonic()
+        out = {}
+        for did, lane in self.lanes.items():
+            breaker = "open" if lane.open_until > now else "half_open" if lane.open_until else "closed"
+            out[did] = msgspec.json.encode({"breaker": breaker, "consecutive_failures": lane.consecutive_failures,
+                                            "in_flight": lane.in_flight, "waiting": len(lane.waiting)})
+        return out
+
+    async def publish_lanes(self) -> None:
+        """Publish the lane states for /ops (stratum/queue/deliveries.py); best effort."""
+        if self.redis is None or time.monotonic() - self.published_at < LANES_PUBLISH_S:
+            return
+        self.published_at = time.monotonic()
+        states = self.lane_states()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.lanes_key)
+                if states:
+                    pipe.hset(self.lanes_key, mapping=states)
+                    pipe.expire(self.lanes_key, LANES_TTL_S)
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("publishing lane states failed: %s", exc)
 
     async def tick(self) -> None:
         """Refresh the destinations that have due deliveries and fill their lanes."""
@@ -229,7 +264,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         metrics = DeliveryMetrics()
         if settings.deliver_metrics_port:
             start_http_server(settings.deliver_metrics_port, settings.deliver_metrics_host, registry=metrics.registry)
-        await DeliveryService(settings, pool, client, metrics).run(stop)
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            await DeliveryService(settings, pool, client, metrics, redis).run(stop)
+        finally:
+            await redis.aclose()
 
 
 def run_deliver(settings: Settings) -> None:

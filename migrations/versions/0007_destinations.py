@@ -73,6 +73,7 @@ def upgrade() -> None:
     op.create_index("ix_deliveries_due", "deliveries", ["destination_id", "next_attempt_at"],
                     postgresql_where=sa.text("status IN ('pending', 'failed')"))
     op.create_index("ix_deliveries_tenant_id_profile_id", "deliveries", ["tenant_id", "profile_id"])
+    op.create_index("ix_deliveries_created_at", "deliveries", ["created_at"])
 
 
 def downgrade() -> None:

@@ -300,4 +300,5 @@ deliveries = Table(
     Index("ix_deliveries_due", "destination_id", "next_attempt_at",
           postgresql_where=text("status IN ('pending', 'failed')")),
     Index("ix_deliveries_tenant_id_profile_id", "tenant_id", "profile_id"),
+    Index("ix_deliveries_created_at", "created_at"),
 )

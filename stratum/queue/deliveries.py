@@ -1,4 +1,4 @@
-"""The webhook delivery queue as ``stratum status`` shows it.
+"""The webhook delivery queue as ``stratum status`` and ``/ops`` show it.
 
 Deliveries are queued in Postgres (the ``deliveries`` table is the outbox, see
 workers/delivery.py), not in RQ, so their counts come from there, under the queue name
@@ -12,6 +12,17 @@ from __future__ import annotations
 import psycopg
 
 DELIVERY_QUEUE_NAME = "stratum-deliveries"
+# Each delivery process publishes its lanes (breaker state, failures, in flight) as a hash
+# destination id -> JSON under its own key, refreshed every LANES_PUBLISH_S and expiring
+# after LANES_TTL_S, so /ops sees live processes only.
+LANES_KEY_PREFIX = "stratum:delivery-lanes:"
+LANES_PUBLISH_S = 2.0
+LANES_TTL_S = 10
+
+
+def lanes_key(process_name: str) -> str:
+    """The hash of one delivery process's lane states."""
+    return LANES_KEY_PREFIX + process_name
 
 _STATUS_SQL = """
 SELECT count(*) FILTER (WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()),
