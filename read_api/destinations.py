@@ -191,17 +191,19 @@ async def update_destination(request: Request, destination_id: FromPath[str],
     return destination_from_row(row)
 
 
-@delete("/api/v1/cdp/destinations/{destination_id:str}", guards=[tenant_admin_key], status_code=204,
+@delete("/api/v1/cdp/destinations/{destination_id:str}", guards=[tenant_admin_key], status_code=200,
         summary="Delete a destination and its delivery records (admin key)",
+        description="Answers the DESTINATION as it was; its undelivered messages are not sent.",
         responses=errors_for(401, 403, 404, 503))
-async def delete_destination(request: Request, destination_id: FromPath[str]) -> None:
+async def delete_destination(request: Request, destination_id: FromPath[str]) -> Destination:
     st: ReadState = request.app.state.read
     did = parse_destination_id(destination_id)
     async with st.pool.connection() as conn:
-        cur = await conn.execute("DELETE FROM destinations WHERE id = %s AND tenant_id = %s",
-                                 (did, principal_of(request).tenant_id))
-    if cur.rowcount == 0:
+        row = await (await conn.execute(f"DELETE FROM destinations WHERE id = %s AND tenant_id = %s RETURNING {COLUMNS}",
+                                        (did, principal_of(request).tenant_id))).fetchone()
+    if row is None:
         raise NotFound(f"no destination {destination_id}")
+    return destination_from_row(row)
 
 
 @post("/api/v1/cdp/destinations/{destination_id:str}/rotate-secret", guards=[tenant_admin_key], status_code=200,

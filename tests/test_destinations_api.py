@@ -56,7 +56,8 @@ def test_create_list_get_patch_delete(client, tenant, db):
     prev = db.execute("SELECT previous_secret FROM destinations WHERE id = %s", (created["id"],)).fetchone()[0]
     assert open_secret(prev, SECRET_KEY) == created["secret"]
 
-    assert client.delete(f"/api/v1/cdp/destinations/{created['id']}", headers=auth(tenant.api_key)).status_code == 204
+    r = client.delete(f"/api/v1/cdp/destinations/{created['id']}", headers=auth(tenant.api_key))
+    assert r.status_code == 200 and r.json()["id"] == created["id"] and "secret" not in r.json()
     assert client.get(f"/api/v1/cdp/destinations/{created['id']}", headers=auth(tenant.api_key)).status_code == 404
 
 
