@@ -133,13 +133,18 @@ def cmd_scheduler(args, settings: Settings) -> None:
 
 
 def cmd_status(args, settings: Settings) -> None:
+    import psycopg
+
     from stratum.db.connect import connect
     from stratum.queue.deliveries import DELIVERY_QUEUE_NAME, delivery_queue_status
     from stratum.queue.status import queue_status
 
     status = queue_status(settings)
-    with connect(settings.database_url, autocommit=True) as conn:
-        status["queues"][DELIVERY_QUEUE_NAME] = delivery_queue_status(conn)
+    try:
+        with connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            status["queues"][DELIVERY_QUEUE_NAME] = delivery_queue_status(conn)
+    except psycopg.OperationalError as exc:  # the events queue is still worth showing
+        print(f"warning: Postgres unreachable, {DELIVERY_QUEUE_NAME} left out: {exc}".strip(), file=sys.stderr)
     if not args.json:
         for name, q in status["queues"].items():
             print(f"{name}: queued={q['queued']} started={q['started']} scheduled={q['scheduled']} "
