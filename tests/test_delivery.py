@@ -404,3 +404,23 @@ def test_ops_shows_destination_health_and_the_breaker(admin, tenant, ingest_clie
     db.execute("UPDATE deliveries SET status = 'dead' WHERE destination_id = %s", (dest["id"],))
     r = admin.post(f"/api/v1/ops/destinations/{dest['id']}/retry", headers=auth(operator))
     assert r.json() == {"requeued": 3}
+
+
+def test_a_killed_delivery_process_loses_nothing(admin, tenant, ingest_client, drain, deliver, receivers):
+    """kill -9 while a request is in flight: after the claim's lease another process sends the
+    message again, with the same webhook-id, and records it delivered."""
+    rx = Receiver("hang", 200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    (event_id,) = ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "k9")))
+    # 1 s timeout, 1 request in flight: the first process's claim is leased for
+    # (16 + 1) x 1 s + 2 s = 19 s. (Should the kill come after the timeout, the row is failed
+    # and retried instead: the same two requests either way.)
+    fast = {"STRATUM_DELIVERY_TIMEOUT_S": "1", "STRATUM_DELIVERY_MAX_IN_FLIGHT": "1"}
+    first = deliver(**fast)
+    assert wait_until(lambda: len(rx.requests) == 1, 20, 0.01)
+    stop_process(first)  # SIGKILL mid-request
+    deliver(**fast)
+    assert wait_until(lambda: len(rx.requests) == 2, 90)
+    assert [h["webhook-id"] for h, _ in rx.requests] == [f"msg_{event_id}"] * 2
+    assert wait_until(lambda: deliveries(admin, tenant, dest["id"])[0]["status"] == "delivered", 10)

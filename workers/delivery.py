@@ -6,9 +6,9 @@ Protocol (what a crash means):
   due. A lane claims a batch of its destination's due rows with ``FOR UPDATE SKIP LOCKED``
   and moves their ``next_attempt_at`` forward by a lease in the same statement, so no other
   process claims them meanwhile. The lease covers the batch: (batch / in-flight + 1)
-  request timeouts plus a margin; a claimed row not started before its lease is nearly over
-  is dropped (it is due again, for whoever claims it next), so a row is never sent by two
-  processes at once. Outcomes are written back in batches (workers/delivery_attempt.py). A
+  request timeouts plus a margin of two more; a claimed row not started while a timeout and
+  a half-margin of its lease remain is dropped (it is due again, for whoever claims it
+  next), so a row is never sent by two processes at once. Outcomes are written back in batches (workers/delivery_attempt.py). A
   process that dies leaves its rows due again when their lease ends: those messages are sent
   again with the same ``webhook-id`` (at-least-once; the receiver dedupes), never lost.
 - Each destination has its own lane: at most ``delivery_max_in_flight`` requests in flight
@@ -57,8 +57,9 @@ from workers.replay import advance_replays
 
 log = logging.getLogger(__name__)
 
-# Margin of the claim lease over the time its batch may take (resolution, bookkeeping).
-LEASE_MARGIN_S = 20.0
+# Margin of the claim lease over the time its batch may take (resolution, bookkeeping),
+# in request timeouts: 20 s with the default 10 s timeout.
+LEASE_MARGIN_TIMEOUTS = 2
 # Rows a lane claims at once, per request it may have in flight.
 CLAIM_PER_SLOT = 16
 
@@ -127,7 +128,8 @@ class DeliveryService:
         self.stop = asyncio.Event()
         slots = max(1, settings.delivery_max_in_flight)
         self.claim_size = slots * CLAIM_PER_SLOT
-        self.lease_s = (math.ceil(self.claim_size / slots) + 1) * settings.delivery_timeout_s + LEASE_MARGIN_S
+        self.lease_margin_s = LEASE_MARGIN_TIMEOUTS * settings.delivery_timeout_s
+        self.lease_s = (math.ceil(self.claim_size / slots) + 1) * settings.delivery_timeout_s + self.lease_margin_s
 
     async def run(self, stop: asyncio.Event) -> None:
         self.stop = stop
@@ -214,7 +216,7 @@ class DeliveryService:
         finally:
             lane.claiming = False
         # A row must start early enough to finish (timeout) before its lease ends.
-        start_by = time.monotonic() + self.lease_s - self.settings.delivery_timeout_s - LEASE_MARGIN_S / 2
+        start_by = time.monotonic() + self.lease_s - self.settings.delivery_timeout_s - self.lease_margin_s / 2
         lane.waiting.extend((start_by, Claimed(*row)) for row in claimed)
         self._start_waiting(did, lane)
 
