@@ -40,6 +40,7 @@ from read_api.profiles import find_profile, get_profile
 from read_api.sources import create_source, list_sources, rotate_key, update_source
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
+from read_api.stream import STREAM_ROUTES
 from stratum.settings import Settings, get_settings, libpq_url
 
 ROUTES = [
@@ -96,11 +97,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            hub = getattr(app.state, "stream_hub", None)
+            if hub is not None:
+                await hub.close()
             await redis.aclose()
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *OPS_DESTINATION_ROUTES, *PAGE_ROUTES],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, *OPS_DESTINATION_ROUTES, *STREAM_ROUTES,
+                        *PAGE_ROUTES],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_)],
         exception_handlers={

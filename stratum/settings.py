@@ -100,6 +100,7 @@ class Settings:
     delivery_poll_interval_s: float = 0.2
     deliver_metrics_host: str = "127.0.0.1"
     deliver_metrics_port: int = 0
+    stream_max_clients_per_tenant: int = 100
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
 
@@ -149,6 +150,7 @@ def settings_from_env() -> Settings:
         delivery_poll_interval_s=_float("DELIVERY_POLL_INTERVAL_S", d.delivery_poll_interval_s),
         deliver_metrics_host=_env("DELIVER_METRICS_HOST", d.deliver_metrics_host),
         deliver_metrics_port=_int("DELIVER_METRICS_PORT", d.deliver_metrics_port),
+        stream_max_clients_per_tenant=_int("STREAM_MAX_CLIENTS_PER_TENANT", d.stream_max_clients_per_tenant),
     )
 
 

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 import psycopg
 
 from core.identity import Merge
-from core.webhooks import event_message_id, event_received_data, message_body
+from core.webhooks import TOPICS, event_message_id, event_received_data, message_body
+from workers import stream
 from workers.prepare import PreparedEvent
 
 # PROFILE (CONTRACT 5) of profiles this transaction touched; ``created_at = now()`` holds
@@ -54,6 +55,9 @@ class Route:
 
 
 _routes: dict[str, tuple[float, list[Route]]] = {}
+# The live stream as a pseudo-destination that takes every topic; its messages are published
+# after commit (workers/stream.py) instead of being written to the outbox.
+STREAM_ROUTE = Route("stream", frozenset(TOPICS), None)
 
 
 def forget_routes() -> None:
@@ -149,13 +153,19 @@ def _copy_line(tenant_id: str, row: dict) -> str:
 def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                  profile_ids: list[str | None], merges: list[Merge]) -> int:
     """Write the messages of one stored batch into ``deliveries`` (inside the caller's
-    transaction); returns how many rows were written. No destination: no work."""
+    transaction), and stash the live stream's; returns how many rows were written. No
+    destination and no stream listener: no work."""
     routes = routes_of(conn, tenant_id)
+    if stream.listening(tenant_id):
+        routes = [*routes, STREAM_ROUTE]
     if not routes:
         return 0
     now = datetime.now(UTC)
     rows = (_event_messages(routes, events, profile_ids, now) + _consent_messages(routes, events, profile_ids, now)
             + _profile_messages(conn, tenant_id, routes, profile_ids, merges, now))
+    if routes[-1] is STREAM_ROUTE:
+        stream.stash(tenant_id, [r["b"].encode() for r in rows if r["d"] == STREAM_ROUTE.destination_id])
+        rows = [r for r in rows if r["d"] != STREAM_ROUTE.destination_id]
     if not rows:
         return 0
     lines = [_copy_line(tenant_id, r) for r in rows]

@@ -40,3 +40,20 @@ def delivery_queue_status(conn: psycopg.Connection) -> dict:
     queued, started, scheduled, dead, age = conn.execute(_STATUS_SQL).fetchone()
     return {"queued": queued, "started": started, "scheduled": scheduled, "failed": dead,
             "oldest_queued_age_s": round(float(age), 3)}
+
+
+# The live stream (CONTRACT 7): workers publish each tenant's messages on its channel after
+# commit, when a read process is subscribed; read processes fan them out to WebSocket clients.
+STREAM_CHANNEL_PREFIX = "stratum:stream:"
+# Sorted set of a tenant's connected stream clients (member: client id, score: expiry time),
+# shared by every read process to enforce the per-tenant cap.
+STREAM_CLIENTS_PREFIX = "stratum:stream-clients:"
+
+
+def stream_channel(tenant_id: str) -> str:
+    """The pub/sub channel of a tenant's live messages."""
+    return STREAM_CHANNEL_PREFIX + tenant_id
+
+
+def stream_clients_key(tenant_id: str) -> str:
+    return STREAM_CLIENTS_PREFIX + tenant_id
