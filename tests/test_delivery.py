@@ -6,6 +6,7 @@ would check them."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def deliver(settings, tmp_path):
 
     yield start
     for p in procs:
-        stop_process(p, 15)
+        stop_process(p, signal.SIGTERM)
 
 
 def make_destination(admin, tenant, url: str, **fields) -> dict:

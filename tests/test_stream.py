@@ -106,3 +106,43 @@ def test_a_client_too_far_behind_is_dropped():
         return c.overflow.is_set(), c.queue.qsize()
 
     assert asyncio.run(run()) == (True, MAX_BEHIND)
+
+
+def test_bad_header_key_is_401_before_the_upgrade_on_a_real_server(settings, tmp_path, redis_conn, db):
+    """Granian supports the ASGI WebSocket denial response: the refusal is a plain HTTP 401."""
+    import base64
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from test_reliability_support import ROOT, stop_process, worker_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(tmp_path / "read-api.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stratum.cli", "read-api", "--port", str(port)], cwd=ROOT,
+                                env=worker_env(settings), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def answer() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                key = base64.b64encode(os.urandom(16)).decode()
+                s.sendall((f"GET {PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           "Authorization: Bearer sk_not-a-key\r\n\r\n").encode())
+                return s.recv(4096)
+
+        def up() -> bool:
+            try:
+                return bool(answer())
+            except OSError:
+                return False
+
+        assert wait_until(up, 30)
+        reply = answer()
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+        assert b'"code":"invalid_api_key"' in reply
+    finally:
+        stop_process(proc, signal.SIGTERM)
