@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager, suppress
 
 import redis.exceptions
@@ -15,6 +16,8 @@ from read_api.anomalies import list_anomalies
 from read_api.auth import KeyDirectory
 from read_api.computed_traits import COMPUTED_TRAIT_ROUTES
 from read_api.consents import get_consents, put_consents
+from read_api.deliveries import DELIVERY_ROUTES
+from read_api.destinations import DESTINATION_ROUTES
 from read_api.erasure import erase_profile
 from read_api.errors import (
     UNAVAILABLE_ERRORS,
@@ -36,6 +39,7 @@ from read_api.identity import explain_identity, profile_decisions
 from read_api.identity_dry_run import identity_dry_run
 from read_api.metrics import ReadMetrics, metrics_middleware
 from read_api.ops import OPS_ROUTES
+from read_api.ops_destinations import OPS_DESTINATION_ROUTES
 from read_api.ops_volume import ops_volume
 from read_api.pages import PAGE_ROUTES
 from read_api.profiles import find_profile, get_profile
@@ -49,6 +53,7 @@ from read_api.sources import (
 )
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
+from read_api.stream import STREAM_ROUTES
 from stratum.apidocs import openapi_config
 from stratum.index_page import index_route
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
@@ -58,7 +63,7 @@ ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
     event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
     export_profiles, export_events,
-    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES, profile_decisions, explain_identity, identity_dry_run,
+    tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES, profile_decisions, explain_identity, identity_dry_run, *DESTINATION_ROUTES, *DELIVERY_ROUTES,
 ]
 
 
@@ -108,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
+        if not settings.secret_key:
+            logging.getLogger("stratum.read").warning(
+                "STRATUM_SECRET_KEY is not set: webhook secrets are stored in plain text")
         # UTC sessions: date_trunc and timestamp rendering never depend on the server's zone.
         pool = AsyncConnectionPool(libpq_url(settings.database_url), min_size=settings.db_pool_min,
                                    max_size=settings.db_pool_max, open=False,
@@ -121,11 +129,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            hub = getattr(app.state, "stream_hub", None)
+            if hub is not None:
+                await hub.close()
             await redis.aclose()
             await pool.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *PAGE_ROUTES, INDEX],
+        route_handlers=[*ROUTES, health, ready, metrics, *OPS_ROUTES, ops_volume, *OPS_DESTINATION_ROUTES,
+                        *STREAM_ROUTES, *PAGE_ROUTES, INDEX],
         lifespan=[lifespan],
         middleware=[lambda app: metrics_middleware(app, metrics_),
                     lambda app: guard_request_body(app, settings.http_body_timeout_s)],

@@ -9,7 +9,9 @@ hash-only tombstones, so a late copy of an erased event is not stored.
 Suppression: the erased identifier hashes go into ``suppressed_identifiers`` in the same
 transaction, so later events carrying them do not silently rebuild the person: workers
 drop suppressed identifiers (recorded with the event as a ``suppressed`` decision).
-The erased events' ids are recorded in ``event_outcomes`` as ``erased``.
+The erased events' ids are recorded in ``event_outcomes`` as ``erased``. Undelivered
+webhook messages of the person become ``skipped`` (``erased``) and every payload of the
+person's messages is deleted.
 ``?suppress=false`` erases without suppressing (for a person who asked to be forgotten
 but may come back as a new customer).
 """
@@ -52,6 +54,13 @@ DELETE FROM profile_merges WHERE tenant_id = %(tenant_id)s
 AND (survivor_id = ANY(%(ids)s::uuid[]) OR absorbed_id = ANY(%(ids)s::uuid[]))
 """
 _PROFILES_SQL = "DELETE FROM profiles WHERE tenant_id = %s AND id = ANY(%s::uuid[])"
+# Undelivered webhook messages of the person are skipped (CONTRACT 5); every payload goes.
+_DELIVERIES_SQL = """
+UPDATE deliveries SET body = NULL,
+    skip_reason = CASE WHEN status IN ('pending', 'failed') THEN 'erased' ELSE skip_reason END,
+    status = CASE WHEN status IN ('pending', 'failed') THEN 'skipped' ELSE status END
+WHERE tenant_id = %(tenant_id)s AND profile_id = ANY(%(ids)s::uuid[])
+"""
 
 
 async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tuple[ErasedCounts, list[str],
@@ -66,6 +75,7 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
     await conn.execute(_DECISIONS_SQL, (tenant_id, ids))
     await conn.execute(_MERGES_SQL, {"tenant_id": tenant_id, "ids": ids})
     profiles = (await conn.execute(_PROFILES_SQL, (tenant_id, ids))).rowcount
+    await conn.execute(_DELIVERIES_SQL, {"tenant_id": tenant_id, "ids": ids})
     counts = ErasedCounts(profiles=profiles, identifiers=len(identifiers), events=events, consents=consents)
     return counts, ids, identifiers
 

@@ -157,6 +157,12 @@ def cmd_worker(args, settings: Settings) -> None:
     run_worker(settings, burst=args.burst, queues=args.queues)
 
 
+def cmd_deliver(args, settings: Settings) -> None:
+    from workers.delivery import run_deliver
+
+    run_deliver(settings)
+
+
 def cmd_scheduler(args, settings: Settings) -> None:
     from workers.scheduler import run_scheduler
 
@@ -168,10 +174,20 @@ def cmd_scheduler(args, settings: Settings) -> None:
 
 
 def cmd_status(args, settings: Settings) -> None:
-    """Text for people, or with ``--json`` the one JSON object for scripts; never both."""
+    """Text for people, or with ``--json`` the one JSON object for scripts; never both. The
+    delivery queue lives in Postgres: when it cannot be read the events queues still show."""
+    import psycopg
+
+    from stratum.db.connect import connect
+    from stratum.queue.deliveries import DELIVERY_QUEUE_NAME, delivery_queue_status
     from stratum.queue.status import queue_status
 
     status = queue_status(settings)
+    try:
+        with connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            status["queues"][DELIVERY_QUEUE_NAME] = delivery_queue_status(conn)
+    except psycopg.OperationalError as exc:  # the events queue is still worth showing
+        print(f"warning: Postgres unreachable, {DELIVERY_QUEUE_NAME} left out: {exc}".strip(), file=sys.stderr)
     if args.json:
         _print_json(status)
         return
@@ -294,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--burst", action="store_true", help="drain the queues, then exit 0")
     w.add_argument("--queues", nargs="*", default=None)
     w.set_defaults(func=cmd_worker)
+
+    dl = sub.add_parser("deliver", help="send webhook deliveries (run one or more beside the workers)")
+    dl.set_defaults(func=cmd_deliver)
 
     sch = sub.add_parser("scheduler", help="run the periodic jobs")
     sch.add_argument("--once", action="store_true", help="run every periodic job once, then exit")

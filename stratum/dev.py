@@ -1,15 +1,18 @@
 """``stratum dev``: the whole pipeline on one machine, for a first look and for demos.
 
 Uses the configured Postgres and Redis when they answer, otherwise embedded ones
-(stratum/services.py); migrates; starts ingest, read, N workers and the scheduler as
-child processes; creates a demo tenant and source; posts sample traffic; prints where to
-look. Ctrl-C (or SIGTERM) stops every child, then the embedded services.
+(stratum/services.py); migrates; starts ingest, read, N workers, the scheduler and the
+delivery process as child processes (destinations may point at local receivers; a
+STRATUM_SECRET_KEY is generated into the data directory when none is set); creates a demo
+tenant and source; posts sample traffic; prints where to look. Ctrl-C (or SIGTERM) stops
+every child, then the embedded services.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -79,7 +82,6 @@ def dev_secret_key(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    import secrets
 
     key = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -128,7 +130,8 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
     settings = settings.replace(database_url=services.database_url, redis_url=services.redis_url,
                                 secret_key=settings.secret_key or dev_secret_key(data_dir))
     env = {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url,
-           "STRATUM_SECRET_KEY": settings.secret_key}
+           # local receivers are the point of a dev setup (CONTRACT 2)
+           "STRATUM_DESTINATIONS_ALLOW_PRIVATE": "true", "STRATUM_SECRET_KEY": settings.secret_key}
     children = _Children(env)
     stopping = False
 
@@ -143,12 +146,13 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
         migrate(settings)
         ingest = f"http://{settings.ingest_host}:{settings.ingest_port}"
         read = f"http://{settings.read_host}:{settings.read_port}"
-        print(f"==> starting ingest ({ingest}), read ({read}), {workers} worker(s), scheduler")
+        print(f"==> starting ingest ({ingest}), read ({read}), {workers} worker(s), scheduler, deliver")
         children.start("ingest", "ingest-api")
         children.start("read", "read-api")
         for _ in range(workers):
             children.start("worker", "worker")
         children.start("scheduler", "scheduler")
+        children.start("deliver", "deliver")
         if not (_wait_http(ingest + "/health", 30) and _wait_http(read + "/health", 30)):
             print(f"error: the APIs did not come up (dead: {children.dead()}); is port {settings.ingest_port} "
                   f"or {settings.read_port} taken? Set STRATUM_INGEST_PORT / STRATUM_READ_PORT.", file=sys.stderr)

@@ -40,6 +40,17 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{_PREFIX}{name} must be a number, got {raw!r}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(_PREFIX + name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{_PREFIX}{name} must be true or false, got {raw!r}")
+
+
 def _list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(_PREFIX + name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -102,6 +113,16 @@ class Settings:
     # Identity rule dry-run (POST /api/v1/cdp/identity/dry-run): where a replay stops
     dry_run_max_events: int = 1_000_000
     dry_run_max_s: float = 60.0
+    # Destinations (CONTRACT 7): SSRF guard, secrets at rest, delivery lanes
+    destinations_allow_private: bool = False
+    delivery_max_in_flight: int = 4
+    delivery_timeout_s: float = 10.0
+    delivery_breaker_threshold: int = 20
+    delivery_breaker_cooldown_s: float = 30.0
+    delivery_poll_interval_s: float = 0.2
+    deliver_metrics_host: str = "127.0.0.1"
+    deliver_metrics_port: int = 0
+    stream_max_clients_per_tenant: int = 100
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
     # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
@@ -171,6 +192,15 @@ def settings_from_env() -> Settings:
         dry_run_max_s=_float("DRY_RUN_MAX_S", d.dry_run_max_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
         secret_key=_env("SECRET_KEY", "") or None,
+        destinations_allow_private=_bool("DESTINATIONS_ALLOW_PRIVATE", d.destinations_allow_private),
+        delivery_max_in_flight=_int("DELIVERY_MAX_IN_FLIGHT", d.delivery_max_in_flight),
+        delivery_timeout_s=_float("DELIVERY_TIMEOUT_S", d.delivery_timeout_s),
+        delivery_breaker_threshold=_int("DELIVERY_BREAKER_THRESHOLD", d.delivery_breaker_threshold),
+        delivery_breaker_cooldown_s=_float("DELIVERY_BREAKER_COOLDOWN_S", d.delivery_breaker_cooldown_s),
+        delivery_poll_interval_s=_float("DELIVERY_POLL_INTERVAL_S", d.delivery_poll_interval_s),
+        deliver_metrics_host=_env("DELIVER_METRICS_HOST", d.deliver_metrics_host),
+        deliver_metrics_port=_int("DELIVER_METRICS_PORT", d.deliver_metrics_port),
+        stream_max_clients_per_tenant=_int("STREAM_MAX_CLIENTS_PER_TENANT", d.stream_max_clients_per_tenant),
     )
 
 

@@ -362,6 +362,29 @@ def test_profile_page_lists_decisions_and_explains_two_identifiers(page, ingest_
     page.screenshot("profile-explain", height=2200)
 
 
+def test_profile_page_shows_new_events_live(page, ingest_client, tenant, drain, redis_conn):
+    """The page subscribes to the live stream (a real read-api process, Redis pub/sub) and
+    prepends the profile's new events as a worker commits them."""
+    from stratum.queue.deliveries import stream_channel
+
+    _post_events(ingest_client, tenant, [_event("Signed Up", [("email", "live@example.com")], minutes_ago=5)])
+    assert drain() == 0
+    page.open("/profiles")
+    page.save_key(tenant.api_key)
+    page.type_into("#identifier-value", "live@example.com")
+    page.find("#search button[type=submit]").click()
+    page.wait(lambda: page.find("#profile").is_displayed() and len(page.find_all("#events li.event")) == 1,
+              "the profile with its one event")
+    page.wait(lambda: redis_conn.pubsub_numsub(stream_channel(tenant.id))[0][1] > 0, "the page is streaming")
+    r = ingest_client.post("/api/v1/cdp/events", headers=_auth(tenant.write_key), json={
+        "events": [_event("Order Completed", [("email", "live@example.com")], minutes_ago=0)]})
+    assert r.status_code == 202 and drain() == 0
+    new_id = r.json()["results"][0]["event_id"]
+    page.wait(lambda: page.find("#events li.event").get_attribute("data-event-id") == new_id,
+              "the new event arrives on top without a reload")
+    assert len(page.find_all("#events li.event")) == 2
+
+
 def test_ops_lists_a_failed_job_and_replays_it(page, ingest_client, tenant, db, settings, redis_conn, drain):
     from stratum.admin import create_operator
     from workers.worker import build_worker

@@ -124,8 +124,9 @@ def world(ingest_client, read_client, tenant, new_tenant, drain, db):
 
 
 def test_the_walk_covers_every_tenant_route(read_client):
+    # Destinations and their deliveries have their own walk (tests/test_destinations_api.py).
     routes = {(m, r.path.replace(":str}", "}")) for r in read_client.app.routes if r.path.startswith("/api/v1/cdp")
-              for m in r.methods if m not in ("HEAD", "OPTIONS")}
+              and not r.path.startswith("/api/v1/cdp/destinations") for m in r.methods if m not in ("HEAD", "OPTIONS")}
     walked = {(m, template) for m, template, *_ in _endpoints("p", "e", "s")}
     assert routes == walked
 

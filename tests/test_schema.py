@@ -152,6 +152,7 @@ def test_cli_prints_one_json_object(settings, argv, keys):
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(status) == {"queues", "workers"}
+    assert "stratum-deliveries" in status["queues"]  # webhook deliveries (CONTRACT 10)
     for q in status["queues"].values():
         assert set(q) == {"queued", "started", "scheduled", "failed", "oldest_queued_age_s"}
 

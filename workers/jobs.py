@@ -32,7 +32,7 @@ from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_ba
 from stratum.db.partitions import ensure_partitions, month_start
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
-from workers import runtime
+from workers import runtime, stream
 from workers.failed_jobs import tenant_blocked_values
 from workers.isolation import (
     FailedEventSink,
@@ -181,9 +181,12 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
             ensure_partitions(conn, missing)
             rt.known_partitions |= missing
         config = rt.tenant_config(tenant_id)
+        stream.discard(tenant_id)
         with conn.transaction():
             record_rejected(conn, tenant_id, expired, "event_too_old")
-            return persist_tenant_events(conn, tenant_id, events, config.rules)
+            outcome = persist_tenant_events(conn, tenant_id, events, config.rules)
+        stream.publish(tenant_id)  # live stream messages, once committed (workers/stream.py)
+        return outcome
 
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)
 

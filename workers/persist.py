@@ -41,6 +41,7 @@ from workers.identity_store import (
     load_snapshot,
     touch_identifiers,
 )
+from workers.outbox import write_outbox
 from workers.prepare import PreparedEvent
 
 _json = msgspec.json.Encoder()
@@ -178,6 +179,8 @@ def persist_tenant_events(
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
                | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)})
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
+    # Messages for destinations, in this transaction (workers/outbox.py).
+    write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
 

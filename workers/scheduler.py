@@ -31,6 +31,7 @@ from workers.audience_jobs import (
     refresh_audiences,
     upkeep_audiences,
 )
+from workers.outbox import purge_expired_deliveries
 
 log = logging.getLogger("stratum.scheduler")
 
@@ -59,6 +60,12 @@ def _retention(conn: psycopg.Connection, _redis: Redis, settings: Settings) -> N
         log.info("retention: dropped event partitions %s", ", ".join(dropped))
 
 
+def _delivery_retention(conn: psycopg.Connection, _redis: Redis, _settings: Settings) -> None:
+    purged = purge_expired_deliveries(conn)
+    if purged:
+        log.info("retention: deleted %d delivery records", purged)
+
+
 def _every_round(settings: Settings) -> float:
     return 0.0
 
@@ -67,6 +74,7 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("requeue_abandoned", _requeue_abandoned, _every_round),
     PeriodicJob("partitions", _partitions, _every_round),
     PeriodicJob("retention", _retention, _every_round),
+    PeriodicJob("delivery_retention", _delivery_retention, _every_round),
     PeriodicJob("audience_upkeep", lambda c, _r, s: upkeep_audiences(c, s), _every_round),
     PeriodicJob("audience_refresh", lambda c, _r, s: refresh_audiences(c, s), lambda s: s.audience_refresh_interval_s),
     PeriodicJob("churn", lambda c, _r, s: churn_profiles(c, s), lambda s: s.churn_interval_s),

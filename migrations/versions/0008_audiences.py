@@ -3,7 +3,7 @@ on profiles.computed), volume anomalies, scheduler progress marks, and
 ``stratum_try_timestamptz`` for time comparisons in segment rules.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-30 23:30:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -372,3 +372,62 @@ identity_decisions = Table(
     Column("decided_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Index("ix_identity_decisions_tenant_id_profile_id_id", "tenant_id", "profile_id", "id"),
 )
+
+# Webhook destinations of a tenant (CONTRACT 7): a directory (reference) table. ``secret``
+# and ``previous_secret`` are sealed with STRATUM_SECRET_KEY (core/secrets.py). A replay in
+# progress is its range and a keyset cursor (time, event id) that the delivery process
+# advances page by page, so a crash resumes where it stopped.
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False, server_default=text("'webhook'")),
+    Column("url", Text, nullable=False),
+    Column("topics", ARRAY(Text), nullable=False),
+    Column("event_names", ARRAY(Text)),
+    Column("consent", Text),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text),
+    Column("secret_rotated_at", DateTime(timezone=True)),
+    Column("replay_to", DateTime(timezone=True)),
+    Column("replay_cursor_time", DateTime(timezone=True)),
+    Column("replay_cursor_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("type IN ('webhook')", name="type"),
+    CheckConstraint("consent IN ('analytics', 'ads', 'email', 'sms')", name="consent"),
+    Index("uq_destinations_tenant_id_name", "tenant_id", "name", unique=True),
+)
+
+# The outbox and the delivery record in one: workers insert rows in the transaction that
+# stores the events, the delivery process claims due rows (FOR UPDATE SKIP LOCKED) and
+# records each attempt on the row. ``body`` is the exact bytes sent (identical on every
+# attempt); erasure and retention set it to NULL.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("destination_id", UUID(as_uuid=True), ForeignKey("destinations.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("profile_id", UUID(as_uuid=True)),
+    Column("body", Text),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("skip_reason", Text),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed', 'dead', 'skipped')", name="status"),
+    Index("ix_deliveries_destination_id_id", "destination_id", "id"),
+    Index("ix_deliveries_due", "destination_id", "next_attempt_at",
+          postgresql_where=text("status IN ('pending', 'failed')")),
+    Index("ix_deliveries_tenant_id_profile_id", "tenant_id", "profile_id"),
+    Index("ix_deliveries_created_at", "created_at"),
+)

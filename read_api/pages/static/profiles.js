@@ -1,6 +1,6 @@
 // /profiles and /profiles/{id}: search by identifier, then one profile with its traits,
-// consents, identity graph (with "why is X with Y?"), identity decisions and events (paged with next_cursor). Shows nothing of a tenant
-// until a tenant key is stored; every request carries it as Bearer.
+// consents, identity graph (with "why is X with Y?"), identity decisions and events (paged with next_cursor,
+// new ones live from the stream). Shows nothing of a tenant until a tenant key is stored; every request carries it as Bearer.
 
 import { ApiError, apiFetch, bindKeyForm, clear, el, formatTime, getKey, shortId, showMessage } from "./common.js";
 import { highlightPath, renderGraph } from "./graph.js";
@@ -186,6 +186,29 @@ async function loadEvents(reset) {
   document.getElementById("event-count").textContent = `(${list.querySelectorAll("li.event").length} shown)`;
 }
 
+// New events of the shown profile arrive live through the stream (/api/v1/cdp/stream); the
+// key goes in the first message, as browsers cannot set headers on a WebSocket.
+let live = null;
+
+function watchLive(profileId) {
+  if (live) live.close();
+  live = null;
+  const key = getKey("tenant");
+  if (!key || !("WebSocket" in window)) return;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}/api/v1/cdp/stream?topics=event.received`);
+  socket.addEventListener("open", () => socket.send(JSON.stringify({ authorization: `Bearer ${key}` })));
+  socket.addEventListener("message", (msg) => {
+    const data = JSON.parse(msg.data).data;
+    if (!data || data.profile_id !== profileId || currentId !== profileId) return;
+    const list = document.getElementById("events");
+    list.querySelector("li.muted")?.remove();
+    list.prepend(eventItem({ ...data, decisions: [] }));
+    document.getElementById("event-count").textContent = `(${list.querySelectorAll("li.event").length} shown, live)`;
+  });
+  live = socket;
+}
+
 async function loadProfile(id) {
   currentId = id;
   profileView.hidden = true;
@@ -199,6 +222,7 @@ async function loadProfile(id) {
     renderGraphSection(graph);
     renderExplainChoices(graph);
     await Promise.all([loadEvents(true), loadDecisions(true)]);
+    watchLive(profile.id);
     profileView.hidden = false;
     showMessage(searchMessage, "");
   } catch (err) {

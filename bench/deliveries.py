@@ -1,0 +1,151 @@
+"""Webhook delivery benchmarks (issue 12):
+
+1. worker cost: events/s through one burst worker with no destination, then with one
+   destination subscribed to ``event.received`` (the outbox rows written with the events);
+2. delivery rate: deliveries/s from one ``stratum deliver`` process to one local receiver.
+
+    python -m bench.deliveries [--events 20000] [--deliveries 20000] [--in-flight 4]
+
+The receiver is a minimal asyncio HTTP server in its own process answering 200, so the
+number measures the delivery process (claim, sign, send, record), not the receiver.
+Writes bench/results/deliveries.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import sys
+import time
+import uuid
+
+import psycopg
+
+from bench.common import create_source, prepare, table, wait_http, write_results
+from bench.traffic import TrafficGenerator
+from bench.workers import INGEST_PORT, _post_all, _stored
+
+
+def _receiver(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _add_destination(database_url: str, tenant_id: str, url: str) -> str:
+    from core.secrets import seal_secret
+    from core.webhooks import new_secret
+
+    did = str(uuid.uuid4())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO destinations (id, tenant_id, name, url, topics, secret) VALUES"
+                     " (%s, %s, %s, %s, %s, %s)", (did, tenant_id, f"bench-{did[:8]}", url, ["event.received"],
+                                                   seal_secret(new_secret(), "")))
+    return did
+
+
+def worker_events_per_s(n_events: int, with_destination: bool) -> dict:
+    env = prepare()
+    tenant_id, _, write_key = create_source(env)
+    if with_destination:
+        _add_destination(env.database_url, tenant_id, "http://127.0.0.1:9/never")
+    gen = TrafficGenerator(seed=1, people=max(1000, n_events // 10))
+    batches = [gen.batch(100) for _ in range(n_events // 100)]
+    try:
+        env.stratum("ingest-api", "--port", str(INGEST_PORT))
+        wait_http(f"http://127.0.0.1:{INGEST_PORT}/health")
+        _post_all(INGEST_PORT, write_key, batches)
+    finally:
+        env.stop_all()
+    start = time.perf_counter()
+    env.stratum("worker", "--burst").wait(3600)
+    elapsed = time.perf_counter() - start
+    stored = _stored(env)
+    with psycopg.connect(env.database_url) as conn:
+        outbox = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    return {"destination": with_destination, "events_stored": stored, "outbox_rows": outbox,
+            "seconds": round(elapsed, 2), "events_per_s": round(stored / elapsed, 1)}
+
+
+def deliveries_per_s(n: int, in_flight: int) -> dict:
+    env = prepare()
+    tenant_id, _, _ = create_source(env)
+    port = _free_port()
+    receiver = multiprocessing.Process(target=_receiver, args=(port,), daemon=True)
+    receiver.start()
+    did = _add_destination(env.database_url, tenant_id, f"http://127.0.0.1:{port}/hook")
+    body = '{"type":"event.received","timestamp":"2026-01-01T00:00:00+00:00","data":{"event_id":"x","properties":' \
+           '{"sku":"A-1","price":19.9,"currency":"USD"},"context":{"page":{"url":"https://shop.example.com/p/1"}}}}'
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO deliveries (tenant_id, destination_id, message_id, topic, body)"
+                     " SELECT %s, %s, 'msg_' || g, 'event.received', %s FROM generate_series(1, %s) g",
+                     (tenant_id, did, body, n))
+    try:
+        start = time.perf_counter()
+        env.stratum("deliver", env=env.env(STRATUM_DESTINATIONS_ALLOW_PRIVATE="true",
+                                           STRATUM_DELIVERY_MAX_IN_FLIGHT=str(in_flight),
+                                           STRATUM_DELIVERY_POLL_INTERVAL_S="0.05"))
+        with psycopg.connect(env.database_url, autocommit=True) as conn:
+            while True:
+                done = conn.execute("SELECT count(*) FROM deliveries WHERE status = 'delivered'").fetchone()[0]
+                if done >= n or time.perf_counter() - start > 600:
+                    break
+                time.sleep(0.1)
+        elapsed = time.perf_counter() - start
+    finally:
+        env.stop_all()
+        receiver.terminate()
+    return {"deliveries": n, "delivered": done, "in_flight": in_flight, "seconds": round(elapsed, 2),
+            "deliveries_per_s": round(done / elapsed, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--deliveries", type=int, default=20_000)
+    ap.add_argument("--in-flight", type=int, nargs="*", default=[4])
+    args = ap.parse_args(argv)
+    base = worker_events_per_s(args.events, False)
+    with_dest = worker_events_per_s(args.events, True)
+    sends = [deliveries_per_s(args.deliveries, n) for n in args.in_flight]
+    overhead = 1 - with_dest["events_per_s"] / base["events_per_s"]
+    path = write_results("deliveries", {"worker": [base, with_dest], "worker_cost_increase": round(overhead, 3),
+                                        "delivery": sends})
+    rows = [("measure", "value", "detail"),
+            ("worker events/s, no destination", f"{base['events_per_s']:.0f}", f"{base['events_stored']} events"),
+            ("worker events/s, 1 destination", f"{with_dest['events_per_s']:.0f}",
+             f"{with_dest['outbox_rows']} outbox rows"),
+            ("worker cost increase", f"{overhead:.1%}", "target <= 15%")]
+    rows += [(f"deliveries/s, {s['in_flight']} in flight", f"{s['deliveries_per_s']:.0f}",
+              f"{s['delivered']} of {s['deliveries']}, target >= 5000") for s in sends]
+    print(table(rows))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""One delivery attempt, from a claimed row to its recorded outcome (used by
+workers/delivery.py): the consent gate, the SSRF-checked request, and the batched write of
+outcomes back onto the rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from core.secrets import open_secret
+from core.webhooks import (
+    PREVIOUS_SECRET_GRACE_S,
+    address_allowed,
+    consent_granted,
+    retry_delay_s,
+    webhook_headers,
+)
+from stratum.db.params import json_rows
+from stratum.netguard import DestinationNotAllowed, resolve_checked, url_port
+
+log = logging.getLogger(__name__)
+
+# Longest error text kept on a delivery row.
+MAX_ERROR_CHARS = 200
+# Outcomes are written in batches: at most this many per statement, at least this often.
+RECORD_BATCH = 500
+RECORD_INTERVAL_S = 0.02
+
+_CONSENTS_SQL = """
+SELECT c.consent_type, c.granted, c.updated_at FROM consents c
+WHERE c.profile_id = (SELECT coalesce(p.merged_into, p.id) FROM profiles p WHERE p.id = %s AND p.tenant_id = %s)
+  AND c.consent_type IN (%s, 'all')
+"""
+_RECORD_SQL = """
+UPDATE deliveries d SET status = u.s, attempts = u.a,
+    last_status_code = CASE WHEN u.att THEN u.c ELSE d.last_status_code END,
+    last_error = CASE WHEN u.att THEN u.e ELSE d.last_error END,
+    skip_reason = u.k,
+    next_attempt_at = now() + make_interval(secs => u.delay),
+    delivered_at = CASE WHEN u.s = 'delivered' THEN now() END,
+    body = CASE WHEN u.s = 'skipped' AND u.k = 'consent' THEN NULL ELSE d.body END
+FROM json_to_recordset(%s::json) AS u(t uuid, id bigint, s text, a int, c int, att boolean, e text, k text,
+                                      delay float8)
+-- an erasure during the attempt wins: the row stays skipped
+WHERE d.tenant_id = u.t AND d.id = u.id AND d.status IN ('pending', 'failed')
+"""
+
+
+@dataclass
+class Target:
+    """A destination as one attempt sees it."""
+
+    id: str
+    tenant_id: str
+    url: str
+    active: bool
+    consent: str | None
+    secrets: list[str]
+
+
+@dataclass
+class Claimed:
+    tenant_id: str
+    id: int
+    message_id: str
+    topic: str
+    profile_id: str | None
+    body: str | None
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    status: str  # delivered | failed | dead | skipped
+    code: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    skip_reason: str | None = None
+    gone: bool = False
+
+
+def signing_secrets(stored: str, previous: str | None, rotated_at: datetime | None, secret_key: str,
+                    now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one within 24 h of a rotation."""
+    out = [open_secret(stored, secret_key)]
+    if previous and rotated_at and now - rotated_at < timedelta(seconds=PREVIOUS_SECRET_GRACE_S):
+        out.append(open_secret(previous, secret_key))
+    return out
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def failure(d: Claimed, code: int | None, error: str, retry_after: float | None = None) -> Outcome:
+    """A failed attempt: ``failed`` with a retry to come, or ``dead`` when retries are used up."""
+    if retry_delay_s(d.attempts + 1, 0.0) is None:
+        return Outcome("dead", code=code, error=error)
+    return Outcome("failed", code=code, error=error, retry_after_s=retry_after)
+
+
+async def consented(pool: AsyncConnectionPool, target: Target, d: Claimed) -> bool:
+    """The consent gate of CONTRACT 7, against the profile's current state."""
+    if d.profile_id is None:
+        return False
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(_CONSENTS_SQL, (d.profile_id, d.tenant_id, target.consent))).fetchall()
+    return consent_granted({t: (g, at) for t, g, at in rows}, target.consent)
+
+
+async def checked_address(host: str, port: int, allow_private: bool) -> str:
+    """The SSRF guard for one attempt: the address to connect to (raises DestinationNotAllowed)."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:  # nothing to resolve
+        if not address_allowed(str(literal), allow_private):
+            raise DestinationNotAllowed("the destination is a private address")
+        return str(literal)
+    return await asyncio.to_thread(resolve_checked, host, port, allow_private)
+
+
+async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_private: bool,
+               observe) -> Outcome:
+    """POST the message to the checked address with its signatures; the outcome of the answer."""
+    host, port = url_port(target.url)
+    try:
+        address = await checked_address(host, port, allow_private)
+    except DestinationNotAllowed:
+        return failure(d, None, "destination_not_allowed")
+    parts = urlsplit(target.url)
+    ip_host = f"[{address}]" if ":" in address else address
+    url = urlunsplit((parts.scheme, f"{ip_host}:{port}", parts.path or "/", parts.query, ""))
+    body = d.body.encode()
+    headers = webhook_headers(d.message_id, int(time.time()), body, target.secrets)
+    headers["host"] = parts.netloc.rpartition("@")[2]
+    headers["user-agent"] = "Stratum-Webhooks/1"
+    # TLS still verifies the destination's own name while the connection goes to the checked address.
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    started = time.perf_counter()
+    try:
+        r = await client.post(url, content=body, headers=headers, extensions=extensions)
+    except httpx.TimeoutException:
+        return failure(d, None, "timeout")
+    except httpx.HTTPError as exc:
+        return failure(d, None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+    finally:
+        observe(time.perf_counter() - started)
+    if 200 <= r.status_code < 300:
+        return Outcome("delivered", code=r.status_code)
+    if r.status_code == 410:
+        return Outcome("dead", code=410, error="gone: destination deactivated", gone=True)
+    error = "redirect not followed" if 300 <= r.status_code < 400 else f"HTTP {r.status_code}"
+    return failure(d, r.status_code, error, retry_after_s(r.headers.get("retry-after")))
+
+
+class OutcomeRecorder:
+    """Writes attempt outcomes onto their rows, many per statement.
+
+    A process that dies with outcomes not yet written leaves those rows due again when their
+    lease ends, so the messages are sent again (same ``webhook-id``): at-least-once."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.rows: list[dict] = []
+        self.deactivate: set[str] = set()
+        self.wake = asyncio.Event()
+
+    def add(self, target: Target, d: Claimed, o: Outcome) -> None:
+        attempted = o.status != "skipped"
+        attempts = d.attempts + (1 if attempted else 0)
+        delay = retry_delay_s(attempts, random.random(), o.retry_after_s) if o.status == "failed" else None
+        self.rows.append({"t": d.tenant_id, "id": d.id, "s": o.status, "a": attempts, "c": o.code, "att": attempted,
+                          "e": o.error, "k": o.skip_reason, "delay": delay or 0.0})
+        if o.gone:
+            self.deactivate.add(target.id)
+        if len(self.rows) >= RECORD_BATCH:
+            self.wake.set()
+
+    async def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        gone, self.deactivate = self.deactivate, set()
+        if not rows and not gone:
+            return
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                for i in range(0, len(rows), RECORD_BATCH):
+                    await conn.execute(_RECORD_SQL, (json_rows(rows[i:i + RECORD_BATCH]),))
+                if gone:
+                    await conn.execute("UPDATE destinations SET active = false, updated_at = now()"
+                                       " WHERE id = ANY(%s::uuid[])", (sorted(gone),))
+        except Exception:
+            self.rows[:0], self.deactivate = rows, self.deactivate | gone  # try again on the next flush
+            raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every RECORD_INTERVAL_S (or when a batch is full) until ``stop``, then once more."""
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - kept for the next flush
+                log.exception("recording delivery outcomes failed; retrying")
+                await asyncio.sleep(1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), RECORD_INTERVAL_S)
