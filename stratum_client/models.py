@@ -87,6 +87,95 @@ class DecisionPage(TypedDict):
     decisions: list[Decision]
     next_cursor: str | None
 
+class DeliveriesPerMinute(TypedDict):
+    minute: str
+    delivered: int
+    failed: int
+    skipped: int
+
+class Delivery(TypedDict):
+    id: str
+    message_id: str
+    topic: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+    skip_reason: str | None
+
+class DeliveryPage(TypedDict):
+    deliveries: list[Delivery]
+    next_cursor: str | None
+
+class DeliveryRetry(TypedDict):
+    status: NotRequired[str | None]
+    ids: NotRequired[list[str] | None]
+
+class Destination(TypedDict):
+    id: str
+    name: str
+    type: str
+    url: str
+    topics: list[str]
+    event_names: list[str] | None
+    consent: str | None
+    active: bool
+    created_at: str
+
+class DestinationCreate(TypedDict):
+    name: str
+    url: str
+    topics: list[str]
+    type: NotRequired[str]
+    event_names: NotRequired[list[str] | None]
+    consent: NotRequired[str | None]
+    active: NotRequired[bool]
+
+class DestinationHealth(TypedDict):
+    id: str
+    tenant_id: str
+    tenant_name: str
+    name: str
+    active: bool
+    delivered_1h: int
+    failed_1h: int
+    success_rate_1h: float | None
+    undelivered: int
+    lag_s: float | None
+    dead: int
+    breaker: str
+    consecutive_failures: int
+
+class DestinationList(TypedDict):
+    destinations: list[Destination]
+
+class DestinationPatch(TypedDict):
+    name: NotRequired[str]
+    url: NotRequired[str]
+    topics: NotRequired[list[str]]
+    event_names: NotRequired[list[str] | None]
+    consent: NotRequired[str | None]
+    active: NotRequired[bool]
+
+class DestinationWithSecret(TypedDict):
+    id: str
+    name: str
+    type: str
+    url: str
+    topics: list[str]
+    event_names: list[str] | None
+    consent: str | None
+    active: bool
+    created_at: str
+    secret: str
+
+class DestinationsHealth(TypedDict):
+    destinations: list[DestinationHealth]
+    per_minute: list[DeliveriesPerMinute]
+
 class DryRunReport(TypedDict):
     events: int
     profiles: SideCounts
@@ -239,6 +328,14 @@ class ProfileIdentifier(TypedDict):
     first_seen: str
     last_seen: str
 
+class ReplayQueued(TypedDict):
+    queued: int
+
+ReplayRequest = TypedDict('ReplayRequest', {
+    'from': 'str',
+    'to': 'NotRequired[str]',
+})
+
 class Replayed(TypedDict):
     replayed: int
     not_replayed: NotRequired[list[dict[str, str]]]
@@ -374,3 +471,9 @@ class WorkerInfo(TypedDict):
     failed_jobs: int
     birth: str | None
     last_heartbeat: str | None
+
+class destination_schemas_Requeued(TypedDict):
+    requeued: int
+
+class ops_destinations_Requeued(TypedDict):
+    requeued: int
