@@ -60,8 +60,9 @@ def test_links_and_merges_are_logged_per_profile_and_explained(ingest_client, re
     assert {s["event_id"] for s in path} <= {e1, e2, e3} and all(s["at"] for s in path)
 
 
-def test_refusals_are_logged_and_explain_why_apart(ingest_client, read_client, tenant, drain):
+def test_refusals_are_logged_and_explain_why_apart(ingest_client, read_client, new_tenant, drain):
     """A public website key claims an email another known profile holds: left out, recorded."""
+    tenant = new_tenant(source_type="website")
     ingest_and_drain(ingest_client, drain, tenant.write_key,
                      event("A", ("email", "held@example.com"), ("anonymous_id", "w-1")),
                      event("A", ("email", "own@example.com"), ("anonymous_id", "w-2")))
@@ -75,8 +76,9 @@ def test_refusals_are_logged_and_explain_why_apart(ingest_client, read_client, t
                 if d["kind"] not in ("link", "merge")]
     assert [(d["kind"], d["event_id"]) for d in refusals] == [(refusals[0]["kind"], e2)]
     assert refusals[0]["kind"] in ("unverified_claim", "untrusted_merge") and refusals[0]["rule"]
-    # the identifier left out: the event's weaker one, held by the other profile
-    assert refusals[0]["identifiers"] == [{"type": "anonymous_id", "hash": hash_of("anonymous_id", "w-2")}]
+    # under identity protection the unsigned claim of the other profile's email is left out
+    assert refusals[0]["kind"] == "unverified_claim"
+    assert refusals[0]["identifiers"] == [{"type": "email", "hash": hash_of("email", "held@example.com")}]
 
     r = explain(read_client, tenant.api_key, ("anonymous_id", "w-2"), ("email", "held@example.com"))
     assert r.status_code == 200, r.text
