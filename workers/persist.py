@@ -7,7 +7,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
@@ -37,6 +37,7 @@ from workers.identity_store import (
     identifiers_of,
     link_identifiers,
     load_snapshot,
+    stale_identifiers,
     touch_identifiers,
 )
 from workers.prepare import PreparedEvent
@@ -115,8 +116,13 @@ def persist_tenant_events(
     events: list[PreparedEvent],
     rules: IdentityRules,
     new_profile_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    touch_granularity: timedelta = timedelta(0),
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
+
+    ``touch_granularity``: a stored identifier's ``last_seen`` is rewritten only when it
+    moves later by more than this (``STRATUM_IDENTIFIER_TOUCH_GRANULARITY_S``); its
+    ``first_seen``, and both times of identifiers linked by this batch, stay exact.
 
     Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
     provisional identifier, changed the graph. ``events`` are never modified, so a retry
@@ -151,20 +157,13 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    link_identifiers(conn, tenant_id, plan, ids, [e.state_time for e in fresh], link_types, profiles)
+    spans = _identifier_spans(fresh)
+    link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
     for d in plan.decisions:
         decisions[d.event_index].append(d.as_dict())
-
-    seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for e in fresh:
-        t = e.state_time
-        for ident in e.identifiers:
-            key = (ident.type, ident.hash)
-            lo_hi = seen.get(key)
-            seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
-    touch_identifiers(conn, tenant_id, seen)
+    touch_identifiers(conn, tenant_id, stale_identifiers(spans, snapshot.seen, touch_granularity))
 
     _merge_event_traits(fresh, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
@@ -176,6 +175,18 @@ def persist_tenant_events(
     _update_profiles(conn, fresh, event_profiles, profiles, changed)
     out.stored = len(fresh)
     return out
+
+
+def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """(earliest, latest) state time of each identifier over ``events``."""
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for e in events:
+        t = e.state_time
+        for ident in e.identifiers:
+            key = (ident.type, ident.hash)
+            lo_hi = spans.get(key)
+            spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
+    return spans
 
 
 def _trusted(e: PreparedEvent) -> bool:
