@@ -172,7 +172,10 @@ def persist_tenant_events(
     _record_consents(conn, tenant_id, fresh, event_profiles)
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
                | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)})
-    _update_profiles(conn, fresh, event_profiles, profiles, changed)
+    # Traits change only through events carrying traits and through merges.
+    traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True) if pid is not None and e.traits}
+                      | {m.survivor for m in plan.merges})
+    _update_profiles(conn, fresh, event_profiles, profiles, changed, traits_changed)
     out.stored = len(fresh)
     return out
 
@@ -323,8 +326,10 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
 
 
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow], changed: set[str]) -> None:
-    """Write back every profile whose events, identifiers or merges changed it."""
+                     profiles: dict[str, ProfileRow], changed: set[str], traits_changed: set[str]) -> None:
+    """Write back every profile whose events, identifiers or merges changed it; ``traits``
+    and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
+    whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
     touched: set[str] = set(changed)
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None:
@@ -341,15 +346,30 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
     rows = [profiles[pid] for pid in sorted(touched)]
-    if not rows:
-        return
-    conn.execute(
-        "UPDATE profiles p SET lifecycle = u.lc, traits = u.tr, trait_times = u.tt, event_count = u.ec,"
-        " purchase_count = u.pc, revenue = u.rv, identifier_count = u.ic, merge_count = u.mc,"
-        " first_seen = u.fs, last_seen = u.ls, updated_at = now()"
-        " FROM json_to_recordset(%s::json) AS u(id uuid, lc text, tr jsonb, tt jsonb, ec bigint, pc bigint,"
-        " rv numeric, ic int, mc int, fs timestamptz, ls timestamptz) WHERE p.id = u.id",
-        (json_rows([{"id": r.id, "lc": r.lifecycle, "tr": r.traits, "tt": r.trait_times, "ec": r.event_count,
-                     "pc": r.purchase_count, "rv": r.revenue, "ic": sum(r.counts.values()), "mc": r.merge_count,
-                     "fs": r.first_seen, "ls": r.last_seen} for r in rows]),),
-    )
+    with_traits = [r for r in rows if r.id in traits_changed]
+    counters = [r for r in rows if r.id not in traits_changed]
+    if with_traits:
+        conn.execute(
+            f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
+            " WHERE p.id = u.id",
+            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]),),
+        )
+    if counters:
+        conn.execute(
+            f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}) WHERE p.id = u.id",
+            (json_rows([_profile_counters(r) for r in counters]),),
+        )
+
+
+_PROFILE_COUNTERS_SET = ("lifecycle = u.lc, event_count = u.ec, purchase_count = u.pc, revenue = u.rv,"
+                         " identifier_count = u.ic, merge_count = u.mc, first_seen = u.fs, last_seen = u.ls,"
+                         " updated_at = now()")
+_PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric, ic int, mc int, fs timestamptz,"
+                             " ls timestamptz")
+
+
+def _profile_counters(r: ProfileRow) -> dict:
+    return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
+            "ic": sum(r.counts.values()), "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
