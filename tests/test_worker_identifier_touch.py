@@ -54,3 +54,18 @@ def test_stale_identifiers_with_no_granularity_is_exact():
     assert stale_identifiers(spans, stored, timedelta(hours=1)) == {}
     early = {("email", "b"): (t - timedelta(seconds=1), t)}
     assert stale_identifiers(early, stored, timedelta(hours=1)) == early
+
+
+def test_touch_reports_the_owners_whose_identifier_times_changed(ingest_client, tenant, drain, db):
+    """The owners are written back by the batch's profile UPDATE (their updated_at moves)
+    rather than by a second UPDATE of the same rows."""
+    from workers.identity_store import touch_identifiers
+
+    _send(ingest_client, tenant, 0)
+    assert drain() == 0
+    (owner,), (h,) = db.execute("SELECT profile_id::text FROM profile_identifiers").fetchone(), \
+        db.execute("SELECT hash FROM profile_identifiers").fetchone()
+    t = BASE
+    with db.transaction():
+        assert touch_identifiers(db, tenant.id, {("external_id", h): (t, t)}) == set()  # nothing moves
+        assert touch_identifiers(db, tenant.id, {("external_id", h): (t, t + timedelta(hours=2))}) == {owner}

@@ -311,21 +311,21 @@ def stale_identifiers(spans: dict[tuple[str, str], tuple[datetime, datetime]],
 
 
 def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
-                      seen: dict[tuple[str, str], tuple[datetime, datetime]]) -> None:
-    """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen."""
+                      seen: dict[tuple[str, str], tuple[datetime, datetime]]) -> set[str]:
+    """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen;
+    return the ids of the profiles owning the identifiers that changed. An identifier's
+    times are part of the PROFILE shown, so the caller must move those profiles'
+    ``updated_at`` (it writes them back anyway)."""
     if not seen:
-        return
-    # The owners' updated_at moves too: the read API's cache validates against it, and an
-    # identifier's times are part of the PROFILE it shows.
-    conn.execute(
-        "WITH touched AS ("
-        " UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
+        return set()
+    rows = conn.execute(
+        "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
         " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
-        " RETURNING pi.profile_id)"
-        " UPDATE profiles p SET updated_at = now() WHERE p.id IN (SELECT profile_id FROM touched)",
+        " RETURNING pi.profile_id::text",
         (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
-    )
+    ).fetchall()
+    return {r[0] for r in rows}
 
 
 def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:
