@@ -89,6 +89,8 @@ class Settings:
     failed_job_ttl_s: int = 7 * 24 * 3600
     worker_coalesce_max_events: int = 5_000
     db_retry_attempts: int = 10
+    # A stored identifier's last_seen is rewritten only when it moves by more than this
+    identifier_touch_granularity_s: int = 3600
     # Scheduler
     partitions_ahead_months: int = 3
     retention_months: int = 13
@@ -172,6 +174,7 @@ def settings_from_env() -> Settings:
         failed_job_ttl_s=_int("FAILED_JOB_TTL_S", d.failed_job_ttl_s),
         worker_coalesce_max_events=_int("WORKER_COALESCE_MAX_EVENTS", d.worker_coalesce_max_events),
         db_retry_attempts=_int("DB_RETRY_ATTEMPTS", d.db_retry_attempts),
+        identifier_touch_granularity_s=_int("IDENTIFIER_TOUCH_GRANULARITY_S", d.identifier_touch_granularity_s),
         partitions_ahead_months=_int("PARTITIONS_AHEAD_MONTHS", d.partitions_ahead_months),
         retention_months=_int("RETENTION_MONTHS", d.retention_months),
         scheduler_interval_s=_float("SCHEDULER_INTERVAL_S", d.scheduler_interval_s),

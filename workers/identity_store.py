@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -71,13 +71,16 @@ class Snapshot:
     graph: dict[tuple[str, str], str]
     profiles: dict[str, ProfileRow]
     suppressed: set[tuple[str, str]]
+    # (first_seen, last_seen) of every stored identifier of the batch, read under its
+    # advisory lock, so nothing else changes them before the transaction ends
+    seen: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
 
 
 # One statement, so one snapshot: an erasure committing meanwhile is seen either whole
 # (identifier gone and suppressed) or not at all (identifier on a profile, whose row lock
 # then waits for the erasure and finds it gone: SnapshotChanged, retry).
 _GRAPH_SQL = """
-SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL
+SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.first_seen, pi.last_seen
 FROM json_to_recordset(%s::json) AS k(t text, h text)
 LEFT JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
 LEFT JOIN suppressed_identifiers s ON s.tenant_id = %s AND s.type = k.t AND s.hash = k.h
@@ -101,14 +104,17 @@ WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
 """
 
 
-def _read_graph(conn: psycopg.Connection, tenant_id: str,
-                keys: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
-    """(which live profile holds each key, which keys are suppressed by an erasure)."""
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]
+                ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]],
+                           dict[tuple[str, str], tuple[datetime, datetime]]]:
+    """(which live profile holds each key, which keys are suppressed by an erasure, the
+    stored keys' (first_seen, last_seen))."""
     if not keys:
-        return {}, set()
+        return {}, set(), {}
     rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
-    graph = {(t, h): pid for t, h, pid, _ in rows if pid is not None}
-    return graph, {(t, h) for t, h, _, suppressed in rows if suppressed}
+    graph = {(t, h): pid for t, h, pid, *_ in rows if pid is not None}
+    seen = {(t, h): (fs, ls) for t, h, pid, _, fs, ls in rows if pid is not None}
+    return graph, {(t, h) for t, h, _, suppressed, *_ in rows if suppressed}, seen
 
 
 def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
@@ -118,7 +124,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     if locks:
         conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
                      (json_value(locks),))
-    graph, suppressed = _read_graph(conn, tenant_id, keys)
+    graph, suppressed, seen = _read_graph(conn, tenant_id, keys)
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
@@ -139,7 +145,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
             profiles[pid].counts[id_type] = n
         for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
             profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
-    return Snapshot(graph, profiles, suppressed)
+    return Snapshot(graph, profiles, suppressed, seen)
 
 
 def _profile_snapshot(p: ProfileRow) -> dict[str, Any]:
@@ -220,16 +226,21 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
 
 
 def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids: list[str],
-                     event_times: list[datetime], link_types: list[str], profiles: dict[str, ProfileRow]) -> None:
+                     spans: dict[tuple[str, str], tuple[datetime, datetime]], link_types: list[str],
+                     profiles: dict[str, ProfileRow]) -> None:
+    """Store the plan's new identifiers with their batch's (earliest, latest) state times
+    (``spans``), so they need no touch afterwards."""
     if not plan.links:
         return
     # clock_timestamp(): provisional links made later in the batch rank as more recent
     conn.execute(
         "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen, provisional_since)"
-        " SELECT %s, t, h, p, ts, ts, CASE WHEN pr THEN clock_timestamp() END"
-        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, ts timestamptz, pr boolean)",
+        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END"
+        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, fs timestamptz, ls timestamptz, pr boolean)",
         (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
-                                "ts": event_times[lk.event_index], "pr": lk.provisional} for lk in plan.links])),
+                                "fs": spans[lk.identifier.type, lk.identifier.hash][0],
+                                "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
+                               for lk in plan.links])),
     )
     edges = [lk for lk in plan.links if lk.via is not None]
     if edges:
@@ -284,22 +295,37 @@ def apply_moves(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids:
         )
 
 
+def stale_identifiers(spans: dict[tuple[str, str], tuple[datetime, datetime]],
+                      stored: dict[tuple[str, str], tuple[datetime, datetime]],
+                      granularity: timedelta) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """The spans of stored identifiers whose times must be written: first_seen moves
+    earlier (always exact), or last_seen moves later by more than ``granularity``. An
+    identifier seen again within the granularity keeps its row untouched, so a busy
+    identifier costs one row update per granularity instead of one per batch."""
+    out = {}
+    for key, (lo, hi) in spans.items():
+        times = stored.get(key)
+        if times is not None and (lo < times[0] or hi > times[1] + granularity):
+            out[key] = (lo, hi)
+    return out
+
+
 def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
-                      seen: dict[tuple[str, str], tuple[datetime, datetime]]) -> None:
-    """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen."""
+                      seen: dict[tuple[str, str], tuple[datetime, datetime]]) -> set[str]:
+    """Widen first_seen/last_seen of identifiers to the (earliest, latest) event times seen;
+    return the ids of the profiles owning the identifiers that changed. An identifier's
+    times are part of the PROFILE shown, so the caller must move those profiles'
+    ``updated_at`` (it writes them back anyway)."""
     if not seen:
-        return
-    # The owners' updated_at moves too: the read API's cache validates against it, and an
-    # identifier's times are part of the PROFILE it shows.
-    conn.execute(
-        "WITH touched AS ("
-        " UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
+        return set()
+    rows = conn.execute(
+        "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
         " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
-        " RETURNING pi.profile_id)"
-        " UPDATE profiles p SET updated_at = now() WHERE p.id IN (SELECT profile_id FROM touched)",
+        " RETURNING pi.profile_id::text",
         (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
-    )
+    ).fetchall()
+    return {r[0] for r in rows}
 
 
 def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rq import get_current_job
 from rq.job import Job
@@ -173,6 +173,7 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
     # partition is created for it and no profile counts it.
     events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
     months = {month_start(e.event.event_time) for e in events}
+    granularity = timedelta(seconds=max(0, rt.settings.identifier_touch_granularity_s))
 
     def attempt() -> BatchOutcome:
         conn = rt.connection()
@@ -184,7 +185,8 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
         stream.discard(tenant_id)
         with conn.transaction():
             record_rejected(conn, tenant_id, expired, "event_too_old")
-            outcome = persist_tenant_events(conn, tenant_id, events, config.rules)
+            outcome = persist_tenant_events(conn, tenant_id, events, config.rules,
+                                            touch_granularity=granularity)
         stream.publish(tenant_id)  # live stream messages, once committed (workers/stream.py)
         return outcome
 

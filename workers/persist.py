@@ -7,7 +7,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
@@ -30,7 +30,7 @@ from core.profiles import (
     next_lifecycle,
     purchase_amount,
 )
-from stratum.db.params import json_rows
+from stratum.db.params import json_rows, json_value
 from workers.decision_log import decision_rows, record_decisions
 from workers.identity_store import (
     ProfileRow,
@@ -39,6 +39,7 @@ from workers.identity_store import (
     identifiers_of,
     link_identifiers,
     load_snapshot,
+    stale_identifiers,
     touch_identifiers,
 )
 from workers.outbox import write_outbox
@@ -118,8 +119,13 @@ def persist_tenant_events(
     events: list[PreparedEvent],
     rules: IdentityRules,
     new_profile_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    touch_granularity: timedelta = timedelta(0),
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
+
+    ``touch_granularity``: a stored identifier's ``last_seen`` is rewritten only when it
+    moves later by more than this (``STRATUM_IDENTIFIER_TOUCH_GRANULARITY_S``); its
+    ``first_seen``, and both times of identifiers linked by this batch, stay exact.
 
     Raises SnapshotChanged (retry the transaction) when a concurrent merge, or a move of a
     provisional identifier, changed the graph. ``events`` are never modified, so a retry
@@ -154,7 +160,8 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    link_identifiers(conn, tenant_id, plan, ids, [e.state_time for e in fresh], link_types, profiles)
+    spans = _identifier_spans(fresh)
+    link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
     for d in plan.decisions:
@@ -162,27 +169,43 @@ def persist_tenant_events(
     # The decision log (CONTRACT 9): links, merges and refusals, per profile.
     record_decisions(conn, tenant_id, decision_rows(plan, ids, event_profiles, link_types, decisions))
 
-    seen: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for e in fresh:
-        t = e.state_time
-        for ident in e.identifiers:
-            key = (ident.type, ident.hash)
-            lo_hi = seen.get(key)
-            seen[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
-    touch_identifiers(conn, tenant_id, seen)
+    owners_touched = touch_identifiers(conn, tenant_id, stale_identifiers(spans, snapshot.seen, touch_granularity))
+    if not owners_touched <= profiles.keys():  # not expected: owners of stored identifiers are all loaded
+        conn.execute("UPDATE profiles SET updated_at = now() WHERE id IN"
+                     " (SELECT value::uuid FROM json_array_elements_text(%s::json))",
+                     (json_value(sorted(owners_touched - profiles.keys())),))
+        owners_touched &= profiles.keys()
 
     _merge_event_traits(fresh, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
     _add_revenue(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
+    # Owners of touched identifiers are written back with the others (their updated_at
+    # moves), instead of by a second UPDATE of the same rows.
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
-               | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)})
-    _update_profiles(conn, fresh, event_profiles, profiles, changed)
+               | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)} | owners_touched)
+    # Traits change only through events carrying traits and through merges.
+    traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
+                       if pid is not None and (e.traits or e.traits_once)}
+                      | {m.survivor for m in plan.merges})
+    _update_profiles(conn, fresh, event_profiles, profiles, changed, traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
+
+
+def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """(earliest, latest) state time of each identifier over ``events``."""
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for e in events:
+        t = e.state_time
+        for ident in e.identifiers:
+            key = (ident.type, ident.hash)
+            lo_hi = spans.get(key)
+            spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
+    return spans
 
 
 def _trusted(e: PreparedEvent) -> bool:
@@ -321,8 +344,10 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
 
 
 def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow], changed: set[str]) -> None:
-    """Write back every profile whose events, identifiers or merges changed it."""
+                     profiles: dict[str, ProfileRow], changed: set[str], traits_changed: set[str]) -> None:
+    """Write back every profile whose events, identifiers or merges changed it; ``traits``
+    and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
+    whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
     touched: set[str] = set(changed)
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None:
@@ -339,15 +364,30 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
     rows = [profiles[pid] for pid in sorted(touched)]
-    if not rows:
-        return
-    conn.execute(
-        "UPDATE profiles p SET lifecycle = u.lc, traits = u.tr, trait_times = u.tt, event_count = u.ec,"
-        " purchase_count = u.pc, revenue = u.rv, identifier_count = u.ic, merge_count = u.mc,"
-        " first_seen = u.fs, last_seen = u.ls, updated_at = now()"
-        " FROM json_to_recordset(%s::json) AS u(id uuid, lc text, tr jsonb, tt jsonb, ec bigint, pc bigint,"
-        " rv numeric, ic int, mc int, fs timestamptz, ls timestamptz) WHERE p.id = u.id",
-        (json_rows([{"id": r.id, "lc": r.lifecycle, "tr": r.traits, "tt": r.trait_times, "ec": r.event_count,
-                     "pc": r.purchase_count, "rv": r.revenue, "ic": sum(r.counts.values()), "mc": r.merge_count,
-                     "fs": r.first_seen, "ls": r.last_seen} for r in rows]),),
-    )
+    with_traits = [r for r in rows if r.id in traits_changed]
+    counters = [r for r in rows if r.id not in traits_changed]
+    if with_traits:
+        conn.execute(
+            f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
+            " WHERE p.id = u.id",
+            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]),),
+        )
+    if counters:
+        conn.execute(
+            f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}) WHERE p.id = u.id",
+            (json_rows([_profile_counters(r) for r in counters]),),
+        )
+
+
+_PROFILE_COUNTERS_SET = ("lifecycle = u.lc, event_count = u.ec, purchase_count = u.pc, revenue = u.rv,"
+                         " identifier_count = u.ic, merge_count = u.mc, first_seen = u.fs, last_seen = u.ls,"
+                         " updated_at = now()")
+_PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric, ic int, mc int, fs timestamptz,"
+                             " ls timestamptz")
+
+
+def _profile_counters(r: ProfileRow) -> dict:
+    return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
+            "ic": sum(r.counts.values()), "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}

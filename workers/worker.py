@@ -14,6 +14,7 @@ then is requeued by the reaper once this worker's liveness key expires.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -185,11 +186,30 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
     )
 
 
+# A batch allocates hundreds of thousands of short-lived objects (decoded events, rows,
+# plans) next to a large long-lived heap (imports, the identifier memo, RQ and psycopg
+# state). With Python's default thresholds (700, 10, 10) the collector ran about 1,500
+# times per 30,000 events and took about 30% of the worker's CPU, mostly re-scanning
+# objects that never become garbage. Nothing in a batch's data forms reference cycles
+# that must be freed early, so collections can be rarer.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_garbage_collection() -> None:
+    """Move everything alive now (imports, settings, connections) out of the collector's
+    reach (``gc.freeze``) and collect young objects every ``GC_THRESHOLDS[0]`` net
+    allocations instead of 700. Call once, after start-up, before the first job."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | None = None) -> bool:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.install(runtime.WorkerRuntime(settings))
     connection = Redis.from_url(settings.redis_url)
     worker = build_worker(settings, connection, queues)
+    tune_garbage_collection()
     heartbeat = Heartbeat(Redis.from_url(settings.redis_url), worker.name).start()
     try:
         # SIGTERM: RQ finishes the current job, then exits (warm shutdown).
