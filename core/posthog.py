@@ -35,13 +35,11 @@ from typing import Any
 import msgspec
 
 from core.emq import emq_score
-from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
-from core.identifiers import normalize_identifier
 from core.identity_signature import signature_text
 from core.intake import Rejection, contains_nul
 from core.schemas import QueuedEvent
-from core.segment import parse_timestamp
+from core.segment import normalize_candidates, parse_timestamp
 
 MAX_DEDUPE_KEY_CHARS = 255
 Id = str | int | float | None
@@ -135,23 +133,10 @@ def posthog_identifiers(msg: PostHogEvent, props: dict[str, Any], phone_region: 
             candidates += [("email", traits.get("email")), ("phone", traits.get("phone"))]
     if not isinstance(props.get("$device_id"), dict | list):
         candidates.append(("device_id", _id_text(props.get("$device_id"))))
-    identifiers: list[tuple[str, str]] = []
-    warnings: list[str] = []
-    for id_type, value in candidates:
-        if value is None or value == "" or isinstance(value, bool | dict | list):
-            continue
-        try:
-            norm = normalize_identifier(id_type, value if isinstance(value, str) else str(value),
-                                        default_region=phone_region, extra_blocked=extra_blocked)
-        except BlockedIdentifier as exc:
-            warnings.append(exc.message)
-            continue
-        except InvalidIdentifier as exc:
-            warnings.append(f"{id_type} ignored: {exc.message}")
-            continue
-        if (norm.type, norm.value) not in identifiers:
-            identifiers.append((norm.type, norm.value))
-    return identifiers, warnings
+    # Values that are not text are read as their text; booleans and objects never identify.
+    return normalize_candidates(
+        [(t, v if v is None or isinstance(v, str) else str(v)) for t, v in candidates
+         if not isinstance(v, bool | dict | list)], phone_region, extra_blocked)
 
 
 def _traits(top: dict[str, Any] | None, nested: Any) -> dict[str, Any]:

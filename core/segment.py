@@ -18,6 +18,7 @@ Two steps, so the ingest API stays thin:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -202,14 +203,23 @@ def segment_identifiers(msg: SegmentMessage, etype: str, context: dict[str, Any]
         candidates.append(("device_id", _id_text(device.get("id"))))
     if etype == "alias":
         candidates.append(("anonymous_id", _id_text(msg.previousId)))
+    return normalize_candidates([(t, str(v) if isinstance(v, float) else v) for t, v in candidates],
+                                phone_region, extra_blocked)
+
+
+def normalize_candidates(candidates: Iterable[tuple[str, Any]], phone_region: str | None,
+                         extra_blocked: frozenset[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(type, value) candidates of an SDK event -> its (type, normalized value) identifiers,
+    in order and without repeats, and a warning for each blocked or invalid one (an invalid
+    email or phone never rejects the event, it just does not identify). ``None`` and ``""``
+    are absent ids. Shared by the Segment and PostHog mappings."""
     identifiers: list[tuple[str, str]] = []
     warnings: list[str] = []
     for id_type, value in candidates:
         if value is None or value == "":
             continue
         try:
-            norm = normalize_identifier(id_type, value if not isinstance(value, float) else str(value),
-                                        default_region=phone_region, extra_blocked=extra_blocked)
+            norm = normalize_identifier(id_type, value, default_region=phone_region, extra_blocked=extra_blocked)
         except BlockedIdentifier as exc:
             warnings.append(exc.message)
             continue
