@@ -55,8 +55,9 @@ def _fill(env, tenant_id: str, source_id: str, profiles: tuple[int, int], events
                 " FROM generate_series(%s::int, %s::int) g",
                 (tenant_id, datetime.combine(start, datetime.min.time(), UTC), MONTHS, source_id, p_hi, e_lo + 1, e_hi))
             conn.execute(
-                "INSERT INTO event_keys (tenant_id, dedupe_key, event_id, event_time)"
-                " SELECT %s, 'e' || g, md5('e' || g)::uuid, now() FROM generate_series(%s::int, %s::int) g",
+                "INSERT INTO event_keys (tenant_id, key_hash, event_id, event_time)"
+                " SELECT %s, sha256(convert_to('e' || g, 'UTF8')), md5('e' || g)::uuid, now()"
+                " FROM generate_series(%s::int, %s::int) g",
                 (tenant_id, e_lo + 1, e_hi))
         conn.execute("VACUUM ANALYZE")
 
