@@ -16,6 +16,7 @@ from datetime import datetime
 from core.identifiers import KNOWN_TYPES, PRIORITY, Identifier
 from core.identity_plan import (
     MAX_EVENT_DECISIONS,
+    Apart,
     Decision,
     EventIdentity,
     Link,
@@ -27,7 +28,7 @@ from core.identity_plan import (
 )
 
 __all__ = [
-    "DEFAULT_TYPE_LIMITS", "MAX_EVENT_DECISIONS", "TRUSTED_SOURCE_TYPES", "Decision", "EventIdentity",
+    "DEFAULT_TYPE_LIMITS", "MAX_EVENT_DECISIONS", "TRUSTED_SOURCE_TYPES", "Apart", "Decision", "EventIdentity",
     "IdentityPlanner", "IdentityRules", "Link", "Merge", "Move", "Plan", "ProfileState", "plan_identities",
     "summarize_decisions",
 ]
@@ -120,8 +121,10 @@ class IdentityPlanner:
     """
 
     def __init__(self, graph: Mapping[tuple[str, str], str], profiles: Mapping[str, ProfileState],
-                 rules: IdentityRules, new_profile_id: Callable[[], str]) -> None:
+                 rules: IdentityRules, new_profile_id: Callable[[], str],
+                 apart: Sequence[Apart] = ()) -> None:
         self.rules = rules
+        self.apart = apart
         self.new_profile_id = new_profile_id
         self.owner: dict[tuple[str, str], str] = dict(graph)
         self.state: dict[str, ProfileState] = {pid: p.copy() for pid, p in profiles.items()}
@@ -216,6 +219,8 @@ class IdentityPlanner:
                 self._keep_new(index, event, claim, combined, kept)
                 continue
             if pid not in combined.profiles:
+                if self._kept_apart(index, claim, [*combined.profiles, pid], kept):
+                    continue
                 joining = self._state_without(pid, moving_out[pid]) if pid in moving_out else self.state[pid]
                 refusal = refused.get(pid) or self._join_making_room(combined, joining, event, kept)
                 if refusal is not None:
@@ -244,6 +249,8 @@ class IdentityPlanner:
         """Keep a claim that is on no profile (or moves) if the profile has room; at a type
         limit, a trusted claim displaces the latest provisional identifier of that type."""
         t = claim.ident.type
+        if self._kept_apart(index, claim, combined.profiles, kept):
+            return
         message = self._limit_message(combined.counts, combined.total, t)
         if message is not None:
             at_type_limit = combined.counts.get(t, 0) >= self.rules.type_limits.get(t, 0)
@@ -419,6 +426,25 @@ class IdentityPlanner:
             plan.confirmed -= linked
         return plan
 
+    def _kept_apart(self, index: int, claim: _Claim, members: Sequence[str], kept: _Kept) -> bool:
+        """Whether keeping ``claim`` would put an identifier with a profile an unmerge split
+        it from (``members``: the profiles the event's profile would be made of); records the
+        refusal."""
+        if not self.apart:
+            return False
+        new_keys = {c.key for c in kept.new} | {claim.key}
+        for a in self.apart:
+            holder = self.live(a.key) if a.key in self.owner else self._final(a.holder)
+            other = self._final(a.profile)
+            if holder == other or other not in members:
+                continue
+            if holder in members or (a.key in new_keys and holder is None):
+                self._decide(index, "unmerge_block", claim.ident,
+                             f"an unmerge split {a.key[0]} {a.key[1][:12]} from profile {a.profile}: "
+                             "not joined again")
+                return True
+        return False
+
     def _decide(self, index: int, kind: str, ident: Identifier, message: str) -> None:
         self.plan.decisions.append(Decision(index, kind, ident, message))
 
@@ -471,6 +497,7 @@ def plan_identities(
     *,
     new_profile_id: Callable[[], str],
     trusted_source: bool = True,
+    apart: Sequence[Apart] = (),
 ) -> Plan:
     """Plan the identity changes for ``events``, in order.
 
@@ -478,9 +505,10 @@ def plan_identities(
     ``trusted_source``. ``graph`` maps (type, hash) to the live profile holding it;
     ``profiles`` holds the state of every profile in ``graph``. Neither is modified. Each
     event ends attributed to one profile (``plan.event_profiles``), or None when nothing of
-    it was kept (no identifier, or no home for them).
+    it was kept (no identifier, or no home for them). ``apart``: identifiers an unmerge
+    split from a profile, which no event may join to it again.
     """
-    planner = IdentityPlanner(graph, profiles, rules, new_profile_id)
+    planner = IdentityPlanner(graph, profiles, rules, new_profile_id, apart)
     for index, event in enumerate(events):
         if not isinstance(event, EventIdentity):
             event = EventIdentity(event[0], event[1], trusted_source)

@@ -81,11 +81,21 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class Apart:
+    """An identifier that may not join a profile: an unmerge split them (CONTRACT 9).
+    ``holder``: the profile holding the identifier when loaded (None: on no profile)."""
+
+    key: tuple[str, str]
+    holder: str | None
+    profile: str
+
+
+@dataclass(frozen=True)
 class Decision:
     """Something the planner refused to do, recorded with the event."""
 
     event_index: int
-    kind: str  # "limit" | "untrusted_merge" | "merge_limit" | "unverified_claim"
+    kind: str  # "limit" | "untrusted_merge" | "merge_limit" | "unverified_claim" | "unmerge_block"
     identifier: Identifier
     message: str
 

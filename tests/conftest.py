@@ -41,7 +41,7 @@ hypothesis_settings.register_profile(
     "stratum-long", derandomize=False, deadline=None, print_blob=True,
     database=DirectoryBasedExampleDatabase(str(ROOT / ".hypothesis" / "examples")))
 hypothesis_settings.load_profile("stratum-long" if FUZZ_LONG else "stratum-ci")
-TABLES = ("scheduler_marks", "deliveries", "destinations", "events", "event_keys", "event_outcomes", "suppressed_identifiers", "consent_history", "consents", "profile_merges", "identity_links",
+TABLES = ("identity_blocks", "scheduler_marks", "deliveries", "destinations", "events", "event_keys", "event_outcomes", "suppressed_identifiers", "consent_history", "consents", "profile_merges", "identity_links",
           "profile_identifiers", "profiles", "sources", "api_keys", "operators", "tenants")
 
 

@@ -32,6 +32,7 @@ _REFUSALS: dict[str, tuple[str, str | None]] = {
     "unverified_claim": ("unverified_claim", "identity_verification"),
     "blocked_identifier": ("blocked", "blocked_values"),
     "suppressed": ("suppressed", "erasure"),
+    "unmerge_block": ("unmerge", "unmerge_block"),
 }
 MERGE_RULE = "survivor: highest-priority identifier, then earliest first_seen"
 

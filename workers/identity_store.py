@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from core.identifiers import KNOWN_TYPES, Identifier
-from core.identity import Plan, ProfileState
+from core.identity import Apart, Plan, ProfileState
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 
@@ -74,6 +74,8 @@ class Snapshot:
     # (first_seen, last_seen) of every stored identifier of the batch, read under its
     # advisory lock, so nothing else changes them before the transaction ends
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
+    # identifiers an unmerge split from a profile of the snapshot, or carried by the batch
+    apart: list[Apart] = field(default_factory=list)
 
 
 # One statement, so one snapshot: an erasure committing meanwhile is seen either whole
@@ -96,6 +98,18 @@ FROM profiles WHERE id IN (SELECT value::uuid FROM json_array_elements_text(%s::
 _PROVISIONAL_SQL = """
 SELECT profile_id::text, type, hash, provisional_since FROM profile_identifiers
 WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) AND provisional_since IS NOT NULL
+"""
+
+# Blocks naming a batch identifier, or a snapshot profile (or one merged into it); an
+# identifier held outside the snapshot cannot join anything in this batch.
+_APART_SQL = """
+WITH snap AS (SELECT value::uuid AS id FROM json_array_elements_text(%(profiles)s::json)),
+targets AS (SELECT id FROM snap UNION SELECT p.id FROM profiles p JOIN snap ON p.merged_into = snap.id)
+SELECT b.type, b.hash, pi.profile_id::text, coalesce(p.merged_into, p.id)::text
+FROM identity_blocks b JOIN profiles p ON p.id = b.profile_id
+LEFT JOIN profile_identifiers pi ON pi.tenant_id = b.tenant_id AND pi.type = b.type AND pi.hash = b.hash
+WHERE b.tenant_id = %(tenant_id)s AND (b.profile_id IN (SELECT id FROM targets)
+      OR (b.type, b.hash) IN (SELECT t, h FROM json_to_recordset(%(keys)s::json) AS k(t text, h text)))
 """
 
 _COUNTS_SQL = """
@@ -145,16 +159,48 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
             profiles[pid].counts[id_type] = n
         for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
             profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
-    return Snapshot(graph, profiles, suppressed, seen)
+    apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
+        "profiles": json_value(profile_ids), "tenant_id": tenant_id,
+        "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
+    return Snapshot(graph, profiles, suppressed, seen, apart)
 
 
-def _profile_snapshot(p: ProfileRow) -> dict[str, Any]:
+def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,
+                      consents: dict[str, dict] | None = None) -> dict[str, Any]:
+    """One side of a merge as it was: what an unmerge restores (core/unmerge.py)."""
     return {
-        "id": p.id, "lifecycle": p.lifecycle, "traits": p.traits, "counters": {
-            "events": p.event_count, "purchases": p.purchase_count, "revenue": str(p.revenue)},
-        "identifier_counts": p.counts, "first_seen": p.first_seen.isoformat(),
+        "id": p.id, "lifecycle": p.lifecycle, "traits": dict(p.traits), "trait_times": dict(p.trait_times),
+        "counters": {"events": p.event_count, "purchases": p.purchase_count, "revenue": str(p.revenue)},
+        "identifier_counts": dict(p.counts), "first_seen": p.first_seen.isoformat(),
         "last_seen": p.last_seen.isoformat(), "merge_count": p.merge_count,
+        "identifiers": sorted(identifiers or []), "consents": dict(consents or {}),
     }
+
+
+def _sides_before_merge(conn: psycopg.Connection, plan: Plan
+                        ) -> tuple[dict[str, list[list[str]]], dict[str, dict[str, dict]], int]:
+    """(identifiers, consents of every profile a merge of the plan touches, the consent
+    history watermark): read before anything moves. Merges are rare, so two more reads."""
+    ids = sorted({p for m in plan.merges for p in (m.survivor, m.absorbed)})
+    idents: dict[str, list[list[str]]] = {p: [] for p in ids}
+    for pid, t, h in conn.execute("SELECT profile_id::text, type, hash FROM profile_identifiers"
+                                  " WHERE profile_id = ANY(%s::uuid[])", (ids,)).fetchall():
+        idents[pid].append([t, h])
+    consents: dict[str, dict[str, dict]] = {p: {} for p in ids}
+    for pid, ctype, granted, at, src in conn.execute(
+            "SELECT profile_id::text, consent_type, granted, updated_at, source_id::text FROM consents"
+            " WHERE profile_id = ANY(%s::uuid[])", (ids,)).fetchall():
+        consents[pid][ctype] = {"granted": granted, "updated_at": at.isoformat(), "source_id": src}
+    (mark,) = conn.execute("SELECT coalesce(max(id), 0) FROM consent_history").fetchone()
+    return idents, consents, mark
+
+
+def _fold_sides(idents: dict[str, list[list[str]]], consents: dict[str, dict[str, dict]], s: str, a: str) -> None:
+    """The survivor's side after absorbing ``a`` (a later merge of the same batch sees it)."""
+    idents[s] = idents[s] + idents.pop(a)
+    for ctype, c in consents.pop(a).items():
+        if ctype not in consents[s] or consents[s][ctype]["updated_at"] < c["updated_at"]:
+            consents[s][ctype] = c
 
 
 def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles: dict[str, ProfileRow],
@@ -166,10 +212,13 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     """
     if not plan.merges:
         return
+    idents, consents, consent_mark = _sides_before_merge(conn, plan)
     moves = json_rows([{"a": m.absorbed, "s": m.survivor} for m in plan.merges])
     conn.execute("UPDATE profile_identifiers pi SET profile_id = m.s FROM json_to_recordset(%s::json)"
                  " AS m(a uuid, s uuid) WHERE pi.profile_id = m.a", (moves,))
-    conn.execute("UPDATE events e SET profile_id = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+    # merged_from: the unmerge finds the absorbed side's events by it (and pops it)
+    conn.execute("UPDATE events e SET profile_id = m.s, merged_from = array_append(e.merged_from, m.a)"
+                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
                  " WHERE e.tenant_id = %s AND e.profile_id = m.a", (moves, tenant_id))
     # Consents: per type, the most recent decision wins on the survivor.
     conn.execute(
@@ -195,8 +244,12 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     audit = []
     for m in plan.merges:
         s, a = profiles[m.survivor], profiles.pop(m.absorbed)
+        snap = {**_profile_snapshot(a, idents[a.id], consents[a.id]),
+                "survivor": _profile_snapshot(s, idents[s.id], consents[s.id]), "consent_mark": consent_mark,
+                "via": [m.via.type, m.via.hash] if m.via is not None else None}
+        _fold_sides(idents, consents, s.id, a.id)
         audit.append({"s": s.id, "a": a.id, "tt": m.trigger.type, "th": m.trigger.hash,
-                      "e": event_ids[m.event_index], "snap": _profile_snapshot(a)})
+                      "e": event_ids[m.event_index], "snap": snap})
         merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
         s.event_count += a.event_count
         s.purchase_count += a.purchase_count

@@ -149,7 +149,7 @@ def persist_tenant_events(
     plan = plan_identities(
         [EventIdentity(e.identifiers, e.state_time, _trusted(e), e.verified, e.protect) for e in fresh],
         snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
-        new_profile_id=new_profile_id,
+        new_profile_id=new_profile_id, apart=snapshot.apart,
     )
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,

@@ -175,8 +175,26 @@ profile_merges = Table(
     Column("trigger_type", Text, nullable=False),
     Column("trigger_hash", Text, nullable=False),
     Column("event_id", UUID(as_uuid=True)),
+    # Both sides as they were (identifiers, traits with their times, counters, consents):
+    # what an unmerge restores (core/unmerge.py). Merges recorded before 0010 hold the
+    # absorbed side only.
     Column("snapshot", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("undone_at", DateTime(timezone=True)),  # set by the unmerge
+)
+
+# An identifier that may not join a profile again: the trigger of an undone merge and the
+# survivor it had joined (CONTRACT 9). The identity planner loads these with its snapshot.
+identity_blocks = Table(
+    "identity_blocks",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("hash", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), primary_key=True),
+    Column("merge_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Index("ix_identity_blocks_tenant_id_profile_id", "tenant_id", "profile_id"),
 )
 
 consents = Table(
@@ -239,6 +257,9 @@ events = Table(
     Column("identifiers", JSONB, nullable=False),
     Column("emq", SmallInteger, nullable=False),
     Column("decisions", JSONB),
+    # Absorbed profiles this event was moved from by merges, oldest first (an unmerge pops
+    # its own): which events the absorbed side had when it was merged.
+    Column("merged_from", ARRAY(UUID(as_uuid=True))),
     Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
     Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
     postgresql_partition_by="RANGE (event_time)",
