@@ -54,6 +54,7 @@ from read_api.sources import (
 from read_api.state import ReadState
 from read_api.stats import tenant_stats
 from read_api.stream import STREAM_ROUTES
+from read_api.unmerge import unmerge_profile
 from stratum.apidocs import openapi_config
 from stratum.index_page import index_route
 from stratum.request_body import BodyIncomplete, BodyTimeout, guard_request_body
@@ -61,6 +62,7 @@ from stratum.settings import Settings, get_settings, libpq_url
 
 ROUTES = [
     get_profile, find_profile, profile_events, profile_graph, get_consents, put_consents, erase_profile,
+    unmerge_profile,
     event_status, list_sources, create_source, update_source, rotate_key, rotate_identity_secret,
     export_profiles, export_events,
     tenant_stats, list_anomalies, *SEGMENT_ROUTES, *COMPUTED_TRAIT_ROUTES, profile_decisions, explain_identity, identity_dry_run, *DESTINATION_ROUTES, *DELIVERY_ROUTES,

@@ -2,8 +2,8 @@
 
 In one transaction, holding the profile's row lock (read_api/profile_locks.py), it deletes
 the live profile and every profile merged into it, their identifiers, events (every
-monthly partition), consents, consent history, identity links and merge audit rows (whose
-snapshots hold the absorbed profiles' traits). The events' ``event_keys`` rows stay as
+monthly partition), consents, consent history, identity links, unmerge blocks and merge
+audit rows (whose snapshots hold the absorbed profiles' traits). The events' ``event_keys`` rows stay as
 hash-only tombstones, so a late copy of an erased event is not stored.
 
 Suppression: the erased identifier hashes go into ``suppressed_identifiers`` in the same
@@ -54,6 +54,11 @@ DELETE FROM profile_merges WHERE tenant_id = %(tenant_id)s
 AND (survivor_id = ANY(%(ids)s::uuid[]) OR absorbed_id = ANY(%(ids)s::uuid[]))
 """
 _PROFILES_SQL = "DELETE FROM profiles WHERE tenant_id = %s AND id = ANY(%s::uuid[])"
+# Unmerge blocks naming the person's profiles or identifiers (they hold identifier hashes).
+_BLOCKS_SQL = """
+DELETE FROM identity_blocks WHERE tenant_id = %(tenant_id)s AND (profile_id = ANY(%(ids)s::uuid[])
+    OR (type, hash) IN (SELECT * FROM unnest(%(types)s::text[], %(hashes)s::text[])))
+"""
 # Undelivered webhook messages of the person are skipped (CONTRACT 5); every payload goes.
 _DELIVERIES_SQL = """
 UPDATE deliveries SET body = NULL,
@@ -74,6 +79,8 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
     await conn.execute(_LINKS_SQL, (tenant_id, ids))
     await conn.execute(_DECISIONS_SQL, (tenant_id, ids))
     await conn.execute(_MERGES_SQL, {"tenant_id": tenant_id, "ids": ids})
+    await conn.execute(_BLOCKS_SQL, {"tenant_id": tenant_id, "ids": ids, "types": [t for t, _ in identifiers],
+                                     "hashes": [h for _, h in identifiers]})
     profiles = (await conn.execute(_PROFILES_SQL, (tenant_id, ids))).rowcount
     await conn.execute(_DELIVERIES_SQL, {"tenant_id": tenant_id, "ids": ids})
     counts = ErasedCounts(profiles=profiles, identifiers=len(identifiers), events=events, consents=consents)

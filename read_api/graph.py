@@ -31,10 +31,11 @@ SELECT from_type, from_hash, to_type, to_hash, link_type, event_id::text FROM id
 WHERE profile_id = %s AND tenant_id = %s ORDER BY created_at, id
 """
 
-# Merges where this profile, or a profile later merged into it, was the survivor.
+# Merges where this profile, or a profile later merged into it, was the survivor (undone ones
+# are history: the decision log keeps them).
 _MERGES_SQL = """
 SELECT id, survivor_id::text, absorbed_id::text, trigger_type, trigger_hash, created_at FROM profile_merges
-WHERE tenant_id = %(tenant_id)s AND survivor_id IN (
+WHERE tenant_id = %(tenant_id)s AND undone_at IS NULL AND survivor_id IN (
     SELECT %(profile_id)s::uuid UNION ALL
     SELECT id FROM profiles WHERE merged_into = %(profile_id)s AND tenant_id = %(tenant_id)s
 )

@@ -143,6 +143,22 @@ class Graph(Struct):
     merges: list[GraphMerge]
 
 
+class UnmergeRequest(Struct):
+    """``merge_id``: the ``id`` of an entry of the graph's ``merges``."""
+
+    merge_id: str | int
+
+
+class Unmerge(Struct):
+    """An undone merge: ``survivor`` and ``absorbed`` are both live profiles again. The same
+    answer for every repeat."""
+
+    merge_id: str
+    survivor: str
+    absorbed: str
+    undone_at: str
+
+
 # Consents
 
 

@@ -443,6 +443,15 @@ class Throughput(TypedDict):
     events_out_per_s: float | None
     window_s: int
 
+class Unmerge(TypedDict):
+    merge_id: str
+    survivor: str
+    absorbed: str
+    undone_at: str
+
+class UnmergeRequest(TypedDict):
+    merge_id: str | int
+
 class Volume(TypedDict):
     hourly: list[HourlyVolume]
     daily: list[DailyVolume]

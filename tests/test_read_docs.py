@@ -12,7 +12,8 @@ TENANT_API = "/api/v1/cdp"
 SERVICE_PATHS = {"/health", "/ready", "/metrics"}
 # The modules behind the tenant API (/api/v1/cdp), whose error codes the docs must list.
 TENANT_API_MODULES = ("auth", "errors", "profiles", "events", "graph", "consents", "erasure", "sources", "exports",
-                      "stats", "profile_locks", "segments", "computed_traits", "anomalies", "identity", "identity_dry_run")
+                      "stats", "profile_locks", "segments", "computed_traits", "anomalies", "identity", "identity_dry_run",
+                      "unmerge")
 
 
 def _openapi(read_client) -> dict:
@@ -37,7 +38,7 @@ def test_every_route_has_a_summary_and_typed_responses(read_client):
             for status in ("401", "403"):
                 error = op["responses"][status]["content"]["application/json"]["schema"]
                 assert error["$ref"].endswith("/ErrorBody"), (method, path)
-    assert api_ops == 34 + 9  # + destinations and their deliveries (CONTRACT 7)
+    assert api_ops == 34 + 9 + 1  # + destinations and their deliveries (CONTRACT 7), unmerge (CONTRACT 9)
 
 
 def test_docs_list_every_route(read_client):

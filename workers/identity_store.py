@@ -17,7 +17,6 @@ cannot form a cycle; Postgres' deadlock detector and the retry loop cover the re
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,15 +28,11 @@ from core.identifiers import KNOWN_TYPES, Identifier
 from core.identity import Apart, Plan, ProfileState
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
+from stratum.identity_locks import advisory_key
 
 
 class SnapshotChanged(Exception):
     """The graph moved between reading and locking; retry the transaction."""
-
-
-def advisory_key(tenant_id: str, id_type: str, id_hash: str) -> int:
-    digest = hashlib.blake2b(f"{tenant_id}:{id_type}:{id_hash}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass
