@@ -8,6 +8,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
+from test_identity_concurrency import (
+    assert_queue_drained,
+    post_batches,
+    start_worker,
+    stop,
+    wait_all,
+    wait_until,
+)
 from test_read_support import auth, event, ingest_and_drain, profile_by
 
 import read_api.unmerge as unmerge_module
@@ -181,3 +190,64 @@ def test_profile_updated_messages_for_both_sides(ingest_client, read_client, dra
     rows = db.execute("SELECT profile_id::text, topic FROM deliveries WHERE tenant_id = %s ORDER BY profile_id",
                       (tenant.id,)).fetchall()
     assert sorted(rows) == sorted([(x["s"], "profile.updated"), (x["a"], "profile.updated")])
+
+
+BATCHES = 200
+
+
+def stored_count(db, tenant_id: str) -> int:
+    return db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_unmerge_racing_running_workers(ingest_client, read_client, drain, tenant, db, redis_conn, settings, tmp_path):
+    """Three worker processes store events of both people (and events that would join them
+    again) while the unmerge runs: afterwards every event and identifier sits on a live
+    profile, the two stay apart, and each profile's counters match its stored events."""
+    x = build_merge(ingest_client, read_client, drain, tenant, "race")
+    merge_id = merge_id_of(read_client, tenant, x["s"])
+    batches = []
+    for n in range(BATCHES):
+        kind = n % 4
+        ids = ([("email", x["email"])] if kind == 0 else [("anonymous_id", x["anon"])] if kind == 1
+               else [("email", x["email"]), ("anonymous_id", x["anon"])] if kind == 2
+               else [("anonymous_id", x["anon"]), ("device_id", f"race-dev-{n}")])
+        batches.append([event("Purchase" if n % 5 == 0 else "Page", *ids, at=ago(5), properties={"revenue": 1})])
+    post_batches(ingest_client, tenant.write_key, batches)
+    procs = [start_worker(settings, tmp_path, f"w{i}", burst=True,
+                          env={"STRATUM_WORKER_COALESCE_MAX_EVENTS": "0"}) for i in range(3)]
+    try:
+        # Unmerge once the workers are under way, with most of the queue still to go.
+        wait_until(lambda: stored_count(db, tenant.id) >= 5 + 10, 60, "workers storing events")
+        answers = []
+        for _ in range(200):
+            r = read_client.post(f"/api/v1/cdp/profiles/{x['s']}/unmerge", json={"merge_id": merge_id},
+                                 headers=auth(tenant.api_key))
+            answers.append(r.status_code)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 409 and r.json()["code"] == "profile_busy", r.text
+        assert answers[-1] == 200, answers
+        assert stored_count(db, tenant.id) < 5 + BATCHES, "the workers had finished before the unmerge"
+        codes = wait_all(procs)
+    finally:
+        stop(procs)
+    assert all(c in (0, 1) for c in codes)
+    assert_queue_drained(redis_conn, settings.queue_name)
+
+    a = profile_by(read_client, tenant.api_key, "anonymous_id", x["anon"]).json()
+    s = profile_by(read_client, tenant.api_key, "email", x["email"]).json()
+    assert (a["id"], s["id"]) == (x["a"], x["s"])
+    assert db.execute("SELECT count(*) FROM profile_merges WHERE tenant_id = %s AND undone_at IS NULL"
+                      " AND %s IN (survivor_id, absorbed_id) AND %s IN (survivor_id, absorbed_id)",
+                      (tenant.id, x["a"], x["s"])).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM profile_identifiers pi JOIN profiles p ON p.id = pi.profile_id"
+                      " WHERE pi.tenant_id = %s AND p.merged_into IS NOT NULL", (tenant.id,)).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM events e JOIN profiles p ON p.id = e.profile_id"
+                      " WHERE e.tenant_id = %s AND p.merged_into IS NOT NULL", (tenant.id,)).fetchone()[0] == 0
+    stored = dict(db.execute("SELECT profile_id::text, count(*) FROM events WHERE tenant_id = %s GROUP BY 1",
+                             (tenant.id,)).fetchall())
+    assert sum(stored.values()) == 5 + BATCHES
+    for pid in (x["a"], x["s"]):
+        counters = read_client.get(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).json()["counters"]
+        assert counters["events"] == stored[pid], (pid, counters, stored)
