@@ -362,6 +362,42 @@ def test_profile_page_lists_decisions_and_explains_two_identifiers(page, ingest_
     page.screenshot("profile-explain", height=2200)
 
 
+def test_profile_page_undoes_a_merge_for_admin_keys_only(page, ingest_client, read_client, tenant, drain, db):
+    """"undo this merge" beside each merge for an admin key (none for a read key); after it the
+    absorbed visitor is a profile of its own again and the merge leaves the graph."""
+    import uuid
+
+    from stratum.admin import create_tenant_key
+
+    _seed_profile(ingest_client, tenant, drain, n_views=3)
+    lookup = {"identifier_type": "email", "identifier_value": "jane@example.com"}
+    profile = read_client.get("/api/v1/cdp/profiles", params=lookup, headers=_auth(tenant.api_key)).json()
+    merges = read_client.get(f"/api/v1/cdp/profiles/{profile['id']}/graph", headers=_auth(tenant.api_key)).json()["merges"]
+    assert len(merges) == 1
+    with db.transaction():
+        read_key = create_tenant_key(db, uuid.UUID(tenant.id), "read").key
+
+    page.open(f"/profiles/{profile['id']}")
+    page.save_key(read_key)
+    page.wait(lambda: page.find("#profile").is_displayed() and page.find_all("#merges tr.merge"), "the merge is listed")
+    assert not page.find_all("button.undo-merge"), "a read key gets no undo button"
+
+    page.find("#key-forget").click()
+    page.save_key(tenant.api_key)
+    page.wait(lambda: page.find_all("button.undo-merge"), "an admin key gets the undo button")
+    page.find(f'button.undo-merge[data-merge-id="{merges[0]["id"]}"]').click()
+    page.wait(lambda: page.driver.switch_to.alert, "the page asks to confirm").accept()
+    page.wait(lambda: page.find("#merge-message").is_displayed() and not page.find_all("#merges tr.merge"),
+              "the merge is undone and leaves the graph")
+    assert merges[0]["absorbed"] in page.text("#merge-message")
+    anon = read_client.get("/api/v1/cdp/profiles", params={"identifier_type": "anonymous_id",
+                                                            "identifier_value": "anon-jane"},
+                           headers=_auth(tenant.api_key)).json()
+    assert anon["id"] == merges[0]["absorbed"] != profile["id"]
+    assert page.find_all("#decisions tr.kind-unmerge"), "the unmerge decision is listed"
+    page.screenshot("profile-unmerge", height=2200)
+
+
 def test_profile_page_shows_new_events_live(page, ingest_client, tenant, drain, redis_conn):
     """The page subscribes to the live stream (a real read-api process, Redis pub/sub) and
     prepends the profile's new events as a worker commits them."""

@@ -1,5 +1,5 @@
 // /profiles and /profiles/{id}: search by identifier, then one profile with its traits,
-// consents, identity graph (with "why is X with Y?"), identity decisions and events (paged with next_cursor,
+// consents, identity graph (with "why is X with Y?" and, for admin keys, "undo this merge"), identity decisions and events (paged with next_cursor,
 // new ones live from the stream). Shows nothing of a tenant until a tenant key is stored; every request carries it as Bearer.
 
 import { ApiError, apiFetch, bindKeyForm, clear, el, formatTime, getKey, shortId, showMessage } from "./common.js";
@@ -79,15 +79,50 @@ function renderConsents(c) {
   }
 }
 
-function renderGraphSection(graph) {
+// Whether the stored key may change data (asked once per key): an unmerge without a merge id
+// is refused after the key check, 400 for an admin key and 403 for a read key; it changes nothing.
+let adminFor = null; // [key, is admin]
+
+async function keyIsAdmin(profileId) {
+  const key = getKey("tenant");
+  if (adminFor && adminFor[0] === key) return adminFor[1];
+  let admin = false;
+  try {
+    await apiFetch("tenant", `/api/v1/cdp/profiles/${encodeURIComponent(profileId)}/unmerge`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ merge_id: "" }) });
+  } catch (err) {
+    admin = err instanceof ApiError && err.status === 400;
+  }
+  adminFor = [key, admin];
+  return admin;
+}
+
+async function undoMerge(m) {
+  const message = document.getElementById("merge-message");
+  if (!window.confirm(`Undo this merge? Profile ${m.absorbed} comes back with the identifiers and events that came through it.`)) return;
+  try {
+    await apiFetch("tenant", `/api/v1/cdp/profiles/${encodeURIComponent(currentId)}/unmerge`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ merge_id: m.id }) });
+    showMessage(message, `Merge undone: ${m.absorbed} is a profile of its own again.`, "info");
+    message.dataset.absorbed = m.absorbed;
+    await loadProfile(currentId);
+  } catch (err) {
+    showMessage(message, describeError(err, "such merge"));
+  }
+}
+
+function renderGraphSection(graph, admin) {
   clear(document.getElementById("graph")).append(renderGraph(graph));
   const merges = clear(document.querySelector("#merges tbody"));
-  if (!graph.merges.length) merges.append(row(el("td", { colspan: 4, class: "muted" }, "no merges")));
+  if (!graph.merges.length) merges.append(row(el("td", { colspan: 5, class: "muted" }, "no merges")));
   for (const m of graph.merges) {
-    merges.append(el("tr", { class: "merge" }, el("td", {}, formatTime(m.at)),
+    const undo = admin ? el("button", { type: "button", class: "undo-merge", "data-merge-id": m.id,
+      onclick: () => undoMerge(m) }, "undo this merge") : "";
+    merges.append(el("tr", { class: "merge", "data-merge-id": m.id }, el("td", {}, formatTime(m.at)),
       el("td", { class: "mono", title: m.survivor }, shortId(m.survivor)),
       el("td", { class: "mono", title: m.absorbed }, shortId(m.absorbed)),
-      el("td", { class: "mono", title: m.trigger }, m.trigger.slice(0, m.trigger.indexOf(":") + 11))));
+      el("td", { class: "mono", title: m.trigger }, m.trigger.slice(0, m.trigger.indexOf(":") + 11)),
+      el("td", {}, undo)));
   }
 }
 
@@ -219,7 +254,7 @@ async function loadProfile(id) {
       apiFetch("tenant", base), apiFetch("tenant", `${base}/consents`), apiFetch("tenant", `${base}/graph`)]);
     renderProfile(profile);
     renderConsents(consents);
-    renderGraphSection(graph);
+    renderGraphSection(graph, graph.merges.length > 0 && await keyIsAdmin(id));
     renderExplainChoices(graph);
     await Promise.all([loadEvents(true), loadDecisions(true)]);
     watchLive(profile.id);
@@ -250,8 +285,9 @@ function forgetProfile() {
   currentId = null;
   nextCursor = null;
   decisionsCursor = null;
+  adminFor = null;
   for (const id of ["profile-id", "profile-lifecycle", "profile-merged", "profile-summary", "graph", "events", "event-count",
-    "explain-a", "explain-b", "explain-path"]) {
+    "explain-a", "explain-b", "explain-path", "merge-message"]) {
     clear(document.getElementById(id));
   }
   for (const body of document.querySelectorAll("#profile tbody")) clear(body);
