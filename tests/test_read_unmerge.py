@@ -116,6 +116,10 @@ def test_the_trigger_does_not_join_the_two_again(ingest_client, read_client, dra
     decisions = read_client.get(f"/api/v1/cdp/profiles/{x['s']}/decisions", headers=auth(tenant.api_key)).json()
     refusals = [d for d in decisions["decisions"] if d["event_id"] == again]
     assert [(d["kind"], d["rule"]) for d in refusals] == [("unmerge", "unmerge_block")]
+    explain = read_client.get("/api/v1/cdp/identity/explain", headers=auth(tenant.api_key), params={
+        "a_type": "email", "a_value": x["email"], "b_type": "anonymous_id", "b_value": x["anon"]}).json()
+    assert explain["same_profile"] is False
+    assert {d["kind"] for d in explain["blocking_decisions"]} == {"unmerge"}
     # Another anonymous id of the absorbed side still joins it alone; the block holds for
     # any event that would put the trigger's profile with the survivor.
     ingest_and_drain(ingest_client, drain, tenant.write_key,
