@@ -58,12 +58,15 @@ log = logging.getLogger("stratum.read")
 LOCK_TIMEOUT_MS = 5000
 _ATTEMPTS = 3
 
+# The merge concerns the requested profile when it is either side, or when both resolve to
+# the same live profile (the merge is in that profile's graph).
 _MERGE_SQL = """
 SELECT m.id, m.survivor_id::text, m.absorbed_id::text, m.trigger_type, m.trigger_hash, m.event_id::text,
        m.snapshot, m.undone_at, r.id IS NOT NULL
 FROM profile_merges m
+LEFT JOIN profiles s ON s.id = m.survivor_id
 LEFT JOIN profiles r ON r.id = %(requested)s AND r.tenant_id = m.tenant_id
-    AND (r.id IN (m.survivor_id, m.absorbed_id) OR r.merged_into = m.survivor_id)
+    AND (r.id IN (m.survivor_id, m.absorbed_id) OR coalesce(r.merged_into, r.id) = coalesce(s.merged_into, s.id))
 WHERE m.tenant_id = %(tenant_id)s AND m.id = %(merge_id)s
 """
 _IDENTIFIERS_SQL = "SELECT type, hash FROM profile_identifiers WHERE profile_id = %s ORDER BY type, hash"

@@ -255,3 +255,48 @@ def test_unmerge_racing_running_workers(ingest_client, read_client, drain, tenan
     for pid in (x["a"], x["s"]):
         counters = read_client.get(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).json()["counters"]
         assert counters["events"] == stored[pid], (pid, counters, stored)
+
+
+def test_chained_merges_undo_latest_first(ingest_client, read_client, drain, tenant):
+    """A into S, then S into X: A's merge waits for S's to be undone (409 merge_not_latest);
+    undone in that order, all three are themselves again with their own events."""
+    x = build_merge(ingest_client, read_client, drain, tenant, "chain")
+    (x1,) = ingest_and_drain(ingest_client, drain, tenant.write_key, event("Seen", ("external_id", "chain-x"), at=ago(8)))
+    x_id = profile_by(read_client, tenant.api_key, "external_id", "chain-x").json()["id"]
+    (xm,) = ingest_and_drain(ingest_client, drain, tenant.write_key,
+                             event("Login", ("external_id", "chain-x"), ("email", x["email"]), at=ago(5)))
+    merges = read_client.get(f"/api/v1/cdp/profiles/{x_id}/graph", headers=auth(tenant.api_key)).json()["merges"]
+    by_absorbed = {m["absorbed"]: m["id"] for m in merges}
+    assert set(by_absorbed) == {x["a"], x["s"]}
+
+    def undo(merge_id: str):
+        return read_client.post(f"/api/v1/cdp/profiles/{x_id}/unmerge", json={"merge_id": merge_id},
+                                headers=auth(tenant.api_key))
+
+    r = undo(by_absorbed[x["a"]])
+    assert r.status_code == 409 and r.json()["code"] == "merge_not_latest", r.text
+    assert undo(by_absorbed[x["s"]]).status_code == 200
+    # S is back, still holding A as merged into it
+    assert profile_by(read_client, tenant.api_key, "anonymous_id", x["anon"]).json()["id"] == x["s"]
+    assert read_client.post(f"/api/v1/cdp/profiles/{x['s']}/unmerge", json={"merge_id": by_absorbed[x["a"]]},
+                            headers=auth(tenant.api_key)).status_code == 200
+    assert event_ids(read_client, tenant, x_id) == {x1, xm}
+    assert event_ids(read_client, tenant, x["s"]) == {x["s1"], x["m"], x["s2"]}
+    assert event_ids(read_client, tenant, x["a"]) == {x["a1"], x["a2"]}
+    counters = {pid: read_client.get(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).json()["counters"]
+                for pid in (x_id, x["s"], x["a"])}
+    assert counters == {x_id: {"events": 2, "purchases": 0, "revenue": 0.0},
+                        x["s"]: {"events": 3, "purchases": 1, "revenue": 5.0},
+                        x["a"]: {"events": 2, "purchases": 1, "revenue": 10.0}}
+
+
+def test_merges_recorded_before_both_sides_were_kept_cannot_be_undone(ingest_client, read_client, drain, tenant, db):
+    x = build_merge(ingest_client, read_client, drain, tenant, "legacy")
+    merge_id = merge_id_of(read_client, tenant, x["s"])
+    with db.transaction():  # what a merge recorded before migration 0010 holds
+        db.execute("UPDATE profile_merges SET snapshot = snapshot - 'survivor' - 'identifiers' - 'trait_times'"
+                   " WHERE id = %s", (int(merge_id),))
+    r = read_client.post(f"/api/v1/cdp/profiles/{x['s']}/unmerge", json={"merge_id": merge_id},
+                         headers=auth(tenant.api_key))
+    assert r.status_code == 409 and r.json()["code"] == "merge_not_undoable", r.text
+    assert profile_by(read_client, tenant.api_key, "anonymous_id", x["anon"]).json()["id"] == x["s"]
