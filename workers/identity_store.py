@@ -11,8 +11,12 @@ Concurrency protocol (any number of workers, READ COMMITTED):
    identifier can move (or be displaced at a type limit) to another profile, under the row
    lock of the profile it leaves but without the advisory lock of an identifier outside that
    batch, so a difference means the snapshot is stale: ``SnapshotChanged`` again.
+5. unmerge blocks (``identity_blocks``) are read once the profiles are locked: an unmerge
+   writes its block holding the survivor's row lock, so a batch that could join the two
+   again sees it.
 All locks are taken in one global order (advisory keys, then profile ids), so waits
 cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
+The read API's unmerge (read_api/unmerge.py) takes the same locks in the same order.
 """
 
 from __future__ import annotations
