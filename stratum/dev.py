@@ -311,7 +311,7 @@ def _run(settings: Settings, out: _Output, children: _Children, *, workers: int,
         conn.commit()
     out.print(f"    {what} (tenant {demo.tenant_id}; keys kept in {data_dir / 'demo.json'})")
     ok = _post_samples(out, ingest, read, demo)
-    out.print(_banner(ingest, read, demo, urls))
+    out.print(_banner(ingest, read, demo, urls) + ("" if check else "\n\nPress Ctrl-C to stop."))
     if check:
         return 0 if ok else 1
     while True:
@@ -365,6 +365,4 @@ Try:
     -H 'Authorization: Bearer {demo.tenant_key}'
   curl -s '{_lookup_url(read)}' -H 'Authorization: Bearer {demo.tenant_key}'
   stratum status                # queues, workers, failures (after the export line above)
-  stratum operator create ops   # an operator key for {read}/ops
-
-Press Ctrl-C to stop."""
+  stratum operator create ops   # an operator key for {read}/ops"""
