@@ -197,20 +197,26 @@ def service_lines(database_url: str, redis_url: str, secret_file: Path | None) -
 def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = False,
             embedded: bool = False) -> int:
     """Run until interrupted (or, with ``check``, until the demo is verified). Returns an exit
-    code: 0, 1 when the pipeline failed, 2 when a port is taken."""
+    code: 0, 1 when the pipeline failed, 2 when a port is taken, 3 when Postgres or Redis
+    cannot be had."""
     out = _Output()
     if problem := ports_taken(settings):
         out.print(f"error: {problem}", file=sys.stderr)
         return 2
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    services, children = None, None
+    services, children, interrupted = None, None, False
     try:
         with _stop_on_signals():
-            services, settings, urls = _services(settings, out, data_dir, embedded)
+            try:
+                services, settings, urls = _services(settings, out, data_dir, embedded)
+            except RuntimeError as exc:  # neither a configured nor an embedded server to be had
+                out.print(f"error: {exc}", file=sys.stderr)
+                return 3
             children = _Children(_child_env(settings), out)
             return _run(settings, out, children, workers=workers, data_dir=data_dir, check=check, urls=urls)
     except KeyboardInterrupt:
+        interrupted = True
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
@@ -219,7 +225,8 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
             children.stop()
         if services is not None:
             services.stop()
-        out.print(_stopped_line(children, services, data_dir))
+        if services is not None or interrupted:  # (not after a failure to get the services)
+            out.print(_stopped_line(children, services, data_dir))
 
 
 def _services(settings: Settings, out: _Output, data_dir: Path, embedded: bool):
