@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -207,7 +208,7 @@ def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = F
     data_dir.mkdir(parents=True, exist_ok=True)
     services, children, interrupted = None, None, False
     try:
-        with _stop_on_signals():
+        with _interrupt_on_signals():
             try:
                 services, settings, urls = _services(settings, out, data_dir, embedded)
             except RuntimeError as exc:  # neither a configured nor an embedded server to be had
@@ -264,19 +265,18 @@ def _child_env(settings: Settings) -> dict[str, str]:
             "STRATUM_DESTINATIONS_ALLOW_PRIVATE": "true", "STRATUM_SECRET_KEY": settings.secret_key or ""}
 
 
-class _stop_on_signals:
-    """Within: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (the first one;
-    run_dev then ignores them while it stops everything)."""
+@contextlib.contextmanager
+def _interrupt_on_signals():
+    """Within: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so startup
+    waits end at once too (run_dev then ignores further signals while it stops everything)."""
+    def interrupt(*_):
+        raise KeyboardInterrupt
 
-    def __enter__(self):
-        def interrupt(*_):
-            raise KeyboardInterrupt
-
-        self.saved = [(sig, signal.signal(sig, interrupt)) for sig in (signal.SIGINT, signal.SIGTERM)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.saved:
+    saved = [(sig, signal.signal(sig, interrupt)) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        yield
+    finally:
+        for sig, handler in saved:
             signal.signal(sig, handler)
 
 
