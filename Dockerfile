@@ -6,6 +6,7 @@ COPY ingest_api ingest_api
 COPY workers workers
 COPY read_api read_api
 COPY stratum stratum
+COPY stratum_client stratum_client
 COPY migrations migrations
 RUN pip install --no-cache-dir .
 USER nobody

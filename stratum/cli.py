@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import StratumError
-from stratum.settings import Settings, get_settings
+from stratum.settings import Settings, get_settings, settings_from_env
 
 
 def _print_json(obj: dict) -> None:
@@ -99,55 +99,18 @@ def cmd_migrate(args, settings: Settings) -> None:
     migrate(settings)
 
 
-def _serve(target: str, host: str, port: int, workers: int, settings: Settings) -> None:
-    """Serve an API under granian, hardened against clients that hold connections open:
-    headers must arrive within ``http_header_timeout_s`` (bodies are bounded by the apps,
-    stratum.request_body), and each worker serves up to ``http_max_connections`` connections
-    at once, so a thousand idle or trickling clients do not lock everyone else out; beyond
-    the cap, new connections wait in the listen backlog until a slot frees. A front proxy
-    should still shield production (docs/OPERATIONS.md)."""
-    import shutil
-
-    from granian import Granian
-    from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
-
-    from stratum.prometheus import share_metrics_between_processes
-
-    _raise_open_files_limit(settings.http_max_connections * max(workers, 1) + 256)
-    header_timeout_ms = min(max(int(settings.http_header_timeout_s * 1000), 1), 60_000)  # granian's range
-    metrics_dir = share_metrics_between_processes(workers)
-    try:
-        Granian(target, address=host, port=port, workers=workers, interface=Interfaces.ASGI, factory=True,
-                log_access=False, backpressure=settings.http_max_connections,
-                http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms)).serve()
-    finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _raise_open_files_limit(wanted: int) -> None:
-    """Each connection holds a file descriptor: raise the soft limit towards ``wanted``
-    (up to the hard limit), so the connection cap, not the descriptor limit, decides."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        print(f"warning: the open-files limit ({hard}) is below what STRATUM_HTTP_MAX_CONNECTIONS needs ({wanted}); "
-              "raise it (ulimit -n, LimitNOFILE=) or lower the cap", file=sys.stderr)
-
-
 def cmd_ingest_api(args, settings: Settings) -> None:
-    _serve("ingest_api.app:create_app", args.host or settings.ingest_host, args.port or settings.ingest_port,
-           args.workers, settings)
+    from stratum.api_server import serve_api
+
+    serve_api("ingest_api.app:create_app", args.host or settings.ingest_host, args.port or settings.ingest_port,
+              args.workers, settings)
 
 
 def cmd_read_api(args, settings: Settings) -> None:
-    _serve("read_api.app:create_app", args.host or settings.read_host, args.port or settings.read_port,
-           args.workers, settings)
+    from stratum.api_server import serve_api
+
+    serve_api("read_api.app:create_app", args.host or settings.read_host, args.port or settings.read_port,
+              args.workers, settings)
 
 
 def cmd_worker(args, settings: Settings) -> None:
@@ -211,7 +174,12 @@ def cmd_replay_failed(args, settings: Settings) -> None:
 def cmd_dev(args, settings: Settings) -> None:
     from stratum.dev import run_dev
 
-    sys.exit(run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir), check=args.check))
+    if args.ingest_port is not None:
+        settings = settings.replace(ingest_port=args.ingest_port)
+    if args.read_port is not None:
+        settings = settings.replace(read_port=args.read_port)
+    sys.exit(run_dev(settings, workers=args.workers, data_dir=Path(args.data_dir), check=args.check,
+                     embedded=args.embedded))
 
 
 def cmd_export(args, settings: Settings) -> None:
@@ -263,9 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stratum", description="Stratum CDP command line")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("dev", help="run the whole pipeline on this machine")
+    d = sub.add_parser(
+        "dev", help="run the whole pipeline on this machine",
+        description="Run the whole pipeline on this machine: Postgres and Redis as configured when they "
+                    "answer, else embedded ones; ingest, read, workers, scheduler and delivery; a demo tenant "
+                    "and source (kept across runs, keys in DATA_DIR/demo.json). Prints the URLs it uses and "
+                    "an export line for another terminal. Exits 2 when a port is taken.")
     d.add_argument("--workers", type=int, default=2)
-    d.add_argument("--data-dir", default=".stratum", help="where embedded services keep their data")
+    d.add_argument("--embedded", action="store_true",
+                   help="always start embedded Postgres and Redis under --data-dir, even when configured ones answer")
+    d.add_argument("--ingest-port", type=int, default=None, help="ingest API port (default STRATUM_INGEST_PORT, 8000)")
+    d.add_argument("--read-port", type=int, default=None, help="read API port (default STRATUM_READ_PORT, 8001)")
+    d.add_argument("--data-dir", default=".stratum",
+                   help="embedded services' data, the generated secret key and the demo keys (default .stratum)")
     d.add_argument("--check", action="store_true", help="stop after the demo traffic is verified (exit 0 if it was)")
     d.set_defaults(func=cmd_dev)
 
@@ -349,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         try:
-            settings = get_settings()
+            # dev generates a STRATUM_SECRET_KEY when none is set: get_settings would warn of its absence
+            settings = settings_from_env() if args.command == "dev" else get_settings()
         except ValueError as exc:  # a STRATUM_* number that is not one
             raise ServiceError(str(exc), 2) from None
         check_services(settings, args.command, connect=args.command in _PREFLIGHT_COMMANDS)

@@ -1,21 +1,33 @@
 """``stratum dev``: the whole pipeline on one machine, for a first look and for demos.
 
-Uses the configured Postgres and Redis when they answer, otherwise embedded ones
-(stratum/services.py); migrates; starts ingest, read, N workers, the scheduler and the
-delivery process as child processes (destinations may point at local receivers; a
-STRATUM_SECRET_KEY is generated into the data directory when none is set); creates a demo
-tenant and source; posts sample traffic; prints where to look. Ctrl-C (or SIGTERM) stops
-every child, then the embedded services.
+1. Refuses to start, in one line and exit 2, when the ingest or read port is taken (a plain
+   bind, as the servers themselves bind: stratum/api_server.py).
+2. Uses the configured Postgres and Redis when they answer, otherwise (or with
+   ``--embedded``, always) embedded ones (stratum/services.py), and prints the URLs it uses
+   as ``STRATUM_DATABASE_URL=...`` / ``STRATUM_REDIS_URL=...`` lines and one ``export``
+   line to paste into another terminal. A STRATUM_SECRET_KEY is generated into the data
+   directory when none is set.
+3. Migrates; starts ingest, read, N workers, the scheduler and the delivery process as
+   child processes (destinations may point at local receivers), their output prefixed by
+   process name (``ingest | ...``) and at log level WARNING unless STRATUM_LOG_LEVEL says
+   otherwise, so job chatter does not bury the keys.
+4. Creates the demo tenant and source, or reuses them (stratum/dev_demo.py); posts sample
+   traffic; prints where to look.
+5. Ctrl-C (or SIGTERM) stops every child, then the embedded services it started, and says
+   so in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,9 +37,10 @@ from pathlib import Path
 from stratum.settings import Settings
 
 
-def _wait_http(url: str, timeout_s: float) -> bool:
+def _wait_http(url: str, timeout_s: float, failed=lambda: False) -> bool:
+    """True once ``url`` answers 200; False after ``timeout_s`` or as soon as ``failed()``."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not failed():
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -90,20 +103,59 @@ def dev_secret_key(data_dir: Path) -> str:
     return key
 
 
+class _Output:
+    """Standard output shared by this process and the children's relays: one writer at a
+    time, so a child's line never lands inside the block of keys."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.muted = False  # once stopping, the children's goodbyes are not relayed
+
+    def print(self, text: str = "", *, file=None) -> None:
+        with self.lock:
+            print(text, file=file or sys.stdout, flush=True)
+
+    def relay(self, name: str, stream) -> None:
+        """Copy ``stream`` (a child's output) line by line as ``name | line`` until it closes."""
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if not self.muted:
+                self.print(f"{name} | {line}")
+        stream.close()
+
+
 class _Children:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], out: _Output) -> None:
         self.env = env
+        self.out = out
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.relays: list[threading.Thread] = []
 
     def start(self, name: str, *args: str) -> None:
+        # Own session: Ctrl-C in the terminal reaches ``stratum dev`` only, which stops the
+        # children in order.
         proc = subprocess.Popen([sys.executable, "-m", "stratum.cli", *args], env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+        relay = threading.Thread(target=self.out.relay, args=(name, proc.stdout), daemon=True)
+        relay.start()
         self.procs.append((name, proc))
+        self.relays.append(relay)
 
     def dead(self) -> list[str]:
         return [name for name, p in self.procs if p.poll() is not None]
 
+    def summary(self) -> str:
+        """``ingest, read, 2 workers, scheduler, deliver``: what was started, in order."""
+        names = [name for name, _ in self.procs]
+        parts: list[str] = []
+        for name in dict.fromkeys(names):
+            n = names.count(name)
+            parts.append(f"{n} {name}s" if n > 1 else name)
+        return ", ".join(parts)
+
     def stop(self, timeout_s: float = 15.0) -> None:
+        self.out.muted = True
         for _, p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -114,102 +166,210 @@ class _Children:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for relay in self.relays:
+            relay.join(1.0)
 
 
-def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = False) -> int:
-    """Run until interrupted (or, with ``check``, until the demo is verified). Returns an exit code."""
-    from stratum.cli import migrate
-    from stratum.db.connect import connect
+def ports_taken(settings: Settings) -> str | None:
+    """The line to print when the ingest or read port cannot be bound; None when both can."""
+    from stratum.api_server import PortInUse, check_port_free
+
+    for api, var, flag, host, port in (
+            ("ingest API", "STRATUM_INGEST_PORT", "--ingest-port", settings.ingest_host, settings.ingest_port),
+            ("read API", "STRATUM_READ_PORT", "--read-port", settings.read_host, settings.read_port)):
+        try:
+            check_port_free(host, port)
+        except PortInUse as exc:
+            return (f"cannot serve the {api} on {host}:{port}: {exc.reason} (another stratum dev?); "
+                    f"stop it, or choose another port with {flag} or {var}")
+    return None
+
+
+def service_lines(database_url: str, redis_url: str, secret_file: Path | None) -> list[str]:
+    """The URLs as ``NAME=value`` lines, then one ``export`` line for another terminal (the
+    secret key by reference to its file, so it is not echoed)."""
+    lines = [f"STRATUM_DATABASE_URL={shlex.quote(database_url)}", f"STRATUM_REDIS_URL={shlex.quote(redis_url)}"]
+    export = "export " + " ".join(lines)
+    if secret_file is not None:
+        export += f' STRATUM_SECRET_KEY="$(cat {shlex.quote(str(secret_file))})"'
+    return [*lines, export]
+
+
+def run_dev(settings: Settings, *, workers: int, data_dir: Path, check: bool = False,
+            embedded: bool = False) -> int:
+    """Run until interrupted (or, with ``check``, until the demo is verified). Returns an exit
+    code: 0, 1 when the pipeline failed, 2 when a port is taken, 3 when Postgres or Redis
+    cannot be had."""
+    out = _Output()
+    if problem := ports_taken(settings):
+        out.print(f"error: {problem}", file=sys.stderr)
+        return 2
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    services, children, interrupted = None, None, False
+    try:
+        with _interrupt_on_signals():
+            try:
+                services, settings, urls = _services(settings, out, data_dir, embedded)
+            except RuntimeError as exc:  # neither a configured nor an embedded server to be had
+                out.print(f"error: {exc}", file=sys.stderr)
+                return 3
+            children = _Children(_child_env(settings), out)
+            return _run(settings, out, children, workers=workers, data_dir=data_dir, check=check, urls=urls)
+    except KeyboardInterrupt:
+        interrupted = True
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if children is not None:
+            children.stop()
+        if services is not None:
+            services.stop()
+        if services is not None or interrupted:  # (not after a failure to get the services)
+            out.print(_stopped_line(children, services, data_dir))
+
+
+def _services(settings: Settings, out: _Output, data_dir: Path, embedded: bool):
+    """(services, settings pointing at them, the URL lines printed)."""
     from stratum.services import ensure_services
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    print("==> services")
-    services = ensure_services(settings.database_url, settings.redis_url, data_dir)
-    if services.embedded:
-        print(f"    started embedded {', '.join(services.embedded)} (data in {data_dir}/)")
+    out.print("==> services")
+    configured_db, configured_redis = settings.database_url, settings.redis_url
+    services = ensure_services(settings.database_url, settings.redis_url, data_dir, force_embedded=embedded,
+                               notify=lambda line: out.print(f"    {line}"))
+    secret_file = None if settings.secret_key else data_dir / "secret_key"
     settings = settings.replace(database_url=services.database_url, redis_url=services.redis_url,
                                 secret_key=settings.secret_key or dev_secret_key(data_dir))
-    env = {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url,
-           # local receivers are the point of a dev setup (CONTRACT 2)
-           "STRATUM_DESTINATIONS_ALLOW_PRIVATE": "true", "STRATUM_SECRET_KEY": settings.secret_key}
-    children = _Children(env)
-    stopping = False
+    def origin(name: str, configured: str, used: str) -> str:
+        if name.lower() in services.embedded:
+            return f"{name} embedded, started now (data in {data_dir}/)"
+        return f"{name} embedded, already running" if used != configured else f"{name} as configured"
 
-    def on_signal(*_):
-        nonlocal stopping
-        stopping = True
+    out.print(f"    {origin('Postgres', configured_db, services.database_url)}; "
+              f"{origin('Redis', configured_redis, services.redis_url)}")
+    urls = service_lines(settings.database_url, settings.redis_url, secret_file)
+    for line in urls:
+        out.print(line)
+    return services, settings, urls
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "STRATUM_DATABASE_URL": settings.database_url, "STRATUM_REDIS_URL": settings.redis_url,
+            "STRATUM_INGEST_HOST": settings.ingest_host, "STRATUM_INGEST_PORT": str(settings.ingest_port),
+            "STRATUM_READ_HOST": settings.read_host, "STRATUM_READ_PORT": str(settings.read_port),
+            # job-by-job INFO lines would bury the keys; STRATUM_LOG_LEVEL=INFO brings them back
+            "STRATUM_LOG_LEVEL": os.environ.get("STRATUM_LOG_LEVEL") or "WARNING",
+            "PYTHONUNBUFFERED": "1",  # lines reach the relay as they are written
+            # local receivers are the point of a dev setup (CONTRACT 2)
+            "STRATUM_DESTINATIONS_ALLOW_PRIVATE": "true", "STRATUM_SECRET_KEY": settings.secret_key or ""}
+
+
+@contextlib.contextmanager
+def _interrupt_on_signals():
+    """Within: SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so startup
+    waits end at once too (run_dev then ignores further signals while it stops everything)."""
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    saved = [(sig, signal.signal(sig, interrupt)) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
-        print("==> migrate")
-        migrate(settings)
-        ingest = f"http://{settings.ingest_host}:{settings.ingest_port}"
-        read = f"http://{settings.read_host}:{settings.read_port}"
-        print(f"==> starting ingest ({ingest}), read ({read}), {workers} worker(s), scheduler, deliver")
-        children.start("ingest", "ingest-api")
-        children.start("read", "read-api")
-        for _ in range(workers):
-            children.start("worker", "worker")
-        children.start("scheduler", "scheduler")
-        children.start("deliver", "deliver")
-        if not (_wait_http(ingest + "/health", 30) and _wait_http(read + "/health", 30)):
-            print(f"error: the APIs did not come up (dead: {children.dead()}); is port {settings.ingest_port} "
-                  f"or {settings.read_port} taken? Set STRATUM_INGEST_PORT / STRATUM_READ_PORT.", file=sys.stderr)
+        yield
+    finally:
+        for sig, handler in saved:
+            signal.signal(sig, handler)
+
+
+def _stopped_line(children: _Children | None, services, data_dir: Path) -> str:
+    stopped = (children.summary() if children else "") or "no process had started"
+    if services is None:
+        return f"stopped: {stopped}"
+    if services.embedded:
+        return (f"stopped: {stopped}; embedded {' and '.join(services.embedded)} (data kept in {data_dir}/)")
+    return f"stopped: {stopped}; Postgres and Redis were not started here and keep running"
+
+
+def _run(settings: Settings, out: _Output, children: _Children, *, workers: int, data_dir: Path,
+         check: bool, urls: list[str]) -> int:
+    from stratum.cli import migrate
+
+    out.print("==> migrate")
+    migrate(settings)
+    ingest = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    read = f"http://{settings.read_host}:{settings.read_port}"
+    out.print(f"==> starting ingest ({ingest}), read ({read}), {workers} worker(s), scheduler, deliver")
+    children.start("ingest", "ingest-api")
+    children.start("read", "read-api")
+    for _ in range(workers):
+        children.start("worker", "worker")
+    children.start("scheduler", "scheduler")
+    children.start("deliver", "deliver")
+    if not (_wait_http(ingest + "/health", 30, children.dead) and _wait_http(read + "/health", 30, children.dead)):
+        out.print(f"error: the APIs did not come up (exited: {', '.join(children.dead()) or 'none'}); "
+                  "see their lines above", file=sys.stderr)
+        return 1
+
+    out.print("==> demo tenant and source")
+    from stratum.db.connect import connect
+    from stratum.dev_demo import ensure_demo
+
+    with connect(settings.database_url) as conn:
+        demo, what = ensure_demo(conn, data_dir, settings.secret_key)
+        conn.commit()
+    out.print(f"    {what} (tenant {demo.tenant_id}; keys kept in {data_dir / 'demo.json'})")
+    ok = _post_samples(out, ingest, read, demo)
+    out.print(_banner(ingest, read, demo, urls) + ("" if check else "\n\nPress Ctrl-C to stop."))
+    if check:
+        return 0 if ok else 1
+    while True:
+        if dead := children.dead():
+            out.print(f"error: {', '.join(dead)} exited; stopping", file=sys.stderr)
             return 1
+        time.sleep(0.5)
 
-        print("==> demo tenant and source")
-        from stratum.admin import create_source, create_tenant
 
-        with connect(settings.database_url) as conn:
-            tenant = create_tenant(conn, "demo")
-            source = create_source(conn, tenant.owner_id, "demo website", "server", "US")
-            conn.commit()
-        auth = {"Authorization": f"Bearer {source.key}"}
-        now = datetime.now(UTC)
-        status, native = _request("POST", ingest + "/api/v1/cdp/events", sample_events(now), auth)
-        print(f"    native batch: HTTP {status}, accepted={native.get('accepted')}")
-        status, seg = _request("POST", ingest + "/v1/batch", segment_sample(now), auth)
-        print(f"    Segment batch: HTTP {status} {seg}")
+def _post_samples(out: _Output, ingest: str, read: str, demo) -> bool:
+    """Post the sample batches and wait for the demo profile; True when it holds them."""
+    auth = {"Authorization": f"Bearer {demo.write_key}"}
+    now = datetime.now(UTC)
+    status, native = _request("POST", ingest + "/api/v1/cdp/events", sample_events(now), auth)
+    out.print(f"    native batch: HTTP {status}, accepted={native.get('accepted')}")
+    status, seg = _request("POST", ingest + "/v1/batch", segment_sample(now), auth)
+    out.print(f"    Segment batch: HTTP {status} {seg}")
+    profile: dict = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, profile = _request("GET", _lookup_url(read), headers={"Authorization": f"Bearer {demo.tenant_key}"})
+        if code == 200 and profile.get("counters", {}).get("events", 0) >= 3:
+            break
+        time.sleep(0.3)
+    out.print(f"    demo profile: {json.dumps(profile.get('counters'))} lifecycle={profile.get('lifecycle')}")
+    return profile.get("counters", {}).get("events", 0) >= 3
 
-        lookup = f"{read}/api/v1/cdp/profiles?identifier_type=email&identifier_value=ada.lovelace@example.com"
-        profile: dict = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            code, profile = _request("GET", lookup, headers={"Authorization": f"Bearer {tenant.key}"})
-            if code == 200 and profile.get("counters", {}).get("events", 0) >= 3:
-                break
-            time.sleep(0.3)
-        ok = profile.get("counters", {}).get("events", 0) >= 3
-        print(f"    demo profile: {json.dumps(profile.get('counters'))} lifecycle={profile.get('lifecycle')}")
-        print(f"""
+
+def _lookup_url(read: str) -> str:
+    return f"{read}/api/v1/cdp/profiles?identifier_type=email&identifier_value=ada.lovelace@example.com"
+
+
+def _banner(ingest: str, read: str, demo, urls: list[str]) -> str:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"""
 Stratum CDP is running.
   ingest API   {ingest}      (OpenAPI: {ingest}/schema)
   read API     {read}      (OpenAPI: {read}/schema)
   web pages    {read}/cdp-calculator   {read}/profiles (tenant key)   {read}/ops (operator key)
-  tenant id    {tenant.owner_id}
-  tenant key   {tenant.key}
-  write key    {source.key}
+  tenant id    {demo.tenant_id}
+  tenant key   {demo.tenant_key}
+  write key    {demo.write_key}
+
+In another terminal, to use the same database and Redis:
+  {urls[-1]}
 
 Try:
-  curl -s -X POST {ingest}/api/v1/cdp/events -H 'Authorization: Bearer {source.key}' \\
-    -d '{{"events":[{{"event_name":"Page Viewed","event_time":"{datetime.now(UTC).isoformat(timespec="seconds")}","identifiers":[{{"type":"email","value":"Grace@Example.com"}}]}}]}}'
+  curl -s -X POST {ingest}/api/v1/cdp/events -H 'Authorization: Bearer {demo.write_key}' \\
+    -d '{{"events":[{{"event_name":"Page Viewed","event_time":"{now}","identifiers":[{{"type":"email","value":"Grace@Example.com"}}]}}]}}'
   curl -s '{read}/api/v1/cdp/profiles?identifier_type=email&identifier_value=grace@example.com' \\
-    -H 'Authorization: Bearer {tenant.key}'
-  curl -s '{lookup}' -H 'Authorization: Bearer {tenant.key}'
-  stratum status        # queues, workers, failures (with STRATUM_DATABASE_URL/REDIS_URL as above)
-  stratum operator create ops   # an operator key for {read}/ops
-
-Press Ctrl-C to stop.""", flush=True)
-        if check:
-            return 0 if ok else 1
-        while not stopping:
-            if dead := children.dead():
-                print(f"error: {', '.join(dead)} exited; stopping", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-        return 0
-    finally:
-        print("==> stopping")
-        children.stop()
-        services.stop()
+    -H 'Authorization: Bearer {demo.tenant_key}'
+  curl -s '{_lookup_url(read)}' -H 'Authorization: Bearer {demo.tenant_key}'
+  stratum status                # queues, workers, failures (after the export line above)
+  stratum operator create ops   # an operator key for {read}/ops"""

@@ -41,6 +41,13 @@ class SegmentBatch(Struct):
     integrations: dict[str, Any] | None = None
 
 
+class SegmentSingle(SegmentMessage):
+    """Body of POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group and /v1/alias:
+    one message, which may carry the write key."""
+
+    writeKey: str | None = None  # noqa: N815 - wire name
+
+
 _INTRO = """# Event formats
 
 The JSON Schemas below are generated from the msgspec types the ingest API decodes with

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -106,17 +107,24 @@ def redis_reachable(redis_url: str, timeout_s: float = 2.0) -> bool:
 
 
 def ensure_services(database_url: str, redis_url: str, data_dir: Path, *,
-                    allow_embedded: bool = True) -> Services:
+                    allow_embedded: bool = True, force_embedded: bool = False,
+                    notify: Callable[[str], None] | None = None) -> Services:
     """Return usable URLs for Postgres and Redis, starting embedded servers where needed.
 
-    A configured server that answers is used as is. Otherwise, when ``allow_embedded``, an
+    A configured server that answers is used as is (unless ``force_embedded``: then both are
+    embedded, whatever answers). Otherwise, when ``allow_embedded``, an
     embedded one serves from ``data_dir/'pg'`` or ``data_dir/'redis'`` (reused if already running
     there, in which case this object does not own it). The embedded Postgres URL keeps the
     configured database name but the database is not created here (see
     ``stratum.db.connect.create_database_if_missing``); the Redis URL keeps the db number.
+    ``notify`` receives one line before anything is done to the system outside ``data_dir``
+    (as root: the system user the embedded Postgres runs as).
     Raises RuntimeError naming the unreachable service and the fix when none can be had.
     """
-    pg_ok, redis_ok = postgres_reachable(database_url), redis_reachable(redis_url)
+    if force_embedded:
+        pg_ok = redis_ok = False
+    else:
+        pg_ok, redis_ok = postgres_reachable(database_url), redis_reachable(redis_url)
     down = [f"{name} is not reachable at {_redact(url)}: start it or set {var} to a running one"
             for name, var, url, ok in (("Postgres", "STRATUM_DATABASE_URL", database_url, pg_ok),
                                        ("Redis", "STRATUM_REDIS_URL", redis_url, redis_ok))
@@ -129,7 +137,7 @@ def ensure_services(database_url: str, redis_url: str, data_dir: Path, *,
     try:
         if not pg_ok:
             with _locked(data_dir / ".pg.lock"):
-                services.database_url, started = _start_postgres(database_url, data_dir / "pg")
+                services.database_url, started = _start_postgres(database_url, data_dir / "pg", notify)
             if started:
                 services._pgdata = data_dir / "pg"
                 services.embedded.append("postgres")
@@ -176,10 +184,34 @@ def _pgserver():
     return pgserver
 
 
-def _start_postgres(database_url: str, pgdata: Path) -> tuple[str, bool]:
+# The system user pgserver runs PostgreSQL as when started by root (fixed by pgserver).
+PGSERVER_SYSTEM_USER = "pgserver"
+
+
+def root_system_user_notice(pgdata: Path) -> str | None:
+    """What starting the embedded Postgres will do to the system, when running as root makes
+    pgserver create its system user; None otherwise (not root, or the user exists)."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(PGSERVER_SYSTEM_USER)
+        return None
+    except KeyError:
+        return (f"running as root: PostgreSQL will not run as root, so the embedded one runs as a new system "
+                f"user '{PGSERVER_SYSTEM_USER}' (created now with useradd), which will own {pgdata}; "
+                "its parent directories are made traversable by other users")
+
+
+def _start_postgres(database_url: str, pgdata: Path,
+                    notify: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """Start (or reuse) the embedded Postgres in ``pgdata``; returns (url, started_by_us)."""
     pgserver = _pgserver()
     from pgserver.utils import PostmasterInfo
+
+    if notify is not None and (notice := root_system_user_notice(pgdata)):
+        notify(notice)
 
     before = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     # Postgres refuses to run as root; pgserver copes by itself: as root it creates a 'pgserver'

@@ -51,6 +51,18 @@ def _bool(name: str, default: bool) -> bool:
     raise ValueError(f"{_PREFIX}{name} must be true or false, got {raw!r}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, default: str) -> str:
+    raw = os.environ.get(_PREFIX + name, "").strip().upper()
+    if raw == "":
+        return default
+    if raw not in LOG_LEVELS:
+        raise ValueError(f"{_PREFIX}{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw
+
+
 def _list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(_PREFIX + name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -64,6 +76,8 @@ class Settings:
     queue_name: str = "stratum-events"
     # The import lane (PostHog ``historical_migration`` batches): empty means "<queue_name>-import"
     import_queue_name: str = ""
+    # Logging of every process: DEBUG, INFO, WARNING or ERROR
+    log_level: str = "INFO"
     # Ingest
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
@@ -152,6 +166,7 @@ def settings_from_env() -> Settings:
         redis_url=_env("REDIS_URL", d.redis_url),
         queue_name=_env("QUEUE_NAME", d.queue_name),
         import_queue_name=_env("IMPORT_QUEUE_NAME", d.import_queue_name),
+        log_level=_log_level("LOG_LEVEL", d.log_level),
         ingest_host=_env("INGEST_HOST", d.ingest_host),
         ingest_port=_int("INGEST_PORT", d.ingest_port),
         read_host=_env("READ_HOST", d.read_host),

@@ -277,7 +277,7 @@ def run_deliver(settings: Settings) -> None:
     """``stratum deliver``: until SIGINT or SIGTERM, then finish the attempts in flight."""
     import signal
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.secret_key:
         log.warning("STRATUM_SECRET_KEY is not set: webhook secrets are stored in plain text")
 

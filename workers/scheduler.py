@@ -116,7 +116,7 @@ def run_periodic_jobs(settings: Settings, redis: Redis, last_run: dict[str, floa
 def run_scheduler(settings: Settings, *, once: bool = False) -> dict[str, str]:
     """Run rounds every STRATUM_SCHEDULER_INTERVAL_S until SIGINT/SIGTERM; with ``once``, one
     round of every job, returning its results."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redis = Redis.from_url(settings.redis_url)
     if once:
         return run_periodic_jobs(settings, redis)
@@ -124,6 +124,7 @@ def run_scheduler(settings: Settings, *, once: bool = False) -> dict[str, str]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     last_run: dict[str, float] = {}
+    log.info("scheduler started: a round every %s s", settings.scheduler_interval_s)
     while True:
         run_periodic_jobs(settings, redis, last_run)
         if stop.wait(settings.scheduler_interval_s):

@@ -205,7 +205,7 @@ def tune_garbage_collection() -> None:
 
 
 def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | None = None) -> bool:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.install(runtime.WorkerRuntime(settings))
     connection = Redis.from_url(settings.redis_url)
     worker = build_worker(settings, connection, queues)
@@ -213,6 +213,6 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: list[str] | N
     heartbeat = Heartbeat(Redis.from_url(settings.redis_url), worker.name).start()
     try:
         # SIGTERM: RQ finishes the current job, then exits (warm shutdown).
-        return worker.work(burst=burst, logging_level="INFO")
+        return worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         heartbeat.stop()
