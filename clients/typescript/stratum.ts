@@ -588,6 +588,17 @@ export interface Throughput {
   window_s: number;
 }
 
+export interface Unmerge {
+  merge_id: string;
+  survivor: string;
+  absorbed: string;
+  undone_at: string;
+}
+
+export interface UnmergeRequest {
+  merge_id: string | number;
+}
+
 export interface Volume {
   hourly: HourlyVolume[];
   daily: DailyVolume[];
@@ -1227,6 +1238,23 @@ export interface ReadApiPaths {
         401: ErrorBody;
         403: ErrorBody;
         404: ErrorBody;
+        503: ErrorBody;
+      };
+    };
+  };
+  "/api/v1/cdp/profiles/{profile_id}/unmerge": {
+    post: {
+      path: {
+        profile_id: string;
+      };
+      body: UnmergeRequest;
+      responses: {
+        200: Unmerge;
+        400: ErrorBody;
+        401: ErrorBody;
+        403: ErrorBody;
+        404: ErrorBody;
+        409: ErrorBody;
         503: ErrorBody;
       };
     };
