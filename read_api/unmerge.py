@@ -9,16 +9,17 @@ the unmerge committed finds it changed once it holds its own locks, and retries 
 
 The decision itself is core/unmerge.py; this module loads its inputs and applies it in one
 transaction: identifiers, events, consent history and identity links go back to the
-absorbed profile, both profile rows and their consents are rewritten (``updated_at``
-moves, so the audience upkeep recomputes segments and computed traits), the merge is
+absorbed profile, both profile rows and their consents are rewritten, the merge is
 marked undone (the graph stops listing it; a repeat answers the same and changes nothing),
 the trigger identifier is blocked from joining the survivor again (``identity_blocks``),
 an ``unmerge`` decision is logged on both profiles, and ``profile.updated`` messages go to
-subscribed destinations and, after commit, to the live stream.
+subscribed destinations. After commit: computed traits and dynamic segments of both are
+recounted from their events, and the messages go to the live stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from read_api.openapi import errors_for
 from read_api.profiles import _document_sql, parse_profile_id
 from read_api.schemas import Unmerge, UnmergeRequest, iso
 from read_api.state import ReadState
+from stratum.audiences import upkeep_profiles
+from stratum.db.connect import connect
 from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
 from stratum.queue.deliveries import stream_channel
@@ -247,6 +250,21 @@ async def _profile_updated(conn: AsyncConnection, tenant_id: str, profile_ids: l
     return bodies
 
 
+async def _refresh_audiences(st: ReadState, tenant_id: str, profile_ids: list[str]) -> None:
+    """Computed traits and dynamic segments of both sides, recounted from their events now
+    rather than at the scheduler's next upkeep (which would, as both rows' ``updated_at``
+    moved: so a failure here only delays them)."""
+
+    def call() -> None:
+        with connect(st.settings.database_url, autocommit=True) as conn:
+            upkeep_profiles(conn, tenant_id, profile_ids)
+
+    try:
+        await asyncio.to_thread(call)
+    except psycopg.Error as exc:
+        log.warning("audience refresh after unmerge failed for tenant %s: %s", tenant_id, exc)
+
+
 async def _unmerge_once(conn: AsyncConnection, tenant_id: str, merge_id: int, requested: str
                         ) -> tuple[_MergeRow, datetime, list[bytes]]:
     async with conn.transaction():
@@ -294,6 +312,8 @@ async def unmerge_profile(request: Request, profile_id: FromPath[str], data: JSO
                                code="profile_busy") from None
         else:
             raise Conflict("these profiles keep changing; retry shortly", code="profile_busy")
+    if bodies:  # committed just now (a repeat has nothing new)
+        await _refresh_audiences(st, tenant_id, [merge.survivor, merge.absorbed])
     try:  # best effort, as the workers' publish: the stream does not replay
         for body in bodies:
             await st.redis.publish(stream_channel(tenant_id), body)

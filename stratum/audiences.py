@@ -51,6 +51,24 @@ def load_computed_traits(conn: psycopg.Connection, tenant_id: str) -> list[Compu
     return [trait_from_row(r) for r in rows]
 
 
+def dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[str, dict]]:
+    return conn.execute("SELECT id::text, rules FROM segments WHERE tenant_id = %s AND kind = 'dynamic' ORDER BY id",
+                        (tenant_id,)).fetchall()
+
+
+def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str]) -> None:
+    """Recount the tenant's computed traits and re-evaluate its dynamic segments for these
+    profiles (the scheduler's upkeep per chunk; the read API's unmerge right after commit).
+    The connection must not be inside a transaction."""
+    traits = load_computed_traits(conn, tenant_id)
+    if traits:
+        with conn.transaction():
+            for trait in traits:
+                refresh_computed_trait(conn, tenant_id, trait, profile_ids)
+    for segment_id, rules in dynamic_segments(conn, tenant_id):
+        evaluate_segment(conn, tenant_id, segment_id, rules, profile_ids)
+
+
 def compile_for_tenant(conn: psycopg.Connection, tenant_id: str, rules: dict) -> CompiledRule:
     """Rules compiled with the tenant's computed-trait defaults (a count of 0 for profiles
     that never had a value stored)."""

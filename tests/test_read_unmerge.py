@@ -300,3 +300,23 @@ def test_merges_recorded_before_both_sides_were_kept_cannot_be_undone(ingest_cli
                          headers=auth(tenant.api_key))
     assert r.status_code == 409 and r.json()["code"] == "merge_not_undoable", r.text
     assert profile_by(read_client, tenant.api_key, "anonymous_id", x["anon"]).json()["id"] == x["s"]
+
+
+def test_computed_traits_and_segments_follow_at_once(ingest_client, read_client, drain, tenant):
+    admin = auth(tenant.api_key)
+    r = read_client.post("/api/v1/cdp/computed-traits", headers=admin, json={
+        "name": "orders", "function": "count", "event": "Order Completed", "within_days": 30})
+    assert r.status_code == 201, r.text
+    r = read_client.post("/api/v1/cdp/segments", headers=admin, json={
+        "name": "ordered", "kind": "dynamic", "rules": {"all": [{"computed": "orders", "op": "gte", "value": 1}]}})
+    assert r.status_code == 201, r.text
+    segment = r.json()["id"]
+    x = build_merge(ingest_client, read_client, drain, tenant, "aud")
+    merge_id = merge_id_of(read_client, tenant, x["s"])
+    assert read_client.post(f"/api/v1/cdp/profiles/{x['s']}/unmerge", json={"merge_id": merge_id},
+                            headers=admin).status_code == 200
+    computed = {pid: read_client.get(f"/api/v1/cdp/profiles/{pid}", headers=admin).json()["computed"]["orders"]
+                for pid in (x["a"], x["s"])}
+    assert computed == {x["a"]: 1, x["s"]: 0}  # the order was the absorbed visitor's
+    members = read_client.get(f"/api/v1/cdp/segments/{segment}/members", headers=admin).json()["profiles"]
+    assert members == [x["a"]]

@@ -19,7 +19,13 @@ import psycopg
 
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import is_time_based
-from stratum.audiences import evaluate_segment, load_computed_traits, refresh_computed_trait
+from stratum.audiences import (
+    dynamic_segments,
+    evaluate_segment,
+    load_computed_traits,
+    refresh_computed_trait,
+    upkeep_profiles,
+)
 from stratum.settings import Settings
 
 log = logging.getLogger("stratum.scheduler")
@@ -27,11 +33,6 @@ log = logging.getLogger("stratum.scheduler")
 UPKEEP_MARK = "audience_upkeep"
 CHUNK_PROFILES = 5_000
 CHURN_BATCH = 10_000
-
-
-def _dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[str, dict]]:
-    return conn.execute("SELECT id::text, rules FROM segments WHERE tenant_id = %s AND kind = 'dynamic' ORDER BY id",
-                        (tenant_id,)).fetchall()
 
 
 def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
@@ -62,17 +63,6 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
                  " ON CONFLICT (name) DO UPDATE SET mark = EXCLUDED.mark", (UPKEEP_MARK, new_mark))
 
 
-def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str]) -> None:
-    """Recount the tenant's computed traits and re-evaluate its dynamic segments for these profiles."""
-    traits = load_computed_traits(conn, tenant_id)
-    if traits:
-        with conn.transaction():
-            for trait in traits:
-                refresh_computed_trait(conn, tenant_id, trait, profile_ids)
-    for segment_id, rules in _dynamic_segments(conn, tenant_id):
-        evaluate_segment(conn, tenant_id, segment_id, rules, profile_ids)
-
-
 def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:
     """Window slides: recount every computed trait in full, then re-evaluate dynamic segments
     whose rules depend on time alone. Changed computed values move ``updated_at``, so the
@@ -85,7 +75,7 @@ def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:
                 refresh_computed_trait(conn, tenant_id, trait)
                 conn.execute("UPDATE computed_traits SET refreshed_at = now() WHERE tenant_id = %s AND name = %s",
                              (tenant_id, trait.name))
-        for segment_id, rules in _dynamic_segments(conn, tenant_id):
+        for segment_id, rules in dynamic_segments(conn, tenant_id):
             if is_time_based(rules):
                 evaluate_segment(conn, tenant_id, segment_id, rules)
 
