@@ -118,7 +118,7 @@ def _best_side(idents: Iterable[Key], sides: Mapping[Key, str]) -> str | None:
     return best[1] if best else None
 
 
-def assign_sides(absorbed_ids: Iterable[Key], survivor_ids: Iterable[Key], current_ids: Iterable[Key],
+def assign_sides(absorbed_ids: Iterable[Key], survivor_ids: Iterable[Key], current_ids: Sequence[Key],
                  events: Sequence[StoredEvent]) -> tuple[dict[Key, str], dict[str, str]]:
     """(side of each identifier now on the merged profile, side of each of ``events``):
     ``"a"`` for the absorbed side, ``"s"`` for the survivor's. ``absorbed_ids`` and
