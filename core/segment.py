@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -179,32 +179,37 @@ def screen_segment_event(
     return Screened(message_id, event_time, etype)
 
 
-def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
-    traits = msg.traits if isinstance(msg.traits, dict) else {}
-    value = traits.get(key)
-    if value is None:
-        ctx_traits = context.get("traits")
-        if isinstance(ctx_traits, dict):
-            value = ctx_traits.get(key)
-    return value
-
-
 def segment_identifiers(msg: SegmentMessage, etype: str, context: dict[str, Any], phone_region: str | None,
                         extra_blocked: frozenset[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """The (type, normalized value) identifiers of a message, and warnings for dropped ones."""
+    return normalize_candidates(segment_candidates(msg, etype, context), phone_region, extra_blocked)
+
+
+def segment_candidates(msg: SegmentMessage, etype: str, context: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The (type, value as sent) identifier candidates of a message, in priority order, before
+    normalization: ``None`` for an absent id, numbers as their text."""
+    traits = msg.traits if type(msg.traits) is dict else None
+    ctx_traits = context.get("traits")
+    if type(ctx_traits) is not dict:
+        ctx_traits = None
+    email = traits.get("email") if traits else None
+    if email is None and ctx_traits:
+        email = ctx_traits.get("email")
+    phone = traits.get("phone") if traits else None
+    if phone is None and ctx_traits:
+        phone = ctx_traits.get("phone")
     candidates: list[tuple[str, Any]] = [
         ("external_id", _id_text(msg.userId)),
         ("anonymous_id", _id_text(msg.anonymousId)),
-        ("email", _trait(msg, context, "email")),
-        ("phone", _trait(msg, context, "phone")),
+        ("email", str(email) if type(email) is float else email),
+        ("phone", str(phone) if type(phone) is float else phone),
     ]
     device = context.get("device")
     if isinstance(device, dict) and not isinstance(device.get("id"), dict | list):
         candidates.append(("device_id", _id_text(device.get("id"))))
     if etype == "alias":
         candidates.append(("anonymous_id", _id_text(msg.previousId)))
-    return normalize_candidates([(t, str(v) if isinstance(v, float) else v) for t, v in candidates],
-                                phone_region, extra_blocked)
+    return candidates
 
 
 def normalize_candidates(candidates: Iterable[tuple[str, Any]], phone_region: str | None,
@@ -245,14 +250,40 @@ def map_segment_event(
     extra_blocked: frozenset[str] = frozenset(),
 ) -> QueuedEvent:
     """The full mapping of a screened event (workers)."""
+    parts = segment_parts(raw, event_type, batch_context, batch_integrations)
+    identifiers, warnings = normalize_candidates(parts.candidates, phone_region, extra_blocked)
+    score = emq_score((t for t, _ in identifiers), parts.properties, parts.context, event_time, received_at)
+    return QueuedEvent(
+        event_id=event_id, dedupe_key=dedupe_key, event_type=event_type, event_name=parts.name,
+        event_time=event_time, identifiers=identifiers, properties=parts.properties, context=parts.context,
+        traits=parts.traits, consent=None, emq=score, warnings=warnings, previous_id=parts.previous_id,
+        claims=parts.claims,
+    )
+
+
+class SegmentParts(NamedTuple):
+    """A screened Segment message taken apart: everything of its mapping except the
+    normalization of its identifier candidates (``segment_candidates``) and the EMQ."""
+
+    candidates: list[tuple[str, Any]]
+    name: str
+    properties: dict[str, Any]
+    context: dict[str, Any]  # batch-level context and integrations merged in, signature dropped
+    traits: dict[str, Any]
+    previous_id: str | None
+    claims: list[tuple[str, str, str, str]]
+
+
+def segment_parts(raw: bytes, etype: str, batch_context: dict[str, Any] | None,
+                  batch_integrations: dict[str, Any] | None) -> SegmentParts:
+    """Decode a screened message (``etype``: its type as screened) and take it apart."""
     msg = _full_decoder.decode(raw)
-    etype = event_type
     context = {**batch_context, **msg.context} if batch_context and msg.context else (msg.context or batch_context or {})
     if batch_integrations and "integrations" not in context:
         context = {**context, "integrations": {**batch_integrations, **(msg.integrations or {})}}
     elif msg.integrations:
         context = {**context, "integrations": msg.integrations}
-    identifiers, warnings = segment_identifiers(msg, etype, context, phone_region, extra_blocked)
+    candidates = segment_candidates(msg, etype, context)
     claims: list[tuple[str, str, str, str]] = []
     if SIGNATURE_CONTEXT_KEY in context:
         context = dict(context)
@@ -271,13 +302,8 @@ def map_segment_event(
     if etype in ("page", "screen") and msg.category:
         properties = {**properties, "category": msg.category}
     name = msg.event if etype == "track" else (msg.name or etype) if etype in ("page", "screen") else etype
-    score = emq_score((t for t, _ in identifiers), properties, context, event_time, received_at)
-    return QueuedEvent(
-        event_id=event_id, dedupe_key=dedupe_key, event_type=etype, event_name=(name or etype)[:255],
-        event_time=event_time, identifiers=identifiers, properties=properties, context=context, traits=traits,
-        consent=None, emq=score, warnings=warnings,
-        previous_id=_id_text(msg.previousId) if etype == "alias" else None, claims=claims,
-    )
+    return SegmentParts(candidates, (name or etype)[:255], properties, context, traits,
+                        _id_text(msg.previousId) if etype == "alias" else None, claims)
 
 
 def _user_id_as_sent(raw: bytes) -> str | None:
