@@ -370,7 +370,11 @@ def scrub_payload(obj: dict[str, Any], phone_region: str | None) -> dict[str, An
     """An event's ``properties`` or ``context`` as it rests: write keys and identity
     signatures dropped from its top level, both rules applied at any depth; ``obj`` itself
     when nothing changes (also when it is empty)."""
-    return scrub_object(_without_secrets(obj), phone_region) if obj else obj
+    if not obj:
+        return obj
+    if _CLEAN_KEYS.issuperset(obj) and _is_clean(obj):  # the common case, without the calls below
+        return obj
+    return scrub_object(_without_secrets(obj), phone_region)
 
 
 def redact_text(value: str | None) -> str | None:

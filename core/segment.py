@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -198,9 +198,11 @@ def segment_candidates(msg: SegmentMessage, etype: str, context: dict[str, Any])
     phone = traits.get("phone") if traits else None
     if phone is None and ctx_traits:
         phone = ctx_traits.get("phone")
+    # (ids are text in the common case: _id_text's answer is then the text itself, unless blank)
+    user_id, anonymous_id = msg.userId, msg.anonymousId
     candidates: list[tuple[str, Any]] = [
-        ("external_id", _id_text(msg.userId)),
-        ("anonymous_id", _id_text(msg.anonymousId)),
+        ("external_id", user_id if type(user_id) is str and user_id.strip() else _id_text(user_id)),
+        ("anonymous_id", anonymous_id if type(anonymous_id) is str and anonymous_id.strip() else _id_text(anonymous_id)),
         ("email", str(email) if type(email) is float else email),
         ("phone", str(phone) if type(phone) is float else phone),
     ]
@@ -261,7 +263,7 @@ def map_segment_event(
     )
 
 
-class SegmentParts(NamedTuple):
+class SegmentParts(msgspec.Struct):
     """A screened Segment message taken apart: everything of its mapping except the
     normalization of its identifier candidates (``segment_candidates``) and the EMQ."""
 
