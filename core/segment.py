@@ -19,14 +19,13 @@ Two steps, so the ingest API stays thin:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 
-from core.dedupe import dedupe_key_too_long
+from core.dedupe import MAX_DEDUPE_KEY_CHARS, dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
@@ -71,8 +70,7 @@ _user_id_decoder = msgspec.json.Decoder(_UserIdAsSent)
 SIGNATURE_CONTEXT_KEY = "identity_signature"
 
 
-@dataclass(frozen=True)
-class Screened:
+class Screened(msgspec.Struct, frozen=True):
     dedupe_key: str | None  # messageId, or None (then the event id is the key)
     event_time: datetime
     event_type: str
@@ -103,8 +101,13 @@ def parse_timestamp(value: str | None) -> datetime | None:
 def corrected_time(msg: Any, batch_sent_at: str | None, received_at: datetime) -> datetime:
     """``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client said when it
     sent the batch; otherwise the client's timestamp; otherwise the receipt time."""
-    original = parse_timestamp(msg.originalTimestamp) or parse_timestamp(msg.timestamp)
-    sent = parse_timestamp(msg.sentAt) or parse_timestamp(batch_sent_at)
+    # (absent fields skip the memo's call: this runs for every event at the door)
+    original = parse_timestamp(msg.originalTimestamp) if msg.originalTimestamp else None
+    if original is None and msg.timestamp:
+        original = parse_timestamp(msg.timestamp)
+    sent = parse_timestamp(msg.sentAt) if msg.sentAt else None
+    if sent is None and batch_sent_at:
+        sent = parse_timestamp(batch_sent_at)
     if original is None:
         return received_at
     if sent is None:
@@ -161,12 +164,14 @@ def screen_segment_event(
         event_time = corrected_time(msg, batch_sent_at, received_at)
     except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
         return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
-    if (bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
+    # An event not after its receipt and within retention needs no further time check.
+    if not (oldest_event_time <= event_time <= received_at and max_future_s >= 0) and (
+            bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
         return Rejection(bad.code, "timestamp", bad.message)
 
-    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked)
-              or _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
-              or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
+    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked) if msg.userId is not None else False) or (
+        _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
+        or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
     if not usable:
         # Rare path (SDKs always send userId or anonymousId): look at traits and device.
         identifiers, _ = segment_identifiers(msg, etype, msg.context or {}, phone_region, extra_blocked)
@@ -174,8 +179,8 @@ def screen_segment_event(
             return Rejection("no_usable_identifier", "userId",
                              "event has no usable userId, anonymousId, email, phone or device id")
     message_id = _id_text(msg.messageId)
-    if message_id is not None and (too_long := dedupe_key_too_long(message_id)):
-        return Rejection("dedupe_key_too_long", "messageId", too_long)
+    if message_id is not None and len(message_id) > MAX_DEDUPE_KEY_CHARS:
+        return Rejection("dedupe_key_too_long", "messageId", dedupe_key_too_long(message_id))
     return Screened(message_id, event_time, etype)
 
 
