@@ -7,8 +7,9 @@ of 100 events, then decoded and prepared as a worker does (``decode_batch`` and
 the worker's garbage-collector settings, after one pass that loads what a running worker
 has loaded (phone metadata, compiled patterns). Prints CPU microseconds per event, best of
 R passes, twice: with every memo of identifiers and PII hashes emptied before each pass
-(first sight: most of the bench traffic's 20,000 people appear once or twice in a run of
-``bench.workers``) and with them filled (repeat identifiers, a steady-state worker).
+(a worker's first batches) and with them filled (a steady-state worker). The traffic has
+one person per ten events, as ``bench.workers`` draws it, so even the first pass meets
+most identifiers more than once.
 Then the per-event Python of the door on the same traffic (ingest_api/segment.py: screen,
 event id, queue blob, dedupe mark; not the HTTP server or the Redis call).
 Process CPU time, so other load on the machine inflates it less.
@@ -45,7 +46,7 @@ from workers.worker import GC_THRESHOLDS
 
 def queued_payloads(n_events: int, seed: int = 7, per_batch: int = 100) -> list[bytes]:
     """The bench traffic as queue payloads, built as the ingest API builds them."""
-    gen = TrafficGenerator(seed=seed)
+    gen = TrafficGenerator(seed=seed, people=max(1000, n_events // 10))  # as bench.workers draws it
     payloads = []
     for _ in range(max(1, n_events // per_batch)):
         received_at = datetime.now(UTC)
@@ -67,7 +68,7 @@ def queued_payloads(n_events: int, seed: int = 7, per_batch: int = 100) -> list[
 
 def door_bodies(n_events: int, seed: int = 7, per_batch: int = 100) -> list[tuple[bytes, datetime]]:
     """The bench traffic as request bodies, with their receipt times."""
-    gen = TrafficGenerator(seed=seed)
+    gen = TrafficGenerator(seed=seed, people=max(1000, n_events // 10))
     bodies = []
     for _ in range(max(1, n_events // per_batch)):
         received_at = datetime.now(UTC)
