@@ -35,8 +35,8 @@ class CandidateOutcome(NamedTuple):
 
 _SELF_NORMALIZING = frozenset({IdentifierType.EMAIL, IdentifierType.PHONE})
 _MEMOS: dict[tuple[str | None, frozenset[str]], dict[tuple[str, str], CandidateOutcome]] = {}
-_MAX_MEMO = 200_000  # outcomes per (region, blocked values)
-_MAX_MEMOS = 1_024
+_MAX_MEMO = 200_000  # outcomes remembered in all, whatever the regions and blocked values
+_memo_size = 0
 
 
 def outcome_memo(phone_region: str | None, extra_blocked: frozenset[str]) -> dict[tuple[str, str], CandidateOutcome]:
@@ -45,8 +45,6 @@ def outcome_memo(phone_region: str | None, extra_blocked: frozenset[str]) -> dic
     ``candidate_outcome`` on a miss (which fills it)."""
     memo = _MEMOS.get((phone_region, extra_blocked))
     if memo is None:
-        if len(_MEMOS) >= _MAX_MEMOS:
-            _MEMOS.clear()
         memo = _MEMOS[(phone_region, extra_blocked)] = {}
     return memo
 
@@ -54,15 +52,20 @@ def outcome_memo(phone_region: str | None, extra_blocked: frozenset[str]) -> dic
 def candidate_outcome(id_type: str, value: object, phone_region: str | None,
                       extra_blocked: frozenset[str]) -> CandidateOutcome:
     """The outcome of a candidate that is present (not None, not ``""``). Text values are
-    remembered in ``outcome_memo`` (bounded: cleared when full)."""
+    remembered in ``outcome_memo``; all memos together hold at most ``_MAX_MEMO`` outcomes
+    (all are forgotten when full)."""
+    global _memo_size
     if type(value) is not str:
         return _outcome(id_type, value, phone_region, extra_blocked)
     memo = outcome_memo(phone_region, extra_blocked)
     outcome = memo.get((id_type, value))
     if outcome is None:
-        if len(memo) >= _MAX_MEMO:
-            memo.clear()
+        if _memo_size >= _MAX_MEMO:
+            _MEMOS.clear()
+            _memo_size = 0
+            memo = outcome_memo(phone_region, extra_blocked)
         outcome = memo[(id_type, value)] = _outcome(id_type, value, phone_region, extra_blocked)
+        _memo_size += 1
     return outcome
 
 

@@ -2,9 +2,10 @@
 identity claims checked against the source's identity secrets.
 
 Pure apart from its inputs; runs before any database work so a transaction is short.
-Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``) and
-only that form is used, so a scrubbed copy of an event (a failed job, a dead letter)
-replays to exactly what the original stores.
+Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``; a
+Segment event is mapped and built already scrubbed, in one pass) and only that form is
+used, so a scrubbed copy of an event (a failed job, a dead letter) replays to exactly what
+the original stores.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
     caller isolates it (workers/isolation.py).
 
     A Segment event gives the same result as its mapped form (``map_segment_event``) would:
-    ``tests/test_prepare_segment.py`` holds the two paths equal."""
+    ``tests/unit/test_prepare_segment.py`` holds the two paths equal."""
     identity = identity or SourceIdentity.unknown(batch.source_type)
     if isinstance(queued, QueuedSegmentEvent):
         return _prepare_segment_event(batch, queued, extra_blocked, identity)

@@ -153,3 +153,16 @@ def test_generated_messages_prepare_as_the_reference(fields, with_batch_context)
     batch = _batch([raw, _msg(**{**fields, "anonymousId": "anon-fallback"})], context=ctx,
                    integrations={"x": 1} if with_batch_context else None)
     _assert_same(batch, frozenset({"a@b.co", "+16505550100"}), SourceIdentity(protect=True, secrets=(_SECRET,)))
+
+
+def test_outcome_memos_stay_bounded_across_regions_and_blocked_values(monkeypatch):
+    import core.resting_identifiers as resting
+
+    monkeypatch.setattr(resting, "_MAX_MEMO", 50)
+    resting._MEMOS.clear()
+    monkeypatch.setattr(resting, "_memo_size", 0)
+    for i in range(400):
+        outcome = resting.candidate_outcome("anonymous_id", f"a-{i}", "US", frozenset({f"tenant-{i % 7}"}))
+        assert outcome.stored is not None and outcome.stored.value == f"a-{i}"
+        assert sum(len(m) for m in resting._MEMOS.values()) <= 50
+    resting._MEMOS.clear()
