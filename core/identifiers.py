@@ -50,7 +50,6 @@ BLOCKED_VALUES = frozenset(
         "anonymous", "guest", "unknown", "test", "[object object]",
     }
 )
-_ZEROS_AND_DASHES = re.compile(r"^[0-]*$")
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -68,7 +67,7 @@ def is_blocked(value: str, extra_blocked: frozenset[str] = frozenset()) -> bool:
     return (
         v == ""
         or v in BLOCKED_VALUES
-        or _ZEROS_AND_DASHES.match(v) is not None
+        or not v.strip("0-")  # only zeros and dashes (v has no surrounding whitespace)
         or (bool(extra_blocked) and v in extra_blocked)
     )
 

@@ -234,10 +234,9 @@ def _is_clean(value: Any) -> bool:
     if t is str:
         return "@" not in value and "%" not in value
     if t is dict:
-        kinds = _KEY_KINDS
-        for key, item in value.items():
-            if kinds.get(key, _UNSEEN) is not None:
-                return False  # a PII key, a key to redact, or one not classified yet
+        if not _PLAIN_KEYS.issuperset(value):
+            return False  # a PII key, a key to redact, or one not classified yet
+        for item in value.values():
             t = type(item)
             if t is str:
                 if "@" in item or "%" in item:
@@ -260,6 +259,8 @@ def _is_clean(value: Any) -> bool:
 _UNSEEN = object()
 _REDACT = "redact"  # a key whose text holds an email address
 _KEY_KINDS: dict[Any, str | None] = {}
+# The keys of _KEY_KINDS whose kind is None: one C-level superset test clears a whole object.
+_PLAIN_KEYS: set[Any] = set()
 _MAX_KNOWN_KEYS = 65_536
 
 
@@ -271,7 +272,10 @@ def _learn_key(key: object) -> str | None:
         return kind or _REDACT
     if len(_KEY_KINDS) >= _MAX_KNOWN_KEYS:
         _KEY_KINDS.clear()
+        _PLAIN_KEYS.clear()
     _KEY_KINDS[key] = kind
+    if kind is None:
+        _PLAIN_KEYS.add(key)
     return kind
 
 
@@ -362,6 +366,25 @@ def prehash_identifier(id_type: str, value: str, phone_region: str | None) -> st
         return redact_emails(value) if id_type not in _PREHASHED_TYPES else ""
 
 
+def scrub_payload(obj: dict[str, Any], phone_region: str | None) -> dict[str, Any]:
+    """An event's ``properties`` or ``context`` as it rests: write keys and identity
+    signatures dropped from its top level, both rules applied at any depth; ``obj`` itself
+    when nothing changes (also when it is empty)."""
+    if not obj:
+        return obj
+    if _CLEAN_KEYS.issuperset(obj) and _is_clean(obj):  # the common case, without the calls below
+        return obj
+    return scrub_object(_without_secrets(obj), phone_region)
+
+
+def redact_text(value: str | None) -> str | None:
+    """A text field of an event (name, dedupe key, previous id) with email addresses
+    redacted; ``value`` itself when it holds none."""
+    if value is not None and ("@" in value or "%" in value):
+        return redact_emails(value)
+    return value
+
+
 def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEvent:
     """The scrubbed, replayable form of a mapped event (CONTRACT 6).
 
@@ -381,21 +404,14 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
             if identifiers != event.identifiers:
                 changes["identifiers"] = identifiers
             break
-    if event.properties:
-        scrubbed = scrub_object(_without_secrets(event.properties), phone_region)
-        if scrubbed is not event.properties:
-            changes["properties"] = scrubbed
-    if event.context:
-        scrubbed = scrub_object(_without_secrets(event.context), phone_region)
-        if scrubbed is not event.context:
-            changes["context"] = scrubbed
-    if event.traits:
-        scrubbed = scrub_object(event.traits, phone_region)
-        if scrubbed is not event.traits:
-            changes["traits"] = scrubbed
+    for name, value in (("properties", event.properties), ("context", event.context)):
+        if (scrubbed := scrub_payload(value, phone_region)) is not value:
+            changes[name] = scrubbed
+    if event.traits and (scrubbed := scrub_object(event.traits, phone_region)) is not event.traits:
+        changes["traits"] = scrubbed
     for name, value in (("event_name", event.event_name), ("dedupe_key", event.dedupe_key),
                         ("previous_id", event.previous_id)):
-        if value is not None and ("@" in value or "%" in value) and (redacted := redact_emails(value)) is not value:
+        if (redacted := redact_text(value)) is not value:
             changes[name] = redacted
     # Signed identity claims (raw values with their signatures) are checked by the worker
     # before it scrubs and are never kept: a scrubbed event rests without them, so a replay

@@ -19,14 +19,13 @@ Two steps, so the ingest API stays thin:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 
-from core.dedupe import dedupe_key_too_long
+from core.dedupe import MAX_DEDUPE_KEY_CHARS, dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
@@ -71,8 +70,7 @@ _user_id_decoder = msgspec.json.Decoder(_UserIdAsSent)
 SIGNATURE_CONTEXT_KEY = "identity_signature"
 
 
-@dataclass(frozen=True)
-class Screened:
+class Screened(msgspec.Struct, frozen=True):
     dedupe_key: str | None  # messageId, or None (then the event id is the key)
     event_time: datetime
     event_type: str
@@ -103,8 +101,13 @@ def parse_timestamp(value: str | None) -> datetime | None:
 def corrected_time(msg: Any, batch_sent_at: str | None, received_at: datetime) -> datetime:
     """``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client said when it
     sent the batch; otherwise the client's timestamp; otherwise the receipt time."""
-    original = parse_timestamp(msg.originalTimestamp) or parse_timestamp(msg.timestamp)
-    sent = parse_timestamp(msg.sentAt) or parse_timestamp(batch_sent_at)
+    # (absent fields skip the memo's call: this runs for every event at the door)
+    original = parse_timestamp(msg.originalTimestamp) if msg.originalTimestamp else None
+    if original is None and msg.timestamp:
+        original = parse_timestamp(msg.timestamp)
+    sent = parse_timestamp(msg.sentAt) if msg.sentAt else None
+    if sent is None and batch_sent_at:
+        sent = parse_timestamp(batch_sent_at)
     if original is None:
         return received_at
     if sent is None:
@@ -161,12 +164,14 @@ def screen_segment_event(
         event_time = corrected_time(msg, batch_sent_at, received_at)
     except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
         return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
-    if (bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
+    # An event not after its receipt and within retention needs no further time check.
+    if not (oldest_event_time <= event_time <= received_at and max_future_s >= 0) and (
+            bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
         return Rejection(bad.code, "timestamp", bad.message)
 
-    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked)
-              or _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
-              or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
+    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked) if msg.userId is not None else False) or (
+        _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
+        or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
     if not usable:
         # Rare path (SDKs always send userId or anonymousId): look at traits and device.
         identifiers, _ = segment_identifiers(msg, etype, msg.context or {}, phone_region, extra_blocked)
@@ -174,37 +179,44 @@ def screen_segment_event(
             return Rejection("no_usable_identifier", "userId",
                              "event has no usable userId, anonymousId, email, phone or device id")
     message_id = _id_text(msg.messageId)
-    if message_id is not None and (too_long := dedupe_key_too_long(message_id)):
-        return Rejection("dedupe_key_too_long", "messageId", too_long)
+    if message_id is not None and len(message_id) > MAX_DEDUPE_KEY_CHARS:
+        return Rejection("dedupe_key_too_long", "messageId", dedupe_key_too_long(message_id))
     return Screened(message_id, event_time, etype)
-
-
-def _trait(msg: SegmentMessage, context: dict[str, Any], key: str) -> Any:
-    traits = msg.traits if isinstance(msg.traits, dict) else {}
-    value = traits.get(key)
-    if value is None:
-        ctx_traits = context.get("traits")
-        if isinstance(ctx_traits, dict):
-            value = ctx_traits.get(key)
-    return value
 
 
 def segment_identifiers(msg: SegmentMessage, etype: str, context: dict[str, Any], phone_region: str | None,
                         extra_blocked: frozenset[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """The (type, normalized value) identifiers of a message, and warnings for dropped ones."""
+    return normalize_candidates(segment_candidates(msg, etype, context), phone_region, extra_blocked)
+
+
+def segment_candidates(msg: SegmentMessage, etype: str, context: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The (type, value as sent) identifier candidates of a message, in priority order, before
+    normalization: ``None`` for an absent id, numbers as their text."""
+    traits = msg.traits if type(msg.traits) is dict else None
+    ctx_traits = context.get("traits")
+    if type(ctx_traits) is not dict:
+        ctx_traits = None
+    email = traits.get("email") if traits else None
+    if email is None and ctx_traits:
+        email = ctx_traits.get("email")
+    phone = traits.get("phone") if traits else None
+    if phone is None and ctx_traits:
+        phone = ctx_traits.get("phone")
+    # (ids are text in the common case: _id_text's answer is then the text itself, unless blank)
+    user_id, anonymous_id = msg.userId, msg.anonymousId
     candidates: list[tuple[str, Any]] = [
-        ("external_id", _id_text(msg.userId)),
-        ("anonymous_id", _id_text(msg.anonymousId)),
-        ("email", _trait(msg, context, "email")),
-        ("phone", _trait(msg, context, "phone")),
+        ("external_id", user_id if type(user_id) is str and user_id.strip() else _id_text(user_id)),
+        ("anonymous_id", anonymous_id if type(anonymous_id) is str and anonymous_id.strip() else _id_text(anonymous_id)),
+        ("email", str(email) if type(email) is float else email),
+        ("phone", str(phone) if type(phone) is float else phone),
     ]
     device = context.get("device")
     if isinstance(device, dict) and not isinstance(device.get("id"), dict | list):
         candidates.append(("device_id", _id_text(device.get("id"))))
     if etype == "alias":
         candidates.append(("anonymous_id", _id_text(msg.previousId)))
-    return normalize_candidates([(t, str(v) if isinstance(v, float) else v) for t, v in candidates],
-                                phone_region, extra_blocked)
+    return candidates
 
 
 def normalize_candidates(candidates: Iterable[tuple[str, Any]], phone_region: str | None,
@@ -245,14 +257,40 @@ def map_segment_event(
     extra_blocked: frozenset[str] = frozenset(),
 ) -> QueuedEvent:
     """The full mapping of a screened event (workers)."""
+    parts = segment_parts(raw, event_type, batch_context, batch_integrations)
+    identifiers, warnings = normalize_candidates(parts.candidates, phone_region, extra_blocked)
+    score = emq_score((t for t, _ in identifiers), parts.properties, parts.context, event_time, received_at)
+    return QueuedEvent(
+        event_id=event_id, dedupe_key=dedupe_key, event_type=event_type, event_name=parts.name,
+        event_time=event_time, identifiers=identifiers, properties=parts.properties, context=parts.context,
+        traits=parts.traits, consent=None, emq=score, warnings=warnings, previous_id=parts.previous_id,
+        claims=parts.claims,
+    )
+
+
+class SegmentParts(msgspec.Struct):
+    """A screened Segment message taken apart: everything of its mapping except the
+    normalization of its identifier candidates (``segment_candidates``) and the EMQ."""
+
+    candidates: list[tuple[str, Any]]
+    name: str
+    properties: dict[str, Any]
+    context: dict[str, Any]  # batch-level context and integrations merged in, signature dropped
+    traits: dict[str, Any]
+    previous_id: str | None
+    claims: list[tuple[str, str, str, str]]
+
+
+def segment_parts(raw: bytes, etype: str, batch_context: dict[str, Any] | None,
+                  batch_integrations: dict[str, Any] | None) -> SegmentParts:
+    """Decode a screened message (``etype``: its type as screened) and take it apart."""
     msg = _full_decoder.decode(raw)
-    etype = event_type
     context = {**batch_context, **msg.context} if batch_context and msg.context else (msg.context or batch_context or {})
     if batch_integrations and "integrations" not in context:
         context = {**context, "integrations": {**batch_integrations, **(msg.integrations or {})}}
     elif msg.integrations:
         context = {**context, "integrations": msg.integrations}
-    identifiers, warnings = segment_identifiers(msg, etype, context, phone_region, extra_blocked)
+    candidates = segment_candidates(msg, etype, context)
     claims: list[tuple[str, str, str, str]] = []
     if SIGNATURE_CONTEXT_KEY in context:
         context = dict(context)
@@ -271,13 +309,8 @@ def map_segment_event(
     if etype in ("page", "screen") and msg.category:
         properties = {**properties, "category": msg.category}
     name = msg.event if etype == "track" else (msg.name or etype) if etype in ("page", "screen") else etype
-    score = emq_score((t for t, _ in identifiers), properties, context, event_time, received_at)
-    return QueuedEvent(
-        event_id=event_id, dedupe_key=dedupe_key, event_type=etype, event_name=(name or etype)[:255],
-        event_time=event_time, identifiers=identifiers, properties=properties, context=context, traits=traits,
-        consent=None, emq=score, warnings=warnings,
-        previous_id=_id_text(msg.previousId) if etype == "alias" else None, claims=claims,
-    )
+    return SegmentParts(candidates, (name or etype)[:255], properties, context, traits,
+                        _id_text(msg.previousId) if etype == "alias" else None, claims)
 
 
 def _user_id_as_sent(raw: bytes) -> str | None:

@@ -6,7 +6,7 @@ accepted ones as one job (dedupe marks included) and reports which were duplicat
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,7 +94,8 @@ def pending_event(source: Source, blob: bytes, event_id: str, client_key: str | 
     if client_key is None:
         return PendingEvent(blob, event_id, None)
     digest = dedupe_digest(dedupe_scope(source.type, source.id), client_key)
-    return PendingEvent(blob, event_id, base64.b64encode(digest).rstrip(b"=").decode("ascii"))
+    # 32 bytes are 44 base64 characters, the last one "=" padding
+    return PendingEvent(blob, event_id, binascii.b2a_base64(digest, newline=False)[:43].decode("ascii"))
 
 
 def pending_of(accepted: Accepted, source: Source) -> PendingEvent:

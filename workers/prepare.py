@@ -2,9 +2,10 @@
 identity claims checked against the source's identity secrets.
 
 Pure apart from its inputs; runs before any database work so a transaction is short.
-Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``) and
-only that form is used, so a scrubbed copy of an event (a failed job, a dead letter)
-replays to exactly what the original stores.
+Every event is first put in its scrubbed form (``core.privacy.scrub_queued_event``; a
+Segment event is mapped and built already scrubbed, in one pass) and only that form is
+used, so a scrubbed copy of an event (a failed job, a dead letter) replays to exactly what
+the original stores.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from functools import cached_property
 from typing import Any
 
 from core.dedupe import dedupe_digest, dedupe_scope
+from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.identity_signature import SignedClaim, check_claims, unverified_warnings
-from core.privacy import scrub_pii, scrub_queued_event
+from core.privacy import redact_text, scrub_object, scrub_payload, scrub_pii, scrub_queued_event
+from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
-from core.segment import map_segment_event
+from core.segment import segment_parts
 from workers.runtime import SourceIdentity
 
 
@@ -69,20 +72,23 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
                   extra_blocked: frozenset[str] = frozenset(),
                   identity: SourceIdentity | None = None) -> PreparedEvent:
     """One queued event of ``batch``, ready to store. May raise on a malformed event: the
-    caller isolates it (workers/isolation.py)."""
-    region = batch.phone_region
+    caller isolates it (workers/isolation.py).
+
+    A Segment event gives the same result as its mapped form (``map_segment_event``) would:
+    ``tests/unit/test_prepare_segment.py`` holds the two paths equal."""
     identity = identity or SourceIdentity.unknown(batch.source_type)
     if isinstance(queued, QueuedSegmentEvent):
-        ev = map_segment_event(
-            queued.raw, event_type=queued.event_type, event_id=queued.event_id, dedupe_key=queued.dedupe_key,
-            event_time=queued.event_time, received_at=batch.received_at, batch_context=batch.context,
-            batch_integrations=batch.integrations, phone_region=region, extra_blocked=extra_blocked)
-    else:
-        ev = queued
+        return _prepare_segment_event(batch, queued, extra_blocked, identity)
+    return _prepare_mapped_event(batch, queued, extra_blocked, identity)
+
+
+def _prepare_mapped_event(batch: QueuedBatch, queued: QueuedEvent, extra_blocked: frozenset[str],
+                          identity: SourceIdentity) -> PreparedEvent:
+    region = batch.phone_region
     # Signed claims hold raw values and signatures: checked below, never kept, so the
     # scrubbed event carries none (a scrubbed copy replays its claims as unverified).
-    claims = ev.claims
-    ev = scrub_queued_event(ev, region)
+    claims = queued.claims
+    ev = scrub_queued_event(queued, region)
     identifiers: list[Identifier] = []
     decisions: list[dict[str, str]] = [{"kind": "warning", "message": w} for w in ev.warnings]
     seen: set[tuple[str, str]] = set()
@@ -95,6 +101,66 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
         if (ident.type, ident.hash) not in seen:
             seen.add((ident.type, ident.hash))
             identifiers.append(ident)
+    return _prepared(batch, ev, identifiers, seen, decisions, claims, extra_blocked, identity)
+
+
+def _prepare_segment_event(batch: QueuedBatch, queued: QueuedSegmentEvent, extra_blocked: frozenset[str],
+                           identity: SourceIdentity) -> PreparedEvent:
+    """The mapping, scrubbing and normalization of ``_prepare_mapped_event(map_segment_event(...))``
+    in one pass: each identifier candidate resolves through one memo lookup
+    (``core.resting_identifiers``) instead of three normalizations, and the event is built
+    once, already scrubbed."""
+    region = batch.phone_region
+    parts = segment_parts(queued.raw, queued.event_type, batch.context, batch.integrations)
+    mapped: list[tuple[str, str]] = []
+    resting: list[tuple[str, str]] = []
+    identifiers: list[Identifier] = []
+    warnings: list[str] = []
+    refused: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    memo = outcome_memo(region, extra_blocked)
+    for candidate in parts.candidates:
+        value = candidate[1]
+        if value is None or value == "":
+            continue
+        outcome = memo.get(candidate) if type(value) is str else None
+        if outcome is None:
+            outcome = candidate_outcome(candidate[0], value, region, extra_blocked)
+        if outcome.mapped is None:
+            warnings.append(outcome.warning)
+            continue
+        if outcome.mapped in mapped:
+            continue
+        mapped.append(outcome.mapped)
+        if not outcome.resting:
+            continue
+        resting.append((outcome.mapped[0], outcome.resting))
+        ident = outcome.stored
+        if ident is None:
+            refused.append(outcome.decision)
+        elif (ident.type, ident.hash) not in seen:
+            seen.add((ident.type, ident.hash))
+            identifiers.append(ident)
+    score = emq_score([t for t, _ in mapped], parts.properties, parts.context, queued.event_time, batch.received_at)
+    traits = parts.traits
+    ev = QueuedEvent(
+        event_id=queued.event_id, dedupe_key=redact_text(queued.dedupe_key), event_type=queued.event_type,
+        event_name=redact_text(parts.name), event_time=queued.event_time, identifiers=resting,
+        properties=scrub_payload(parts.properties, region), context=scrub_payload(parts.context, region),
+        traits=scrub_object(traits, region) if traits else traits, consent=None, emq=score, warnings=warnings,
+        previous_id=redact_text(parts.previous_id),
+    )
+    decisions = [{"kind": "warning", "message": w} for w in warnings]
+    decisions.extend(refused)
+    return _prepared(batch, ev, identifiers, seen, decisions, parts.claims, extra_blocked, identity)
+
+
+def _prepared(batch: QueuedBatch, ev: QueuedEvent, identifiers: list[Identifier], seen: set[tuple[str, str]],
+              decisions: list[dict[str, str]], claims: list[tuple[str, str, str, str]],
+              extra_blocked: frozenset[str], identity: SourceIdentity) -> PreparedEvent:
+    """The prepared event: identity claims checked, unverified known identifiers of a
+    protected source flagged."""
+    region = batch.phone_region
     verified: set[tuple[str, str]] = set()
     refused: dict[tuple[str, str], str] = {}
     if claims:
@@ -107,6 +173,6 @@ def prepare_event(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent,
         event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
         received_at=batch.received_at, identifiers=identifiers,
         properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
-        verified=frozenset(verified & seen), protect=identity.protect,
+        verified=frozenset(verified & seen) if verified else frozenset(), protect=identity.protect,
         traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
     )

@@ -169,8 +169,9 @@ def rate_key(source_id: str, second: int) -> str:
     return f"stratum:rate:{source_id}:{second}"
 
 
-@dataclass(frozen=True)
-class PendingEvent:
+class PendingEvent(msgspec.Struct, frozen=True):
+    """One event of a request, as the job writer takes it (a Struct: one per event at the door)."""
+
     blob: bytes
     event_id: str
     dedupe_key: str | None  # None: no client key, nothing to mark (event_id is unique)

@@ -270,3 +270,33 @@ class TestSummary:
         for band in ("excellent", "good", "fair", "poor"):
             assert result["bands"][band] == sum(1 for s in scores if emq_band(s) == band)
         assert result["mean"] == 50.0
+
+
+def _float_formula(types, properties, context, event_time, received_at) -> int:
+    """The seed weights as first written: float seconds and a float context share."""
+    score = 0.0
+    if any(t in ("email", "phone") for t in types):
+        score += 40
+    if properties:
+        score += 25
+    if abs((received_at - event_time).total_seconds()) <= 300.0:
+        score += 20
+    if context:
+        rich = sum(1 for k in ("campaign", "ip") if context.get(k)) + bool(context.get("user_agent")
+                                                                           or context.get("userAgent"))
+        score += 15 * rich / 3
+    return round(score)
+
+
+def test_score_equals_the_float_formula_at_every_boundary():
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    deltas = [timedelta(seconds=s, microseconds=us) for s in (0, 299, 300, 301, -300, -301, 86_400 * 400)
+              for us in (0, 1, 999_999)]
+    contexts = [None, {}, {"ip": "1.2.3.4"}, {"campaign": {"n": 1}, "userAgent": "x"},
+                {"campaign": "c", "user_agent": "u", "ip": "i"}, {"ip": ""}]
+    for types in ([], ["anonymous_id"], ["phone"], ["device_id", "email"]):
+        for properties in (None, {}, {"a": 1}):
+            for context in contexts:
+                for delta in deltas:
+                    args = (types, properties, context, now - delta, now)
+                    assert emq_score(*args) == _float_formula(*args), args

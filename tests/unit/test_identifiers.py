@@ -467,3 +467,23 @@ class TestTypesAndPriority:
     def test_enum_is_str(self) -> None:
         assert IdentifierType.EMAIL == "email"
         assert str(IdentifierType.PHONE) == "phone"
+
+
+def test_e164_form_normalizes_to_itself_in_every_region():
+    """core.resting_identifiers relies on it: a phone number normalized once, read again with
+    any default region, is the same E.164 number (so its hash is the one already computed)."""
+    import phonenumbers
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
+                     phonenumbers.PhoneNumberType.TOLL_FREE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            e164 = normalize_phone(national, region)
+            for default_region in (region, None, "US"):
+                assert normalize_phone(e164, default_region) == e164, (region, kind, national)
+            checked += 1
+    assert checked > 400
