@@ -397,7 +397,10 @@ destinations = Table(
     Column("replay_cursor_id", UUID(as_uuid=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Messages one request may carry (1: one message per request, the default).
+    Column("batch_size", Integer, nullable=False, server_default=text("1")),
     CheckConstraint("type IN ('webhook')", name="type"),
+    CheckConstraint("batch_size BETWEEN 1 AND 1000", name="batch_size"),
     CheckConstraint("consent IN ('analytics', 'ads', 'email', 'sms')", name="consent"),
     Index("uq_destinations_tenant_id_name", "tenant_id", "name", unique=True),
 )
@@ -424,6 +427,9 @@ deliveries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("delivered_at", DateTime(timezone=True)),
     Column("skip_reason", Text),
+    # Set on ``event.received`` rows written without a body: the body is built from the
+    # stored event (id in ``message_id``, this time locates its partition) at each attempt.
+    Column("event_time", DateTime(timezone=True)),
     CheckConstraint("status IN ('pending', 'delivered', 'failed', 'dead', 'skipped')", name="status"),
     Index("ix_deliveries_destination_id_id", "destination_id", "id"),
     Index("ix_deliveries_due", "destination_id", "next_attempt_at",
