@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -144,6 +145,66 @@ def test_delivered_messages_verify_with_standardwebhooks(admin, tenant, ingest_c
     assert d["delivered_at"] and d["next_attempt_at"] is None
     metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     assert f'stratum_webhook_attempts_total{{destination="{dest["id"]}",outcome="delivered"}} 1.0' in metrics
+
+
+def test_batched_destination_gets_one_signed_request_with_each_message_and_its_id(
+        admin, tenant, ingest_client, drain, deliver, receivers, db):
+    """A destination that opts in (batch_size) gets its messages in one signed request; the
+    consent gate still applies per message (one consent query per request)."""
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url, batch_size=10, consent="analytics")
+    ids = ingest_and_drain(ingest_client, drain, tenant.write_key,
+                           event("Ping", ("anonymous_id", "b-1"), consent={"analytics": True}),
+                           event("Ping", ("anonymous_id", "b-2"), consent={"analytics": True}, properties={"n": 2}),
+                           event("Ping", ("anonymous_id", "b-3")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    headers, body = rx.requests[0]
+    payload = Webhook(dest["secret"]).verify(body, headers)
+    assert payload["type"] == "batch" and headers["webhook-id"].startswith("msg_batch_")
+    items = payload["data"]["messages"]
+    assert sorted(m["id"] for m in items) == sorted(f"msg_{e}" for e in ids[:2])
+    assert all(m["type"] == "event.received" and m["id"] == f"msg_{m['data']['event_id']}" for m in items)
+    assert {"n": 2} in [m["data"]["properties"] for m in items]
+    assert wait_until(lambda: sorted(d["status"] for d in deliveries(admin, tenant, dest["id"]))
+                      == ["delivered", "delivered", "skipped"], 10)
+    skipped = [d for d in deliveries(admin, tenant, dest["id"]) if d["status"] == "skipped"]
+    assert [(d["message_id"], d["skip_reason"]) for d in skipped] == [(f"msg_{ids[2]}", "consent")]
+    time.sleep(0.5)
+    assert len(rx.requests) == 1
+
+
+def test_legacy_sealed_secret_still_signs_and_is_resealed(admin, tenant, ingest_client, drain, deliver, receivers,
+                                                          settings,
+                                                          db):
+    """A webhook secret stored by an earlier release (Fernet) keeps signing; ``stratum
+    secrets reseal`` rewrites it in the current form, which signs the same."""
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet
+
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()))
+    db.execute("UPDATE destinations SET secret = %s WHERE id = %s",
+               ("fernet:" + fernet.encrypt(dest["secret"].encode()).decode(), dest["id"]))
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "legacy-1")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    Webhook(dest["secret"]).verify(rx.requests[0][1], rx.requests[0][0])
+    out = subprocess.run([sys.executable, "-m", "stratum.cli", "secrets", "reseal"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env=worker_env(settings,
+                                                               STRATUM_SECRET_KEY=SECRET_KEY))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["destinations"] >= 1
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (dest["id"],)).fetchone()[0]
+    assert stored.startswith("aesgcm:v1:")
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "legacy-2")))
+    assert wait_until(lambda: len(rx.requests) == 2, 20)
+    Webhook(dest["secret"]).verify(rx.requests[1][1], rx.requests[1][0])
 
 
 def test_both_secrets_sign_after_rotation(admin, tenant, ingest_client, drain, deliver, receivers):

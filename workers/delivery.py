@@ -322,8 +322,6 @@ def run_deliver(settings: Settings) -> None:
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.secret_key:
-        log.warning("STRATUM_SECRET_KEY is not set: webhook secrets are stored in plain text")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -374,7 +374,7 @@ identity_decisions = Table(
 )
 
 # Webhook destinations of a tenant (CONTRACT 7): a directory (reference) table. ``secret``
-# and ``previous_secret`` are sealed with STRATUM_SECRET_KEY (core/secrets.py). A replay in
+# and ``previous_secret`` are encrypted with STRATUM_SECRET_KEY (stratum/secret_storage.py). A replay in
 # progress is its range and a keyset cursor (time, event id) that the delivery process
 # advances page by page, so a crash resumes where it stopped.
 destinations = Table(
@@ -408,7 +408,8 @@ destinations = Table(
 # The outbox and the delivery record in one: workers insert rows in the transaction that
 # stores the events, the delivery process claims due rows (FOR UPDATE SKIP LOCKED) and
 # records each attempt on the row. ``body`` is the exact bytes sent (identical on every
-# attempt); erasure and retention set it to NULL.
+# attempt), or NULL on lean ``event.received`` rows (``event_time`` set: the body is built
+# from the stored event, workers/delivery_claims.py); erasure sets both to NULL.
 deliveries = Table(
     "deliveries",
     metadata,
