@@ -32,7 +32,7 @@ import psycopg
 
 from bench.common import create_source, prepare, table, wait_http, write_results
 from bench.traffic import TrafficGenerator
-from bench.workers import INGEST_PORT, _post_all, _stored
+from bench.workers import _post_all, _stored
 
 BENCH_SECRET_KEY = "bench-secret-key-" + "x" * 32
 
@@ -85,10 +85,12 @@ def worker_events_per_s(n_events: int, with_destination: bool) -> dict:
         _add_destination(env.database_url, tenant_id, "http://127.0.0.1:9/never")
     gen = TrafficGenerator(seed=1, people=max(1000, n_events // 10))
     batches = [gen.batch(100) for _ in range(n_events // 100)]
+    # A free port, not bench.workers' fixed one: another bench on the machine may hold that.
+    port = _free_port()
     try:
-        env.stratum("ingest-api", "--port", str(INGEST_PORT))
-        wait_http(f"http://127.0.0.1:{INGEST_PORT}/health")
-        _post_all(INGEST_PORT, write_key, batches)
+        env.stratum("ingest-api", "--port", str(port))
+        wait_http(f"http://127.0.0.1:{port}/health")
+        _post_all(port, write_key, batches)
     finally:
         env.stop_all()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)

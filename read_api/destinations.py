@@ -205,9 +205,12 @@ async def update_destination(request: Request, destination_id: FromPath[str],
 async def delete_destination(request: Request, destination_id: FromPath[str]) -> Destination:
     st: ReadState = request.app.state.read
     did = parse_destination_id(destination_id)
-    async with st.pool.connection() as conn:
+    tenant_id = principal_of(request).tenant_id
+    async with st.pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(f"DELETE FROM destinations WHERE id = %s AND tenant_id = %s RETURNING {COLUMNS}",
-                                        (did, principal_of(request).tenant_id))).fetchone()
+                                        (did, tenant_id))).fetchone()
+        if row is not None:  # deliveries carry no foreign key (stratum/db/models.py)
+            await conn.execute("DELETE FROM deliveries WHERE tenant_id = %s AND destination_id = %s", (tenant_id, did))
     if row is None:
         raise NotFound(f"no destination {destination_id}")
     return destination_from_row(row)

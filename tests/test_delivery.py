@@ -412,6 +412,28 @@ def test_delivery_queue_counts_and_retention(admin, tenant, ingest_client, drain
     assert sorted(int(d["id"]) for d in deliveries(admin, tenant, dest["id"])) == sorted([ids[0], ids[3]])
 
 
+def test_deleting_a_destination_deletes_its_deliveries_and_retention_removes_stragglers(
+        admin, tenant, ingest_client, drain, db):
+    """``deliveries`` has no foreign keys: the delete removes the rows itself, and rows a
+    worker wrote under a stale routing cache are purged by the retention job."""
+    import uuid
+
+    from workers.outbox import purge_expired_deliveries
+
+    gone, kept = (make_destination(admin, tenant, f"http://127.0.0.1:9/{n}") for n in ("gone", "kept"))
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "del-1")))
+    assert admin.delete(f"/api/v1/cdp/destinations/{gone['id']}", headers=auth(tenant.api_key)).status_code == 200
+    count = "SELECT count(*) FROM deliveries WHERE destination_id = %s"
+    assert db.execute(count, (gone["id"],)).fetchone()[0] == 0
+    assert db.execute(count, (kept["id"],)).fetchone()[0] == 1
+    straggler = str(uuid.uuid4())
+    db.execute("INSERT INTO deliveries (tenant_id, destination_id, message_id, topic) VALUES (%s, %s, 'msg_x',"
+               " 'event.received')", (tenant.id, straggler))
+    assert purge_expired_deliveries(db) == 1
+    assert db.execute(count, (straggler,)).fetchone()[0] == 0
+    assert db.execute(count, (kept["id"],)).fetchone()[0] == 1
+
+
 def test_profile_topics_carry_a_profile(admin, tenant, ingest_client, drain, db, new_tenant):
     server = new_tenant(source_type="server")
     topics = ["profile.created", "profile.updated", "profile.merged", "consent.updated"]

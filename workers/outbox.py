@@ -202,10 +202,21 @@ DELIVERY_RECORD_DAYS = 7
 DEAD_DELIVERY_RECORD_DAYS = 30
 
 
+# Rows of a deleted destination written this recently are looked for (a worker's routing
+# cache may write some for a second after the delete; the scheduler runs far more often).
+ORPHAN_LOOKBACK_HOURS = 24
+
+
 def purge_expired_deliveries(conn: psycopg.Connection) -> int:
-    """Delete finished delivery records past their keeping time (7 days, 30 when dead);
+    """Delete finished delivery records past their keeping time (7 days, 30 when dead), and
+    rows written for a destination deleted meanwhile (``deliveries`` has no foreign key);
     returns how many went. Pending and failed ones stay until they finish."""
-    return conn.execute(
+    expired = conn.execute(
         "DELETE FROM deliveries WHERE (status IN ('delivered', 'skipped') AND created_at < now() - make_interval(days"
         " => %s)) OR (status = 'dead' AND created_at < now() - make_interval(days => %s))",
         (DELIVERY_RECORD_DAYS, DEAD_DELIVERY_RECORD_DAYS)).rowcount
+    orphans = conn.execute(
+        "DELETE FROM deliveries d WHERE d.created_at > now() - make_interval(hours => %s)"
+        " AND NOT EXISTS (SELECT 1 FROM destinations x WHERE x.id = d.destination_id)",
+        (ORPHAN_LOOKBACK_HOURS,)).rowcount
+    return expired + orphans
