@@ -1,6 +1,10 @@
 """Claiming due deliveries: many rows per round trip, with the bodies of lean
 ``event.received`` rows built by Postgres from the stored events in the same statement.
 
+The claim reads the due rows in the order of the due index (``next_attempt_at``, no sort
+of the backlog) and updates them through the per-destination index (an id array, not a
+join that would scan the table): its cost follows the rows claimed, not the table's size.
+
 A lean row (``event_time`` set, ``body`` NULL; workers/outbox.py) names its event by its
 message id (``msg_<event_id>``) and time. Its body is built at every attempt from the
 stored event and the row itself (``profile_id`` as written, ``timestamp`` the row's
@@ -50,10 +54,10 @@ ORDER BY c.id
 CLAIM_SQL = f"""
 WITH c AS (
     UPDATE deliveries d SET next_attempt_at = now() + make_interval(secs => %(lease)s)
-    FROM (SELECT tenant_id, id FROM deliveries
-          WHERE destination_id = %(d)s AND status IN ('pending', 'failed') AND next_attempt_at <= now()
-          ORDER BY next_attempt_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED) due
-    WHERE d.tenant_id = due.tenant_id AND d.id = due.id
+    WHERE d.destination_id = %(d)s AND d.id = ANY(ARRAY(
+        SELECT id FROM deliveries
+        WHERE destination_id = %(d)s AND status IN ('pending', 'failed') AND next_attempt_at <= now()
+        ORDER BY next_attempt_at LIMIT %(n)s FOR UPDATE SKIP LOCKED))
     RETURNING d.tenant_id, d.id, d.message_id, d.topic, d.profile_id, d.body, d.attempts, d.event_time, d.created_at
 )
 SELECT c.tenant_id::text, c.id, c.message_id, c.topic, c.profile_id::text,
