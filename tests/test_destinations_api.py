@@ -153,3 +153,25 @@ def test_every_route_checks_keys_and_tenants(client, tenant, new_tenant, db):
             assert r.status_code == 404, (method, path, r.text)
         assert d["url"] not in r.text
     assert client.get(f"/api/v1/cdp/destinations/{d['id']}", headers=auth(tenant.api_key)).json()["name"] == "crm"
+
+
+def test_migrate_seals_secrets_stored_in_plain_text_once_a_key_is_set(settings, redis_conn, db, tenant):
+    """Secrets stored while no key was set are rewritten by ``stratum migrate`` when one is."""
+    import subprocess
+    import sys
+
+    from test_reliability_support import ROOT, worker_env
+
+    from read_api.app import create_app
+
+    with TestClient(app=create_app(settings.replace(secret_key=None))) as c:
+        d = _create(c, tenant.api_key, name="plain")
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (d["id"],)).fetchone()[0]
+    assert stored == "plain:" + d["secret"]
+    out = subprocess.run([sys.executable, "-m", "stratum.cli", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=worker_env(settings, STRATUM_SECRET_KEY=SECRET_KEY))
+    assert out.returncode == 0, out.stderr
+    assert "resealed 0 identity and 1 webhook secrets" in out.stdout
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (d["id"],)).fetchone()[0]
+    assert stored.startswith("aesgcm:v1:")
+    assert decrypt_secret(SECRET_KEY, stored, destination_secret_context(d["id"])) == d["secret"]
