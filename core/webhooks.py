@@ -38,6 +38,9 @@ RETRY_FACTOR = 4.0
 MAX_RETRY_DELAY_S = 12 * 3600.0
 MAX_RETRIES = 9
 JITTER_FRACTION = 0.25
+# Opt-in batching: a destination's ``batch_size`` is 1 (one message per request) up to this.
+MAX_BATCH_SIZE = 1000
+BATCH_TYPE = "batch"
 # A Retry-After beyond this is capped (a receiver must not park a message for a week).
 MAX_RETRY_AFTER_S = 24 * 3600.0
 
@@ -70,6 +73,25 @@ def webhook_headers(message_id: str, timestamp: int, body: bytes, signing_secret
 def message_body(topic: str, created_at: datetime, data: Mapping) -> bytes:
     """The body of a message: ``{"type", "timestamp", "data"}``, identical on every attempt."""
     return _json.encode({"type": topic, "timestamp": created_at.isoformat(), "data": data})
+
+
+def batch_body(messages: Iterable[tuple[str, bytes]], created_at: datetime) -> bytes:
+    """The body of one batched request: ``{"type": "batch", "timestamp", "data": {"messages":
+    [...]}}`` where each item is a message's own body object with its ``id`` (its
+    ``webhook-id``) added first. ``messages`` are (message id, body) pairs; each body is a
+    JSON object as ``message_body`` makes it, spliced in without decoding."""
+    items = b",".join(b'{"id":' + _json.encode(mid) + (b"," + body[1:] if body != b"{}" else b"}")
+                      for mid, body in messages)
+    head = _json.encode({"type": BATCH_TYPE, "timestamp": created_at.isoformat()})[:-1]
+    return head + b',"data":{"messages":[' + items + b"]}}"
+
+
+def batch_message_id(message_ids: Iterable[str]) -> str:
+    """``webhook-id`` of a batched request: derived from its messages' ids, so a retry of the
+    same messages carries the same id. Receivers dedupe on each item's ``id``, since a retry
+    may group messages differently."""
+    digest = hashlib.sha256("\n".join(message_ids).encode()).hexdigest()
+    return f"msg_batch_{digest[:32]}"
 
 
 def event_message_id(event_id: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager, suppress
 
 import redis.exceptions
@@ -115,9 +114,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
-        if not settings.secret_key:
-            logging.getLogger("stratum.read").warning(
-                "STRATUM_SECRET_KEY is not set: webhook secrets are stored in plain text")
         # UTC sessions: date_trunc and timestamp rendering never depend on the server's zone.
         pool = AsyncConnectionPool(libpq_url(settings.database_url), min_size=settings.db_pool_min,
                                    max_size=settings.db_pool_max, open=False,

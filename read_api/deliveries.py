@@ -102,7 +102,7 @@ async def retry_deliveries(request: Request, destination_id: FromPath[str], data
         did, _ = await _owned(conn, tenant_id, destination_id)
         cur = await conn.execute(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()"
-            " WHERE tenant_id = %(t)s AND destination_id = %(d)s AND body IS NOT NULL"
+            " WHERE tenant_id = %(t)s AND destination_id = %(d)s AND (body IS NOT NULL OR event_time IS NOT NULL)"
             " AND status = ANY(%(st)s) AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))",
             {"t": tenant_id, "d": did, "st": [data.status] if data.status else ["dead", "failed"],
              "ids": [int(i) for i in data.ids] if data.ids is not None else None})

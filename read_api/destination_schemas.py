@@ -18,6 +18,7 @@ class Destination(Struct):
     consent: str | None
     active: bool
     created_at: str
+    batch_size: int
 
 
 class DestinationWithSecret(Destination):
@@ -38,6 +39,7 @@ class DestinationCreate(Struct, forbid_unknown_fields=True):
     event_names: list[str] | None = None
     consent: str | None = None
     active: bool = True
+    batch_size: int = 1
 
 
 class DestinationPatch(Struct, forbid_unknown_fields=True):
@@ -49,6 +51,7 @@ class DestinationPatch(Struct, forbid_unknown_fields=True):
     event_names: list[str] | None | UnsetType = UNSET
     consent: str | None | UnsetType = UNSET
     active: bool | UnsetType = UNSET
+    batch_size: int | UnsetType = UNSET
 
     def changes(self) -> dict[str, Any]:
         return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}

@@ -1,8 +1,8 @@
 """Webhook destinations of a tenant (CONTRACT 7): create, list, get, change, delete and
 rotate the signing secret. Admin key for changes; any tenant key reads.
 
-Secrets are shown once (create, rotate) and stored sealed with STRATUM_SECRET_KEY
-(core/secrets.py). The SSRF guard runs on create and on every ``url`` change, unless
+Secrets are shown once (create, rotate) and stored encrypted with STRATUM_SECRET_KEY, bound
+to the destination (stratum/secret_storage.py). The SSRF guard runs on create and on every ``url`` change, unless
 STRATUM_DESTINATIONS_ALLOW_PRIVATE; the delivery process checks again at every attempt.
 Workers see changes within their destination cache time (1 s by default).
 """
@@ -18,8 +18,7 @@ import psycopg
 from litestar import Request, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 
-from core.secrets import seal_secret
-from core.webhooks import CONSENT_TYPES, TOPICS, new_secret
+from core.webhooks import CONSENT_TYPES, MAX_BATCH_SIZE, TOPICS, new_secret
 from read_api.auth import principal_of, tenant_admin_key, tenant_key
 from read_api.destination_schemas import (
     Destination,
@@ -33,13 +32,14 @@ from read_api.openapi import errors_for
 from read_api.schemas import iso
 from read_api.state import ReadState
 from stratum.netguard import resolve_checked, url_port
+from stratum.secret_storage import destination_secret_context, encrypt_secret
 
 MAX_NAME_CHARS = 100
 MAX_URL_CHARS = 2048
 MAX_EVENT_NAMES = 100
 MAX_EVENT_NAME_CHARS = 255
 
-COLUMNS = "id::text, name, type, url, topics, event_names, consent, active, created_at"
+COLUMNS = "id::text, name, type, url, topics, event_names, consent, active, created_at, batch_size"
 
 
 class NameTaken(ApiError):
@@ -48,10 +48,10 @@ class NameTaken(ApiError):
 
 
 def destination_from_row(row: tuple) -> Destination:
-    id_, name, type_, url, topics, event_names, consent, active, created_at = row
+    id_, name, type_, url, topics, event_names, consent, active, created_at, batch_size = row
     return Destination(id=id_, name=name, type=type_, url=url, topics=list(topics),
                        event_names=list(event_names) if event_names is not None else None,
-                       consent=consent, active=active, created_at=iso(created_at))
+                       consent=consent, active=active, created_at=iso(created_at), batch_size=batch_size)
 
 
 def parse_destination_id(value: str) -> uuid.UUID:
@@ -104,8 +104,15 @@ def _consent(value: str | None) -> str | None:
     return value
 
 
+def _batch_size(value: int) -> int:
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise BadRequest(f"batch_size must be an integer from 1 (one message per request) to {MAX_BATCH_SIZE}",
+                         code="invalid_batch_size")
+    return value
+
+
 _VALIDATORS = {"name": _name, "url": _url, "topics": _topics, "event_names": _event_names, "consent": _consent,
-               "active": bool}
+               "active": bool, "batch_size": _batch_size}
 
 
 async def _guard_url(st: ReadState, url: str) -> None:
@@ -137,15 +144,15 @@ async def create_destination(request: Request, data: JSONBody[DestinationCreate]
         raise BadRequest("type must be \"webhook\"", code="invalid_destination_type")
     fields = {f: _VALIDATORS[f](getattr(data, f)) for f in _VALIDATORS}
     await _guard_url(st, fields["url"])
-    secret = new_secret()
+    did, secret = uuid.uuid4(), new_secret()
     try:
         async with st.pool.connection() as conn:
             row = await (await conn.execute(
-                "INSERT INTO destinations (id, tenant_id, name, type, url, topics, event_names, consent, active, secret)"
-                " VALUES (%s, %s, %s, 'webhook', %s, %s, %s, %s, %s, %s) RETURNING " + COLUMNS,
-                (uuid.uuid4(), principal_of(request).tenant_id, fields["name"], fields["url"], fields["topics"],
-                 fields["event_names"], fields["consent"], fields["active"],
-                 seal_secret(secret, st.settings.secret_key)))).fetchone()
+                "INSERT INTO destinations (id, tenant_id, name, type, url, topics, event_names, consent, active,"
+                " batch_size, secret) VALUES (%s, %s, %s, 'webhook', %s, %s, %s, %s, %s, %s, %s) RETURNING " + COLUMNS,
+                (did, principal_of(request).tenant_id, fields["name"], fields["url"], fields["topics"],
+                 fields["event_names"], fields["consent"], fields["active"], fields["batch_size"],
+                 encrypt_secret(st.settings.secret_key, secret, destination_secret_context(did))))).fetchone()
     except psycopg.errors.UniqueViolation:
         raise NameTaken(f"a destination named {fields['name']!r} exists; choose another name") from None
     d = destination_from_row(row)
@@ -167,8 +174,8 @@ async def get_destination(request: Request, destination_id: FromPath[str]) -> De
 
 @patch("/api/v1/cdp/destinations/{destination_id:str}", guards=[tenant_admin_key],
        summary="Change a destination (admin key)",
-       description="Any of `name`, `url`, `topics`, `event_names`, `consent`, `active`; fields left out keep their "
-                   "value, `null` clears `event_names` and `consent`. A new `url` passes the SSRF guard again.",
+       description="Any of `name`, `url`, `topics`, `event_names`, `consent`, `active`, `batch_size`; fields left "
+                   "out keep their value, `null` clears `event_names` and `consent`. A new `url` passes the SSRF guard again.",
        responses=errors_for(400, 401, 403, 404, 409, 503))
 async def update_destination(request: Request, destination_id: FromPath[str],
                              data: JSONBody[DestinationPatch]) -> Destination:
@@ -198,9 +205,12 @@ async def update_destination(request: Request, destination_id: FromPath[str],
 async def delete_destination(request: Request, destination_id: FromPath[str]) -> Destination:
     st: ReadState = request.app.state.read
     did = parse_destination_id(destination_id)
-    async with st.pool.connection() as conn:
+    tenant_id = principal_of(request).tenant_id
+    async with st.pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(f"DELETE FROM destinations WHERE id = %s AND tenant_id = %s RETURNING {COLUMNS}",
-                                        (did, principal_of(request).tenant_id))).fetchone()
+                                        (did, tenant_id))).fetchone()
+        if row is not None:  # deliveries carry no foreign key (stratum/db/models.py)
+            await conn.execute("DELETE FROM deliveries WHERE tenant_id = %s AND destination_id = %s", (tenant_id, did))
     if row is None:
         raise NotFound(f"no destination {destination_id}")
     return destination_from_row(row)
@@ -219,7 +229,8 @@ async def rotate_secret(request: Request, destination_id: FromPath[str]) -> Dest
         row = await (await conn.execute(
             "UPDATE destinations SET previous_secret = secret, secret = %s, secret_rotated_at = now(),"
             f" updated_at = now() WHERE id = %s AND tenant_id = %s RETURNING {COLUMNS}",
-            (seal_secret(secret, st.settings.secret_key), did, principal_of(request).tenant_id))).fetchone()
+            (encrypt_secret(st.settings.secret_key, secret, destination_secret_context(did)), did,
+             principal_of(request).tenant_id))).fetchone()
     if row is None:
         raise NotFound(f"no destination {destination_id}")
     d = destination_from_row(row)

@@ -61,7 +61,7 @@ DELETE FROM identity_blocks WHERE tenant_id = %(tenant_id)s AND (profile_id = AN
 """
 # Undelivered webhook messages of the person are skipped (CONTRACT 5); every payload goes.
 _DELIVERIES_SQL = """
-UPDATE deliveries SET body = NULL,
+UPDATE deliveries SET body = NULL, event_time = NULL,
     skip_reason = CASE WHEN status IN ('pending', 'failed') THEN 'erased' ELSE skip_reason END,
     status = CASE WHEN status IN ('pending', 'failed') THEN 'skipped' ELSE status END
 WHERE tenant_id = %(tenant_id)s AND profile_id = ANY(%(ids)s::uuid[])

@@ -117,7 +117,8 @@ async def ops_retry_dead(request: Request, destination_id: FromPath[str]) -> Req
             raise NotFound(f"no destination {destination_id}")
         cur = await conn.execute(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()"
-            " WHERE destination_id = %s AND status = 'dead' AND body IS NOT NULL", (did,))
+            " WHERE destination_id = %s AND status = 'dead'"
+            " AND (body IS NOT NULL OR event_time IS NOT NULL)", (did,))
     return Requeued(requeued=cur.rowcount)
 
 

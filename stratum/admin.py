@@ -22,7 +22,13 @@ from stratum.keys import (
     hash_key,
     new_key,
 )
-from stratum.secret_storage import encrypt_secret
+from stratum.secret_storage import (
+    SecretUnreadable,
+    destination_secret_context,
+    encrypt_secret,
+    identity_secret_context,
+    reseal_secret,
+)
 
 SOURCE_TYPES = ("website", "server", "sgtm", "import", "crm")
 KEY_ROLES = ("admin", "read")
@@ -153,9 +159,32 @@ def create_source(
     return CreatedKey(source_id, source_id, key, secret)
 
 
-def identity_secret_context(source_id: uuid.UUID | str) -> str:
-    """What an identity secret's encryption is bound to (stratum/secret_storage.py)."""
-    return f"source:{source_id}:identity_secret"
+def reseal_stored_secrets(conn: psycopg.Connection, secret_key: str | None) -> dict[str, int]:
+    """Rewrite every stored identity and webhook secret that is in an older form (legacy
+    Fernet, or plain text while a key is set) in the current one (stratum/secret_storage.py);
+    returns how many columns were rewritten per table. Idempotent; secrets that do not open
+    with ``secret_key`` are left as they are and counted under ``unreadable``."""
+    counts = {"sources": 0, "destinations": 0, "unreadable": 0}
+    tables = (("sources", ("identity_secret", "previous_identity_secret"), identity_secret_context),
+              ("destinations", ("secret", "previous_secret"), destination_secret_context))
+    for table, columns, context_of in tables:
+        for row in conn.execute(f"SELECT id, {', '.join(columns)} FROM {table} FOR UPDATE").fetchall():
+            changes = {}
+            for column, stored in zip(columns, row[1:], strict=True):
+                if stored is None:
+                    continue
+                try:
+                    new = reseal_secret(secret_key, stored, context_of(row[0]))
+                except SecretUnreadable:
+                    counts["unreadable"] += 1
+                    continue
+                if new is not None:
+                    changes[column] = new
+            if changes:
+                sets = ", ".join(f"{c} = %({c})s" for c in changes)
+                conn.execute(f"UPDATE {table} SET {sets} WHERE id = %(id)s", {**changes, "id": row[0]})
+                counts[table] += len(changes)
+    return counts
 
 
 def validate_identity_verification(source_type: str, mode: str | None) -> str:

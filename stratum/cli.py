@@ -97,6 +97,22 @@ def cmd_source_create(args, settings: Settings) -> None:
 
 def cmd_migrate(args, settings: Settings) -> None:
     migrate(settings)
+    if settings.secret_key:  # secrets stored in an older form are rewritten in the current one
+        counts = _admin(settings, _reseal, settings.secret_key)
+        if counts["sources"] or counts["destinations"]:
+            print(f"resealed {counts['sources']} identity and {counts['destinations']} webhook secrets")
+
+
+def _reseal(conn, secret_key: str | None) -> dict[str, int]:
+    from stratum.admin import reseal_stored_secrets
+
+    return reseal_stored_secrets(conn, secret_key)
+
+
+def cmd_secrets_reseal(args, settings: Settings) -> None:
+    if not settings.secret_key:
+        raise StratumError("STRATUM_SECRET_KEY is not set: there is no key to seal with", code="no_secret_key")
+    _print_json(_admin(settings, _reseal, settings.secret_key))
 
 
 def cmd_ingest_api(args, settings: Settings) -> None:
@@ -263,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     tkr.add_argument("key_id", type=_uuid)
     tkr.set_defaults(func=cmd_tenant_key_revoke)
 
+    sec = sub.add_parser("secrets", help="stored identity and webhook secrets").add_subparsers(
+        dest="secrets_cmd", required=True)
+    sec.add_parser("reseal", help="rewrite secrets stored in an older form (or in plain text) with "
+                   "STRATUM_SECRET_KEY").set_defaults(func=cmd_secrets_reseal)
+
     o = sub.add_parser("operator", help="operator keys").add_subparsers(dest="operator_cmd", required=True)
     oc = o.add_parser("create")
     oc.add_argument("name")
@@ -349,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 # Short-lived commands connect to their services first, with short timeouts, so a wrong
 # URL fails in seconds. Servers, workers and the scheduler only check the URLs' syntax:
 # they ride out services that start after them (docs/OPERATIONS.md).
-_PREFLIGHT_COMMANDS = frozenset({"migrate", "tenant", "operator", "source", "export", "status", "replay-failed"})
+_PREFLIGHT_COMMANDS = frozenset({"migrate", "tenant", "operator", "source", "secrets", "export", "status",
+                                 "replay-failed"})
 
 
 def _one_line(text: str) -> str:

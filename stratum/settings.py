@@ -141,8 +141,10 @@ class Settings:
     stream_max_clients_per_tenant: int = 100
     # Identity rules defaults (per-tenant overrides live in the tenant's settings)
     extra_blocked_values: tuple[str, ...] = field(default_factory=tuple)
-    # Encrypts stored identity secrets (stratum/secret_storage.py); None: stored in plain text
+    # Encrypts stored identity and webhook secrets (stratum/secret_storage.py); None: stored in
+    # plain text (every process warns), unless require_secret_key makes them refuse to start.
     secret_key: str | None = field(default=None, repr=False)
+    require_secret_key: bool = False
 
     @property
     def import_queue(self) -> str:
@@ -210,6 +212,7 @@ def settings_from_env() -> Settings:
         dry_run_max_s=_float("DRY_RUN_MAX_S", d.dry_run_max_s),
         extra_blocked_values=_list("BLOCKED_VALUES"),
         secret_key=_env("SECRET_KEY", "") or None,
+        require_secret_key=_bool("REQUIRE_SECRET_KEY", d.require_secret_key),
         destinations_allow_private=_bool("DESTINATIONS_ALLOW_PRIVATE", d.destinations_allow_private),
         delivery_max_in_flight=_int("DELIVERY_MAX_IN_FLIGHT", d.delivery_max_in_flight),
         delivery_timeout_s=_float("DELIVERY_TIMEOUT_S", d.delivery_timeout_s),
@@ -227,12 +230,17 @@ def get_settings() -> Settings:
     """Process-wide settings, read once. Tests build their own with ``Settings(...)``.
 
     Every process reads its settings here once at start, so this is where a missing
-    ``STRATUM_SECRET_KEY`` is reported (CONTRACT 2)."""
+    ``STRATUM_SECRET_KEY`` is reported (CONTRACT 2), or, with
+    ``STRATUM_REQUIRE_SECRET_KEY=true`` (what production should set), refused with a
+    ValueError so no process starts that would store secrets in plain text."""
     settings = settings_from_env()
     if not settings.secret_key:
+        advice = ("set it to a long random value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                  " on every process")
+        if settings.require_secret_key:
+            raise ValueError(f"STRATUM_REQUIRE_SECRET_KEY is true and STRATUM_SECRET_KEY is not set: {advice}")
         logging.getLogger("stratum").warning(
-            "STRATUM_SECRET_KEY is not set: identity secrets are stored in plain text; set it to a long random "
-            "value (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') on every process")
+            "STRATUM_SECRET_KEY is not set: identity and webhook secrets are stored in plain text; %s", advice)
     return settings
 
 

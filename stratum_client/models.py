@@ -124,6 +124,7 @@ class Destination(TypedDict):
     consent: str | None
     active: bool
     created_at: str
+    batch_size: int
 
 class DestinationCreate(TypedDict):
     name: str
@@ -133,6 +134,7 @@ class DestinationCreate(TypedDict):
     event_names: NotRequired[list[str] | None]
     consent: NotRequired[str | None]
     active: NotRequired[bool]
+    batch_size: NotRequired[int]
 
 class DestinationHealth(TypedDict):
     id: str
@@ -159,6 +161,7 @@ class DestinationPatch(TypedDict):
     event_names: NotRequired[list[str] | None]
     consent: NotRequired[str | None]
     active: NotRequired[bool]
+    batch_size: NotRequired[int]
 
 class DestinationWithSecret(TypedDict):
     id: str
@@ -170,6 +173,7 @@ class DestinationWithSecret(TypedDict):
     consent: str | None
     active: bool
     created_at: str
+    batch_size: int
     secret: str
 
 class DestinationsHealth(TypedDict):

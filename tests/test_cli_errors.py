@@ -123,3 +123,10 @@ def test_status_prints_text_or_json_never_both(settings, redis_conn):
     assert as_json.returncode == 0, as_json.stderr
     (line,) = as_json.stdout.strip().splitlines()
     assert set(json.loads(line)) == {"queues", "workers"}
+
+
+@pytest.mark.parametrize("command", [["status"], ["worker", "--burst"], ["secrets", "reseal"]])
+def test_processes_refuse_to_start_without_a_key_when_one_is_required(command):
+    out = _stratum(*command, timeout=30, STRATUM_SECRET_KEY="", STRATUM_REQUIRE_SECRET_KEY="true")
+    assert out.returncode == 2
+    _assert_one_line_error(out, "STRATUM_REQUIRE_SECRET_KEY", "STRATUM_SECRET_KEY is not set")

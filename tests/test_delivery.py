@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,6 +22,7 @@ from standardwebhooks import Webhook
 from test_read_support import auth, event, ingest_and_drain
 from test_reliability_support import ROOT, stop_process, wait_until, worker_env
 
+from workers.delivery_claims import BODIES_SQL
 from workers.outbox import forget_routes
 
 SECRET_KEY = "delivery-test-secret-key"
@@ -145,6 +147,66 @@ def test_delivered_messages_verify_with_standardwebhooks(admin, tenant, ingest_c
     assert f'stratum_webhook_attempts_total{{destination="{dest["id"]}",outcome="delivered"}} 1.0' in metrics
 
 
+def test_batched_destination_gets_one_signed_request_with_each_message_and_its_id(
+        admin, tenant, ingest_client, drain, deliver, receivers, db):
+    """A destination that opts in (batch_size) gets its messages in one signed request; the
+    consent gate still applies per message (one consent query per request)."""
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url, batch_size=10, consent="analytics")
+    ids = ingest_and_drain(ingest_client, drain, tenant.write_key,
+                           event("Ping", ("anonymous_id", "b-1"), consent={"analytics": True}),
+                           event("Ping", ("anonymous_id", "b-2"), consent={"analytics": True}, properties={"n": 2}),
+                           event("Ping", ("anonymous_id", "b-3")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    headers, body = rx.requests[0]
+    payload = Webhook(dest["secret"]).verify(body, headers)
+    assert payload["type"] == "batch" and headers["webhook-id"].startswith("msg_batch_")
+    items = payload["data"]["messages"]
+    assert sorted(m["id"] for m in items) == sorted(f"msg_{e}" for e in ids[:2])
+    assert all(m["type"] == "event.received" and m["id"] == f"msg_{m['data']['event_id']}" for m in items)
+    assert {"n": 2} in [m["data"]["properties"] for m in items]
+    assert wait_until(lambda: sorted(d["status"] for d in deliveries(admin, tenant, dest["id"]))
+                      == ["delivered", "delivered", "skipped"], 10)
+    skipped = [d for d in deliveries(admin, tenant, dest["id"]) if d["status"] == "skipped"]
+    assert [(d["message_id"], d["skip_reason"]) for d in skipped] == [(f"msg_{ids[2]}", "consent")]
+    time.sleep(0.5)
+    assert len(rx.requests) == 1
+
+
+def test_legacy_sealed_secret_still_signs_and_is_resealed(admin, tenant, ingest_client, drain, deliver, receivers,
+                                                          settings,
+                                                          db):
+    """A webhook secret stored by an earlier release (Fernet) keeps signing; ``stratum
+    secrets reseal`` rewrites it in the current form, which signs the same."""
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet
+
+    rx = Receiver(200)
+    receivers.append(rx)
+    dest = make_destination(admin, tenant, rx.url)
+    fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()))
+    db.execute("UPDATE destinations SET secret = %s WHERE id = %s",
+               ("fernet:" + fernet.encrypt(dest["secret"].encode()).decode(), dest["id"]))
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "legacy-1")))
+    deliver()
+    assert wait_until(lambda: len(rx.requests) == 1, 20)
+    Webhook(dest["secret"]).verify(rx.requests[0][1], rx.requests[0][0])
+    out = subprocess.run([sys.executable, "-m", "stratum.cli", "secrets", "reseal"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env=worker_env(settings,
+                                                               STRATUM_SECRET_KEY=SECRET_KEY))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["destinations"] >= 1
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (dest["id"],)).fetchone()[0]
+    assert stored.startswith("aesgcm:v1:")
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "legacy-2")))
+    assert wait_until(lambda: len(rx.requests) == 2, 20)
+    Webhook(dest["secret"]).verify(rx.requests[1][1], rx.requests[1][0])
+
+
 def test_both_secrets_sign_after_rotation(admin, tenant, ingest_client, drain, deliver, receivers):
     rx = Receiver(200)
     receivers.append(rx)
@@ -254,8 +316,7 @@ def test_outbox_rows_are_written_once_per_stored_event(admin, tenant, ingest_cli
     rows = db.execute("SELECT message_id FROM deliveries WHERE destination_id = %s ORDER BY 1",
                       (dest["id"],)).fetchall()
     assert sorted(m for (m,) in rows) == sorted(f"msg_{x['event_id']}" for x in r.json()["results"])
-    bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM deliveries WHERE destination_id = %s",
-                                                   (dest["id"],)).fetchall()]
+    bodies = [json.loads(b) for (_, b) in db.execute(BODIES_SQL, {"d": dest["id"], "ids": None}).fetchall()]
     assert {"path": "C:\\new\ttab\nline \\N"} in [b["data"]["properties"] for b in bodies]
 
 
@@ -265,8 +326,8 @@ def test_event_names_filter_and_inactive_destinations(admin, tenant, ingest_clie
     ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "f-1")),
                      event("Order Completed", ("anonymous_id", "f-1")))
     (d,) = deliveries(admin, tenant, only["id"])
-    assert db.execute("SELECT body::jsonb #>> '{data,event_name}' FROM deliveries WHERE id = %s",
-                      (int(d["id"]),)).fetchone()[0] == "Order Completed"
+    [(_, body)] = db.execute(BODIES_SQL, {"d": only["id"], "ids": [int(d["id"])]}).fetchall()
+    assert json.loads(body)["data"]["event_name"] == "Order Completed"
     assert deliveries(admin, tenant, off["id"]) == []
 
 
@@ -277,8 +338,9 @@ def test_erasure_skips_undelivered_messages_and_drops_payloads(admin, tenant, in
     pid = db.execute("SELECT profile_id FROM deliveries d WHERE destination_id = %s ORDER BY id LIMIT 1",
                      (dest["id"],)).fetchone()[0]
     assert admin.delete(f"/api/v1/cdp/profiles/{pid}", headers=auth(tenant.api_key)).status_code == 200
-    rows = db.execute("SELECT profile_id, status, skip_reason, body IS NULL FROM deliveries WHERE destination_id = %s",
-                      (dest["id"],)).fetchall()
+    # event.received rows carry no body: their payload is the stored event, which erasure deletes
+    rows = db.execute("SELECT profile_id, status, skip_reason, body IS NULL AND event_time IS NULL FROM deliveries"
+                      " WHERE destination_id = %s", (dest["id"],)).fetchall()
     assert sorted((r[0] == pid, r[1], r[2], r[3]) for r in rows) == [
         (False, "pending", None, False), (True, "skipped", "erased", True)]
 
@@ -348,6 +410,28 @@ def test_delivery_queue_counts_and_retention(admin, tenant, ingest_client, drain
     assert (counts["queued"], counts["started"], counts["scheduled"], counts["failed"]) == (1, 0, 1, 1)
     assert purge_expired_deliveries(db) == 2
     assert sorted(int(d["id"]) for d in deliveries(admin, tenant, dest["id"])) == sorted([ids[0], ids[3]])
+
+
+def test_deleting_a_destination_deletes_its_deliveries_and_retention_removes_stragglers(
+        admin, tenant, ingest_client, drain, db):
+    """``deliveries`` has no foreign keys: the delete removes the rows itself, and rows a
+    worker wrote under a stale routing cache are purged by the retention job."""
+    import uuid
+
+    from workers.outbox import purge_expired_deliveries
+
+    gone, kept = (make_destination(admin, tenant, f"http://127.0.0.1:9/{n}") for n in ("gone", "kept"))
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Ping", ("anonymous_id", "del-1")))
+    assert admin.delete(f"/api/v1/cdp/destinations/{gone['id']}", headers=auth(tenant.api_key)).status_code == 200
+    count = "SELECT count(*) FROM deliveries WHERE destination_id = %s"
+    assert db.execute(count, (gone["id"],)).fetchone()[0] == 0
+    assert db.execute(count, (kept["id"],)).fetchone()[0] == 1
+    straggler = str(uuid.uuid4())
+    db.execute("INSERT INTO deliveries (tenant_id, destination_id, message_id, topic) VALUES (%s, %s, 'msg_x',"
+               " 'event.received')", (tenant.id, straggler))
+    assert purge_expired_deliveries(db) == 1
+    assert db.execute(count, (straggler,)).fetchone()[0] == 0
+    assert db.execute(count, (kept["id"],)).fetchone()[0] == 1
 
 
 def test_profile_topics_carry_a_profile(admin, tenant, ingest_client, drain, db, new_tenant):

@@ -70,7 +70,7 @@ def test_apis_probe_health_and_ready_and_have_a_service(name, port):
 
 
 def test_config_names_only_known_settings():
-    known = set(re.findall(r'_(?:env|int|float|list)\("([A-Z_]+)"', inspect.getsource(settings_from_env)))
+    known = set(re.findall(r'_(?:env|int|float|list|bool)\("([A-Z_]+)"', inspect.getsource(settings_from_env)))
     config = _by_kind("ConfigMap")["stratum-config"]["data"]
     secrets = _by_kind("Secret")["stratum-secrets"]["stringData"]
     for var in [*config, *secrets]:

@@ -9,10 +9,11 @@ import pytest
 from litestar.testing import TestClient
 from test_read_support import auth
 
-from core.secrets import open_secret
 from stratum.admin import create_operator, create_tenant_key
+from stratum.secret_storage import SecretUnreadable, decrypt_secret, destination_secret_context
 
-DESTINATION_KEYS = {"id", "name", "type", "url", "topics", "event_names", "consent", "active", "created_at"}
+DESTINATION_KEYS = {"id", "name", "type", "url", "topics", "event_names", "consent", "active", "created_at",
+                    "batch_size"}
 SECRET_KEY = "test-secret-key-for-sealing"
 
 
@@ -38,8 +39,12 @@ def test_create_list_get_patch_delete(client, tenant, db):
     assert created["consent"] == "ads" and created["event_names"] == ["Order Completed"]
     assert created["secret"].startswith("whsec_")
     stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (created["id"],)).fetchone()[0]
-    assert created["secret"] not in stored and stored.startswith("fernet:")
-    assert open_secret(stored, SECRET_KEY) == created["secret"]
+    assert created["secret"] not in stored and stored.startswith("aesgcm:v1:")
+    context = destination_secret_context(created["id"])
+    assert decrypt_secret(SECRET_KEY, stored, context) == created["secret"]
+    with pytest.raises(SecretUnreadable):  # bound to its destination: useless on another row
+        decrypt_secret(SECRET_KEY, stored, destination_secret_context(uuid.uuid4()))
+    assert created["batch_size"] == 1
 
     listed = client.get("/api/v1/cdp/destinations", headers=auth(tenant.api_key)).json()["destinations"]
     assert [d["id"] for d in listed] == [created["id"]] and set(listed[0]) == DESTINATION_KEYS
@@ -54,7 +59,7 @@ def test_create_list_get_patch_delete(client, tenant, db):
     rotated = client.post(f"/api/v1/cdp/destinations/{created['id']}/rotate-secret", headers=auth(tenant.api_key))
     assert rotated.status_code == 200 and rotated.json()["secret"] != created["secret"]
     prev = db.execute("SELECT previous_secret FROM destinations WHERE id = %s", (created["id"],)).fetchone()[0]
-    assert open_secret(prev, SECRET_KEY) == created["secret"]
+    assert decrypt_secret(SECRET_KEY, prev, context) == created["secret"]
 
     r = client.delete(f"/api/v1/cdp/destinations/{created['id']}", headers=auth(tenant.api_key))
     assert r.status_code == 200 and r.json()["id"] == created["id"] and "secret" not in r.json()
@@ -70,6 +75,9 @@ def test_create_list_get_patch_delete(client, tenant, db):
     ({"name": "x" * 101}, 400, "invalid_name"),
     ({"consent": "marketing"}, 400, "invalid_consent"),
     ({"type": "kafka"}, 400, "invalid_destination_type"),
+    ({"batch_size": 0}, 400, "invalid_batch_size"),
+    ({"batch_size": 1001}, 400, "invalid_batch_size"),
+    ({"batch_size": True}, 400, "invalid_parameter"),  # a boolean is not a count
     ({"url": "http://127.0.0.1:9/hook"}, 400, "destination_not_allowed"),
     ({"url": "http://[::ffff:10.0.0.1]/hook"}, 400, "destination_not_allowed"),
     ({"url": "http://169.254.169.254/latest"}, 400, "destination_not_allowed"),
@@ -80,6 +88,17 @@ def test_validation_errors(client, tenant, body, status, code):
     r = client.post("/api/v1/cdp/destinations", json=full, headers=auth(tenant.api_key))
     assert r.status_code == status, r.text
     assert r.json()["code"] == code and r.json()["status"] == status and r.json()["message"]
+
+
+def test_batch_size_opt_in_and_change(client, tenant):
+    d = _create(client, tenant.api_key, batch_size=100)
+    assert d["batch_size"] == 100
+    url = f"/api/v1/cdp/destinations/{d['id']}"
+    r = client.patch(url, headers=auth(tenant.api_key), json={"batch_size": 1000})
+    assert (r.status_code, r.json()["batch_size"]) == (200, 1000)
+    r = client.patch(url, headers=auth(tenant.api_key), json={"batch_size": -5})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_batch_size")
+    assert client.get(url, headers=auth(tenant.api_key)).json()["batch_size"] == 1000
 
 
 def test_name_taken_and_ssrf_on_url_change(client, tenant):
@@ -134,3 +153,25 @@ def test_every_route_checks_keys_and_tenants(client, tenant, new_tenant, db):
             assert r.status_code == 404, (method, path, r.text)
         assert d["url"] not in r.text
     assert client.get(f"/api/v1/cdp/destinations/{d['id']}", headers=auth(tenant.api_key)).json()["name"] == "crm"
+
+
+def test_migrate_seals_secrets_stored_in_plain_text_once_a_key_is_set(settings, redis_conn, db, tenant):
+    """Secrets stored while no key was set are rewritten by ``stratum migrate`` when one is."""
+    import subprocess
+    import sys
+
+    from test_reliability_support import ROOT, worker_env
+
+    from read_api.app import create_app
+
+    with TestClient(app=create_app(settings.replace(secret_key=None))) as c:
+        d = _create(c, tenant.api_key, name="plain")
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (d["id"],)).fetchone()[0]
+    assert stored == "plain:" + d["secret"]
+    out = subprocess.run([sys.executable, "-m", "stratum.cli", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=worker_env(settings, STRATUM_SECRET_KEY=SECRET_KEY))
+    assert out.returncode == 0, out.stderr
+    assert "resealed 0 identity and 1 webhook secrets" in out.stdout
+    stored = db.execute("SELECT secret FROM destinations WHERE id = %s", (d["id"],)).fetchone()[0]
+    assert stored.startswith("aesgcm:v1:")
+    assert decrypt_secret(SECRET_KEY, stored, destination_secret_context(d["id"])) == d["secret"]

@@ -1,6 +1,7 @@
-"""One delivery attempt, from a claimed row to its recorded outcome (used by
-workers/delivery.py): the consent gate, the SSRF-checked request, and the batched write of
-outcomes back onto the rows."""
+"""One delivery attempt, from claimed rows to their recorded outcomes (used by
+workers/delivery.py): the consent gate (one query per request), the SSRF-checked request
+(one message, or a batch for destinations that opt in), and the batched write of outcomes
+back onto the rows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from core.secrets import open_secret
 from core.webhooks import (
     PREVIOUS_SECRET_GRACE_S,
     address_allowed,
@@ -28,6 +28,7 @@ from core.webhooks import (
 )
 from stratum.db.params import json_rows
 from stratum.netguard import DestinationNotAllowed, resolve_checked, url_port
+from stratum.secret_storage import decrypt_secret, destination_secret_context
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ MAX_ERROR_CHARS = 200
 RECORD_BATCH = 500
 RECORD_INTERVAL_S = 0.02
 
+# The consent states that decide for each requested profile (of its survivor when merged).
 _CONSENTS_SQL = """
-SELECT c.consent_type, c.granted, c.updated_at FROM consents c
-WHERE c.profile_id = (SELECT coalesce(p.merged_into, p.id) FROM profiles p WHERE p.id = %s AND p.tenant_id = %s)
-  AND c.consent_type IN (%s, 'all')
+SELECT p.id::text, c.consent_type, c.granted, c.updated_at
+FROM profiles p JOIN consents c ON c.profile_id = coalesce(p.merged_into, p.id)
+WHERE p.tenant_id = %s AND p.id = ANY(%s::uuid[]) AND c.consent_type IN (%s, 'all')
 """
 _RECORD_SQL = """
 UPDATE deliveries d SET status = u.s, attempts = u.a,
@@ -49,7 +51,8 @@ UPDATE deliveries d SET status = u.s, attempts = u.a,
     skip_reason = u.k,
     next_attempt_at = now() + make_interval(secs => u.delay),
     delivered_at = CASE WHEN u.s = 'delivered' THEN now() END,
-    body = CASE WHEN u.s = 'skipped' AND u.k = 'consent' THEN NULL ELSE d.body END
+    body = CASE WHEN u.s = 'skipped' AND u.k = 'consent' THEN NULL ELSE d.body END,
+    event_time = CASE WHEN u.s = 'skipped' AND u.k = 'consent' THEN NULL ELSE d.event_time END
 FROM json_to_recordset(%s::json) AS u(t uuid, id bigint, s text, a int, c int, att boolean, e text, k text,
                                       delay float8)
 -- an erasure during the attempt wins: the row stays skipped
@@ -67,10 +70,13 @@ class Target:
     active: bool
     consent: str | None
     secrets: list[str]
+    batch_size: int = 1
 
 
 @dataclass
 class Claimed:
+    """A claimed row; ``body`` is None when there is nothing left to send (erased)."""
+
     tenant_id: str
     id: int
     message_id: str
@@ -90,12 +96,14 @@ class Outcome:
     gone: bool = False
 
 
-def signing_secrets(stored: str, previous: str | None, rotated_at: datetime | None, secret_key: str,
-                    now: datetime) -> list[str]:
-    """The secrets that sign now: the current one, and the previous one within 24 h of a rotation."""
-    out = [open_secret(stored, secret_key)]
+def signing_secrets(destination_id: str, stored: str, previous: str | None, rotated_at: datetime | None,
+                    secret_key: str | None, now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one within 24 h of a
+    rotation. Raises SecretUnreadable when one does not open with ``secret_key``."""
+    context = destination_secret_context(destination_id)
+    out = [decrypt_secret(secret_key, stored, context)]
     if previous and rotated_at and now - rotated_at < timedelta(seconds=PREVIOUS_SECRET_GRACE_S):
-        out.append(open_secret(previous, secret_key))
+        out.append(decrypt_secret(secret_key, previous, context))
     return out
 
 
@@ -113,20 +121,30 @@ def retry_after_s(value: str | None) -> float | None:
         return None
 
 
-def failure(d: Claimed, code: int | None, error: str, retry_after: float | None = None) -> Outcome:
-    """A failed attempt: ``failed`` with a retry to come, or ``dead`` when retries are used up."""
-    if retry_delay_s(d.attempts + 1, 0.0) is None:
-        return Outcome("dead", code=code, error=error)
+def settle(d: Claimed, answer: Outcome) -> Outcome:
+    """The outcome of one row from the answer to the request that carried it: a failure is
+    ``failed`` with a retry to come, or ``dead`` when the row's retries are used up."""
+    if answer.status != "failed" or retry_delay_s(d.attempts + 1, 0.0) is not None:
+        return answer
+    return Outcome("dead", code=answer.code, error=answer.error)
+
+
+def _failed(code: int | None, error: str, retry_after: float | None = None) -> Outcome:
     return Outcome("failed", code=code, error=error, retry_after_s=retry_after)
 
 
-async def consented(pool: AsyncConnectionPool, target: Target, d: Claimed) -> bool:
-    """The consent gate of CONTRACT 7, against the profile's current state."""
-    if d.profile_id is None:
-        return False
+async def consented_profiles(pool: AsyncConnectionPool, target: Target, rows: list[Claimed]) -> set[str]:
+    """The consent gate of CONTRACT 7 for the rows of one request, against the profiles'
+    current state: the ids of those whose ``target.consent`` is granted."""
+    ids = sorted({d.profile_id for d in rows if d.profile_id is not None})
+    if not ids:
+        return set()
     async with pool.connection() as conn:
-        rows = await (await conn.execute(_CONSENTS_SQL, (d.profile_id, d.tenant_id, target.consent))).fetchall()
-    return consent_granted({t: (g, at) for t, g, at in rows}, target.consent)
+        found = await (await conn.execute(_CONSENTS_SQL, (rows[0].tenant_id, ids, target.consent))).fetchall()
+    states: dict[str, dict] = {}
+    for pid, consent_type, granted, at in found:
+        states.setdefault(pid, {})[consent_type] = (granted, at)
+    return {pid for pid, st in states.items() if consent_granted(st, target.consent)}
 
 
 async def checked_address(host: str, port: int, allow_private: bool) -> str:
@@ -142,19 +160,20 @@ async def checked_address(host: str, port: int, allow_private: bool) -> str:
     return await asyncio.to_thread(resolve_checked, host, port, allow_private)
 
 
-async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_private: bool,
+async def send(client: httpx.AsyncClient, target: Target, message_id: str, body: bytes, allow_private: bool,
                observe) -> Outcome:
-    """POST the message to the checked address with its signatures; the outcome of the answer."""
+    """POST one request (a message, or a batch) to the checked address with its signatures.
+    Returns ``delivered``, ``failed`` (retry to come; ``settle`` decides per row whether it is
+    dead) or ``dead`` with ``gone`` (410)."""
     host, port = url_port(target.url)
     try:
         address = await checked_address(host, port, allow_private)
     except DestinationNotAllowed:
-        return failure(d, None, "destination_not_allowed")
+        return _failed(None, "destination_not_allowed")
     parts = urlsplit(target.url)
     ip_host = f"[{address}]" if ":" in address else address
     url = urlunsplit((parts.scheme, f"{ip_host}:{port}", parts.path or "/", parts.query, ""))
-    body = d.body.encode()
-    headers = webhook_headers(d.message_id, int(time.time()), body, target.secrets)
+    headers = webhook_headers(message_id, int(time.time()), body, target.secrets)
     headers["host"] = parts.netloc.rpartition("@")[2]
     headers["user-agent"] = "Stratum-Webhooks/1"
     # TLS still verifies the destination's own name while the connection goes to the checked address.
@@ -163,9 +182,9 @@ async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_priv
     try:
         r = await client.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.TimeoutException:
-        return failure(d, None, "timeout")
+        return _failed(None, "timeout")
     except httpx.HTTPError as exc:
-        return failure(d, None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        return _failed(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
     finally:
         observe(time.perf_counter() - started)
     if 200 <= r.status_code < 300:
@@ -173,7 +192,7 @@ async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_priv
     if r.status_code == 410:
         return Outcome("dead", code=410, error="gone: destination deactivated", gone=True)
     error = "redirect not followed" if 300 <= r.status_code < 400 else f"HTTP {r.status_code}"
-    return failure(d, r.status_code, error, retry_after_s(r.headers.get("retry-after")))
+    return _failed(r.status_code, error, retry_after_s(r.headers.get("retry-after")))
 
 
 class OutcomeRecorder:

@@ -4,7 +4,9 @@ writes nothing twice (its rows roll back with it).
 
 Each row of ``deliveries`` is one message for one destination; the delivery process
 (workers/delivery.py) claims due rows with ``FOR UPDATE SKIP LOCKED``. Topics written here:
-``event.received`` (per stored event, filtered by the destination's ``event_names``),
+``event.received`` (per stored event, filtered by the destination's ``event_names``; a lean
+row without body, which the delivery process builds from the stored event, so the per-event
+cost here is one short COPY line),
 ``consent.updated`` (per event that carried a consent object), ``profile.created``,
 ``profile.updated`` and ``profile.merged`` (a PROFILE each, queried only when subscribed).
 
@@ -82,6 +84,9 @@ def routes_of(conn: psycopg.Connection, tenant_id: str) -> list[Route]:
 
 def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
                     created_at: datetime) -> list[dict]:
+    """``event.received`` rows. Webhook rows are lean (no body: ``event_time`` and the message
+    id locate the stored event, from which the delivery process builds the body); only the
+    live stream, which publishes after commit, needs the body encoded here."""
     subscribed = [r for r in routes if "event.received" in r.topics]
     if not subscribed:
         return []
@@ -91,13 +96,22 @@ def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_id
         targets = [r for r in subscribed if r.event_names is None or ev.event_name in r.event_names]
         if not targets:
             continue
-        body = message_body("event.received", created_at, event_received_data(
-            event_id=ev.event_id, event_name=ev.event_name, event_type=ev.event_type, event_time=ev.event_time,
-            received_at=e.received_at, source_id=e.source_id, profile_id=pid, properties=e.properties,
-            context=e.context, emq=ev.emq, identifiers=[(i.type, i.hash) for i in e.identifiers])).decode()
-        rows.extend({"d": r.destination_id, "m": event_message_id(ev.event_id), "t": "event.received", "p": pid,
-                     "b": body} for r in targets)
+        message_id = event_message_id(ev.event_id)
+        for r in targets:
+            if r is STREAM_ROUTE:
+                rows.append({"d": r.destination_id, "b": _event_body(e, pid, created_at)})
+            else:
+                rows.append({"d": r.destination_id, "m": message_id, "t": "event.received", "p": pid, "b": None,
+                             "et": ev.event_time})
     return rows
+
+
+def _event_body(e: PreparedEvent, profile_id: str | None, created_at: datetime) -> str:
+    ev = e.event
+    return message_body("event.received", created_at, event_received_data(
+        event_id=ev.event_id, event_name=ev.event_name, event_type=ev.event_type, event_time=ev.event_time,
+        received_at=e.received_at, source_id=e.source_id, profile_id=profile_id, properties=e.properties,
+        context=e.context, emq=ev.emq, identifiers=[(i.type, i.hash) for i in e.identifiers])).decode()
 
 
 def _consent_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
@@ -146,8 +160,12 @@ _COPY_NULL = "\\N"
 
 def _copy_line(tenant_id: str, row: dict) -> str:
     """A row in COPY's text format. Bodies are JSON text, whose only character COPY needs
-    escaped is the backslash (JSON has no raw tabs or line breaks); ids and topics need none."""
-    return "\t".join((tenant_id, row["d"], row["m"], row["t"], row["p"] or _COPY_NULL, row["b"].replace("\\", "\\\\")))
+    escaped is the backslash (JSON has no raw tabs or line breaks); ids, topics and ISO
+    times need none."""
+    body, event_time = row["b"], row.get("et")
+    return "\t".join((tenant_id, row["d"], row["m"], row["t"], row["p"] or _COPY_NULL,
+                      body.replace("\\", "\\\\") if body is not None else _COPY_NULL,
+                      event_time.isoformat() if event_time is not None else _COPY_NULL))
 
 
 def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
@@ -170,8 +188,8 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         return 0
     lines = [_copy_line(tenant_id, r) for r in rows]
     lines.append("")
-    with conn.cursor().copy("COPY deliveries (tenant_id, destination_id, message_id, topic, profile_id, body)"
-                            " FROM STDIN") as copy:
+    with conn.cursor().copy("COPY deliveries (tenant_id, destination_id, message_id, topic, profile_id, body,"
+                            " event_time) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
     return len(rows)
 
@@ -184,10 +202,21 @@ DELIVERY_RECORD_DAYS = 7
 DEAD_DELIVERY_RECORD_DAYS = 30
 
 
+# Rows of a deleted destination written this recently are looked for (a worker's routing
+# cache may write some for a second after the delete; the scheduler runs far more often).
+ORPHAN_LOOKBACK_HOURS = 24
+
+
 def purge_expired_deliveries(conn: psycopg.Connection) -> int:
-    """Delete finished delivery records past their keeping time (7 days, 30 when dead);
+    """Delete finished delivery records past their keeping time (7 days, 30 when dead), and
+    rows written for a destination deleted meanwhile (``deliveries`` has no foreign key);
     returns how many went. Pending and failed ones stay until they finish."""
-    return conn.execute(
+    expired = conn.execute(
         "DELETE FROM deliveries WHERE (status IN ('delivered', 'skipped') AND created_at < now() - make_interval(days"
         " => %s)) OR (status = 'dead' AND created_at < now() - make_interval(days => %s))",
         (DELIVERY_RECORD_DAYS, DEAD_DELIVERY_RECORD_DAYS)).rowcount
+    orphans = conn.execute(
+        "DELETE FROM deliveries d WHERE d.created_at > now() - make_interval(hours => %s)"
+        " AND NOT EXISTS (SELECT 1 FROM destinations x WHERE x.id = d.destination_id)",
+        (ORPHAN_LOOKBACK_HOURS,)).rowcount
+    return expired + orphans

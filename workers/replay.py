@@ -11,18 +11,15 @@ gate at each attempt, as for live messages.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from psycopg_pool import AsyncConnectionPool
 
-from core.webhooks import event_message_id, event_received_data, message_body
+from core.webhooks import event_message_id
 from stratum.db.params import json_rows
 
 REPLAY_PAGE_EVENTS = 500
 
 _PAGE_SQL = """
-SELECT event_id::text, event_name, event_type, event_time, received_at, source_id::text, profile_id::text,
-       properties, context, emq, identifiers
+SELECT event_id::text, event_time, profile_id::text
 FROM events
 WHERE tenant_id = %(t)s AND (event_time, event_id) > (%(ct)s, %(ci)s) AND event_time < %(to)s
   AND (%(names)s::text[] IS NULL OR event_name = ANY(%(names)s::text[]))
@@ -46,21 +43,18 @@ async def advance_replays(pool: AsyncConnectionPool, page_events: int = REPLAY_P
             tenant_id, names, to, cursor_time, cursor_id = row
             events = await (await conn.execute(_PAGE_SQL, {"t": tenant_id, "ct": cursor_time, "ci": cursor_id,
                                                            "to": to, "names": names, "n": page_events})).fetchall()
-            now = datetime.now(UTC)
-            rows = [{"m": event_message_id(e[0]), "p": e[6], "b": message_body("event.received", now, event_received_data(
-                event_id=e[0], event_name=e[1], event_type=e[2], event_time=e[3], received_at=e[4], source_id=e[5],
-                profile_id=e[6], properties=e[7], context=e[8], emq=e[9], identifiers=e[10])).decode()}
-                    for e in events]
+            # Lean rows, as live ones: the delivery process builds each body from the stored event.
+            rows = [{"m": event_message_id(e[0]), "p": e[2], "et": e[1].isoformat()} for e in events]
             if rows:
                 await conn.execute(
-                    "INSERT INTO deliveries (tenant_id, destination_id, message_id, topic, profile_id, body)"
-                    " SELECT %s, %s, m, 'event.received', p, b FROM json_to_recordset(%s::json) AS u(m text, p uuid,"
-                    " b text)", (tenant_id, did, json_rows(rows)))
+                    "INSERT INTO deliveries (tenant_id, destination_id, message_id, topic, profile_id, event_time)"
+                    " SELECT %s, %s, m, 'event.received', p, et FROM json_to_recordset(%s::json) AS u(m text, p uuid,"
+                    " et timestamptz)", (tenant_id, did, json_rows(rows)))
             if len(events) < page_events:
                 await conn.execute("UPDATE destinations SET replay_to = NULL, replay_cursor_time = NULL,"
                                    " replay_cursor_id = NULL WHERE id = %s", (did,))
             else:
                 await conn.execute("UPDATE destinations SET replay_cursor_time = %s, replay_cursor_id = %s WHERE id = %s",
-                                   (events[-1][3], events[-1][0], did))
+                                   (events[-1][1], events[-1][0], did))
             queued += len(rows)
     return queued

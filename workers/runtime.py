@@ -17,9 +17,9 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from core.identity import IdentityRules
-from stratum.admin import IDENTITY_SECRET_GRACE_S, identity_secret_context
+from stratum.admin import IDENTITY_SECRET_GRACE_S
 from stratum.db.connect import connect
-from stratum.secret_storage import SecretUnreadable, decrypt_secret
+from stratum.secret_storage import SecretUnreadable, decrypt_secret, identity_secret_context
 from stratum.settings import Settings, global_blocked_values
 
 log = logging.getLogger(__name__)

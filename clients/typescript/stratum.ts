@@ -148,6 +148,7 @@ export interface Destination {
   consent: string | null;
   active: boolean;
   created_at: string;
+  batch_size: number;
 }
 
 export interface DestinationCreate {
@@ -158,6 +159,7 @@ export interface DestinationCreate {
   event_names?: string[] | null;
   consent?: string | null;
   active?: boolean;
+  batch_size?: number;
 }
 
 export interface DestinationHealth {
@@ -187,6 +189,7 @@ export interface DestinationPatch {
   event_names?: string[] | null;
   consent?: string | null;
   active?: boolean;
+  batch_size?: number;
 }
 
 export interface DestinationWithSecret {
@@ -199,6 +202,7 @@ export interface DestinationWithSecret {
   consent: string | null;
   active: boolean;
   created_at: string;
+  batch_size: number;
   secret: string;
 }
 

@@ -1,19 +1,22 @@
 """Pure webhook rules: signatures as standardwebhooks verifies them, the retry schedule,
-the SSRF address check, the consent rule and sealed secrets."""
+the SSRF address check, the consent rule and batched bodies."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook
 
-from core.secrets import SecretKeyError, open_secret, seal_secret
 from core.webhooks import (
     MAX_RETRIES,
     address_allowed,
+    batch_body,
+    batch_message_id,
     consent_granted,
+    message_body,
     new_secret,
     retry_delay_s,
     webhook_headers,
@@ -65,11 +68,20 @@ def test_consent_rule():
     assert consent_granted({"email": (True, t0)}, "ads") is False
 
 
-def test_sealed_secrets():
-    sealed = seal_secret("whsec_abc", "k1")
-    assert "whsec_abc" not in sealed and open_secret(sealed, "k1") == "whsec_abc"
-    with pytest.raises(SecretKeyError):
-        open_secret(sealed, "k2")
-    with pytest.raises(SecretKeyError):
-        open_secret(sealed, "")
-    assert open_secret(seal_secret("whsec_abc", ""), "any") == "whsec_abc"
+def test_batch_body_carries_each_message_with_its_id_and_verifies():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    one = message_body("event.received", at, {"event_id": "e1", "properties": {"a": "x\\y"}})
+    two = b'{"data": {"event_id": "e2"}, "type": "event.received", "timestamp": "2026-01-01T00:00:00.000000+00:00"}'
+    body = batch_body([("msg_e1", one), ("msg_e2", two)], at)
+    parsed = json.loads(body)
+    assert parsed["type"] == "batch" and parsed["timestamp"] == at.isoformat()
+    items = parsed["data"]["messages"]
+    assert [m["id"] for m in items] == ["msg_e1", "msg_e2"]
+    assert {k: v for k, v in items[0].items() if k != "id"} == json.loads(one)
+    assert items[1]["data"] == {"event_id": "e2"}
+    secret = new_secret()
+    batch_id = batch_message_id(["msg_e1", "msg_e2"])
+    headers = webhook_headers(batch_id, int(datetime.now(UTC).timestamp()), body, [secret])
+    assert Webhook(secret).verify(body, headers) == parsed
+    # the same messages give the same request id; another grouping another one
+    assert batch_id == batch_message_id(["msg_e1", "msg_e2"]) != batch_message_id(["msg_e1"])
