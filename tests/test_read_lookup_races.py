@@ -153,3 +153,26 @@ def test_an_erasure_is_never_seen_stale_or_half_applied(settings, ingest_client,
     after = _snapshot(read_client, tenant.api_key, paths)
     assert {status for status, _ in after.values()} == {404}
     _check(log, started, committed, before, after)
+
+
+def test_a_timeline_is_never_seen_stale_or_half_merged(settings, ingest_client, read_client, tenant, drain):
+    """The timeline's first page is one autocommit statement (id -> survivor -> page): during
+    a merge, a merged-away id's page is the old profile's events or the survivor's, never a
+    mix and never the old one after the merge committed."""
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Viewed", ("anonymous_id", "tl-race-anon")),
+                     event("Signed Up", ("email", "tl-race@example.com")))
+    anon = profile_by(read_client, tenant.api_key, "anonymous_id", "tl-race-anon").json()["id"]
+    known = profile_by(read_client, tenant.api_key, "email", "tl-race@example.com").json()["id"]
+    paths = [f"/api/v1/cdp/profiles/{pid}/events?limit=2" for pid in (anon, known)]
+    before = _snapshot(read_client, tenant.api_key, paths)
+
+    log, started, committed = _race(settings, tenant.api_key, paths, lambda: ingest_and_drain(
+        ingest_client, drain, tenant.write_key,
+        event("Logged In", ("anonymous_id", "tl-race-anon"), ("email", "tl-race@example.com"))))
+
+    after = _snapshot(read_client, tenant.api_key, paths)
+    assert after[paths[0]] == after[paths[1]]  # both ids list the survivor's events
+    assert len(after[paths[0]][1]["events"]) == 2 and after[paths[0]][1]["next_cursor"] is not None
+    assert before[paths[0]] != after[paths[0]]
+    _check(log, started, committed, before, after)
