@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 
@@ -169,8 +170,9 @@ def rate_key(source_id: str, second: int) -> str:
     return f"stratum:rate:{source_id}:{second}"
 
 
-@dataclass(frozen=True)
-class PendingEvent:
+class PendingEvent(NamedTuple):
+    """One event of a job (a named tuple: one is built per event on the ingest hot path)."""
+
     blob: bytes
     event_id: str
     dedupe_key: str | None  # None: no client key, nothing to mark (event_id is unique)
