@@ -14,10 +14,34 @@ import argparse
 import sys
 
 from bench.common import create_source, prepare, table, wait_http, write_results
+from bench.costs import process_cpu_s
 from bench.loadgen import have_wrk, run_constant_rate, run_wrk, segment_batch
 
 INGEST_PORT = 18100
 BARE_PORT = 18101
+
+
+class _RequestCost:
+    """CPU microseconds per request of a server process (and its children) and the Redis
+    time of its one command per request (``INFO commandstats``: the command's own usec,
+    which on a shared Redis also counts other clients of that command)."""
+
+    def __init__(self, redis, pid: int, command: str) -> None:
+        self.redis, self.pid, self.command = redis, pid, command
+
+    def _command_usec(self) -> int:
+        return int(self.redis.info("commandstats").get(f"cmdstat_{self.command}", {}).get("usec", 0))
+
+    def __enter__(self) -> _RequestCost:
+        self.cpu0, self.usec0 = process_cpu_s(self.pid), self._command_usec()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu_s, self.usec = process_cpu_s(self.pid) - self.cpu0, self._command_usec() - self.usec0
+
+    def per_request(self, requests: float) -> dict[str, float]:
+        n = max(requests, 1.0)
+        return {"server": round(self.cpu_s / n * 1e6, 1), "redis_command": round(self.usec / n, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,17 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     template = segment_batch("@@ID@@").decode()
     results: dict = {"batch_events": 100, "batch_bytes": len(template), "seconds": secs}
     try:
-        env.stratum("ingest-api", "--port", str(INGEST_PORT), "--workers", "1")
-        env.start(sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(BARE_PORT),
+        ingest_proc = env.stratum("ingest-api", "--port", str(INGEST_PORT), "--workers", "1")
+        bare_proc = env.start(sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(BARE_PORT),
                   "--workers", "1", "--no-ws", "bench.bare_app:create_app",
                   env=env.env(BENCH_REDIS_URL=env.redis_url))
         wait_http(f"http://127.0.0.1:{INGEST_PORT}/health")
         wait_http(f"http://127.0.0.1:{BARE_PORT}/schema", 30)
 
         r = env.redis()
-        bare = run_wrk(f"http://127.0.0.1:{BARE_PORT}", "/v1/batch", auth, template, secs, args.connections)
+        with _RequestCost(r, bare_proc.pid, "rpush") as bare_cost:
+            bare = run_wrk(f"http://127.0.0.1:{BARE_PORT}", "/v1/batch", auth, template, secs, args.connections)
         r.delete("bench:bare")
-        sat = run_wrk(f"http://127.0.0.1:{INGEST_PORT}", "/v1/batch", auth, template, secs, args.connections)
+        with _RequestCost(r, ingest_proc.pid, "evalsha") as ingest_cost:
+            sat = run_wrk(f"http://127.0.0.1:{INGEST_PORT}", "/v1/batch", auth, template, secs, args.connections)
         queued = r.llen(f"rq:queue:{env.queue_name}")
         r.flushdb()
         half = sat.requests_per_s / 2
@@ -68,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             "half_load_p99_ms": round(lat.p99_ms, 2),
             "half_load_statuses": lat.statuses,
             "generator_lag_p99_ms": round(lat.generator_lag_ms, 2),
+            "ingest_cpu_us_per_request": ingest_cost.per_request(sat.requests_per_s * secs),
+            "bare_cpu_us_per_request": bare_cost.per_request(bare.requests_per_s * secs),
         })
+        ing, bar = results["ingest_cpu_us_per_request"], results["bare_cpu_us_per_request"]
+        results["cost_ratio_vs_bare"] = round((bar["server"] + bar["redis_command"])
+                                              / (ing["server"] + ing["redis_command"]), 3)
     finally:
         env.stop_all()
     path = write_results("ingest", results)
@@ -82,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
          "p99 < 15"),
         ("achieved rps at half load", f"{results['half_load_achieved_rps']:.0f}", ""),
         ("errors + non-2xx at saturation", str(results["ingest_errors"]), "0"),
+        ("CPU us/request, server + Redis command: ingest",
+         "{server} + {redis_command}".format(**results["ingest_cpu_us_per_request"]), ""),
+        ("CPU us/request, server + Redis command: bare",
+         "{server} + {redis_command}".format(**results["bare_cpu_us_per_request"]), ""),
+        ("bare / ingest CPU per request (load-independent twin of the ratio)",
+         f"{results['cost_ratio_vs_bare']:.2f}", ">= 0.40"),
         ("load generator lag p99 ms", f"{results['generator_lag_p99_ms']:.1f}", "~0 (else generator-bound)"),
     ]))
     print(f"wrote {path}")
