@@ -21,10 +21,10 @@ import msgspec
 
 from core.identifiers import _normalize, normalize_identifier
 from read_api.auth import KeyDirectory
+from read_api.autocommit import fetch_one
 from read_api.profiles import (
     _BY_IDENTIFIER_SQL,
     _decode_profile,
-    _fetch_one,
     identifier_hash_from_query,
 )
 from stratum.settings import libpq_url
@@ -50,11 +50,11 @@ async def _measure(database_url: str, tenant_id: str, api_key: str, emails: list
         auth_us = (time.process_time() - t0) / n * 1e6
         hashes = [identifier_hash_from_query("email", e, None, None) for e in emails]
         for h in hashes[:50]:  # let psycopg prepare the statement, as a busy process has
-            await _fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, *h))
+            await fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, *h))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         docs = []
         for i in range(n):
-            docs.append((await _fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, *hashes[i % len(hashes)])))[0])
+            docs.append((await fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, *hashes[i % len(hashes)])))[0])
         query_cpu_us = (time.process_time() - cpu0) / n * 1e6
         query_wall_us = (time.perf_counter() - wall0) / n * 1e6
     profiles = [_decode_profile(d) for d in docs]

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from core.dedupe import MAX_DEDUPE_KEY_CHARS, dedupe_key_too_long
+from core.dedupe import dedupe_key_too_long
 from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import EARLIEST_EVENT_TIME, check_event_time
@@ -33,6 +33,7 @@ from core.identifiers import MAX_IDENTIFIER_CHARS, is_blocked, normalize_identif
 from core.identity_signature import signature_text
 from core.intake import Accepted, Rejection, contains_nul
 from core.schemas import QueuedEvent
+from core.segment_screen import ScreenedEvent, ScreenMemo
 
 SEGMENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 Id = str | int | float | None
@@ -68,12 +69,6 @@ _user_id_decoder = msgspec.json.Decoder(_UserIdAsSent)
 # Where a Segment event carries the signature of its userId (CONTRACT 6); dropped from the
 # stored context once read.
 SIGNATURE_CONTEXT_KEY = "identity_signature"
-
-
-class Screened(msgspec.Struct, frozen=True):
-    dedupe_key: str | None  # messageId, or None (then the event id is the key)
-    event_time: datetime
-    event_type: str
 
 
 def _id_text(value: Id) -> str | None:
@@ -132,12 +127,14 @@ def screen_segment_event(
     oldest_event_time: datetime = EARLIEST_EVENT_TIME,
     shared_bytes: int = 0,
     extra_blocked: frozenset[str] = frozenset(),
-) -> Screened | Rejection:
+    memo: ScreenMemo | None = None,
+) -> ScreenedEvent | Rejection:
     """Decide at the door whether an event is usable. ``path_type`` is the type implied by a
     single-event path (``/v1/track``), None for batches; ``oldest_event_time`` is the
     retention cut-off (``core.event_time.oldest_event_time``), checked after skew correction;
     ``shared_bytes`` is the size of the batch-level context and integrations, which workers
-    merge into the event and so count toward its limit."""
+    merge into the event and so count toward its limit. ``memo``: one per request, shared by
+    its events (``core.segment_screen.ScreenMemo``); the verdicts are the same without it."""
     if len(raw) + shared_bytes > max_event_bytes:
         with_shared = f" with {shared_bytes} bytes of batch context" if shared_bytes else ""
         return Rejection("event_too_large", None,
@@ -160,18 +157,28 @@ def screen_segment_event(
         return Rejection("invalid_type", "type", f"type must be one of {', '.join(sorted(SEGMENT_TYPES))}")
     if etype == "track" and not msg.event:
         return Rejection("missing_field", "event", "a track call needs an event name")
-    try:
-        event_time = corrected_time(msg, batch_sent_at, received_at)
-    except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
-        return Rejection("invalid_timestamp", "timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z")
-    # An event not after its receipt and within retention needs no further time check.
-    if not (oldest_event_time <= event_time <= received_at and max_future_s >= 0) and (
-            bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
-        return Rejection(bad.code, "timestamp", bad.message)
+    if memo is None:
+        memo = ScreenMemo()
+    times_key = (msg.originalTimestamp, msg.timestamp, msg.sentAt)
+    event_time = memo.times.get(times_key)
+    if event_time is None:
+        event_time = memo.times[times_key] = _screen_time(msg, batch_sent_at, received_at, max_future_s,
+                                                          oldest_event_time)
+    if type(event_time) is tuple:
+        return Rejection(event_time[0], "timestamp", event_time[1])
 
-    usable = (_plain_id_usable(_id_text(msg.userId), extra_blocked) if msg.userId is not None else False) or (
-        _plain_id_usable(_id_text(msg.anonymousId), extra_blocked)
-        or (etype == "alias" and _plain_id_usable(_id_text(msg.previousId), extra_blocked)))
+    ids = memo.ids
+    usable = False
+    for value in (msg.userId, msg.anonymousId, msg.previousId if etype == "alias" else None):
+        text = _id_text(value)
+        if text is None:
+            continue
+        ok = ids.get(text)
+        if ok is None:
+            ok = ids[text] = _plain_id_usable(text, extra_blocked)
+        if ok:
+            usable = True
+            break
     if not usable:
         # Rare path (SDKs always send userId or anonymousId): look at traits and device.
         identifiers, _ = segment_identifiers(msg, etype, msg.context or {}, phone_region, extra_blocked)
@@ -179,9 +186,23 @@ def screen_segment_event(
             return Rejection("no_usable_identifier", "userId",
                              "event has no usable userId, anonymousId, email, phone or device id")
     message_id = _id_text(msg.messageId)
-    if message_id is not None and len(message_id) > MAX_DEDUPE_KEY_CHARS:
-        return Rejection("dedupe_key_too_long", "messageId", dedupe_key_too_long(message_id))
-    return Screened(message_id, event_time, etype)
+    if message_id is not None and (too_long := dedupe_key_too_long(message_id)):
+        return Rejection("dedupe_key_too_long", "messageId", too_long)
+    return ScreenedEvent(message_id, event_time, etype)
+
+
+def _screen_time(msg: SegmentMessage, batch_sent_at: str | None, received_at: datetime, max_future_s: int,
+                 oldest_event_time: datetime) -> datetime | tuple[str, str]:
+    """The skew-corrected time of ``msg``, or the (code, message) of its rejection."""
+    try:
+        event_time = corrected_time(msg, batch_sent_at, received_at)
+    except (ValueError, OverflowError):  # unparsable, or skew arithmetic past year 1..9999
+        return "invalid_timestamp", "timestamp must be ISO 8601, e.g. 2024-05-01T12:00:00Z"
+    # An event not after its receipt and within retention needs no further time check.
+    if not (oldest_event_time <= event_time <= received_at and max_future_s >= 0) and (
+            bad := check_event_time(event_time, received_at, max_future_s, oldest_event_time, name="timestamp")):
+        return bad.code, bad.message
+    return event_time
 
 
 def segment_identifiers(msg: SegmentMessage, etype: str, context: dict[str, Any], phone_region: str | None,

@@ -7,6 +7,7 @@ accepted ones as one job (dedupe marks included) and reports which were duplicat
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,6 +86,18 @@ async def redis_ready(redis_client: Redis) -> bool:
         return False
 
 
+def dedupe_marker(source: Source) -> Callable[[str], str]:
+    """The dedupe mark of a client key for ``source``'s events, as ``pending_event`` writes
+    it; the scope is worked out once for a whole batch."""
+    scope = dedupe_scope(source.type, source.id)
+
+    def mark(client_key: str) -> str:
+        # 32 bytes are 44 base64 characters, the last one "=" padding
+        return binascii.b2a_base64(dedupe_digest(scope, client_key), newline=False)[:43].decode("ascii")
+
+    return mark
+
+
 def pending_event(source: Source, blob: bytes, event_id: str, client_key: str | None) -> PendingEvent:
     """An event to queue, its dedupe mark keyed by the SHA-256 of its key in the source's
     dedupe scope (core.dedupe): the tenant for server-side sources, the source itself for
@@ -93,9 +106,7 @@ def pending_event(source: Source, blob: bytes, event_id: str, client_key: str | 
     shorter field keeps each mark in a smaller allocation than hex would)."""
     if client_key is None:
         return PendingEvent(blob, event_id, None)
-    digest = dedupe_digest(dedupe_scope(source.type, source.id), client_key)
-    # 32 bytes are 44 base64 characters, the last one "=" padding
-    return PendingEvent(blob, event_id, binascii.b2a_base64(digest, newline=False)[:43].decode("ascii"))
+    return PendingEvent(blob, event_id, dedupe_marker(source)(client_key))
 
 
 def pending_of(accepted: Accepted, source: Source) -> PendingEvent:

@@ -8,6 +8,7 @@ some events are unusable the body also lists them under ``rejected``. Errors are
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -17,13 +18,14 @@ from core.event_time import oldest_event_time
 from core.intake import Rejection, contains_nul
 from core.schemas import QueuedSegmentEvent, encode_event, encode_event_value
 from core.segment import screen_segment_event
+from core.segment_screen import ScreenMemo
 from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body, decode_envelope
 from ingest_api.deadletter import store_rejections
 from ingest_api.enqueue import PendingEvent
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import new_event_id, pending_event
+from ingest_api.pipeline import dedupe_marker, new_event_id
 from ingest_api.state import IngestState, authenticate_request
 
 
@@ -119,22 +121,23 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
 
     pending: list[PendingEvent] = []
     rejected: list[tuple[int, Rejection, bytes]] = []
-    region, blocked = source.phone_region, source.extra_blocked
-    max_bytes, max_future = settings.max_event_bytes, settings.max_future_skew_s
-    oldest = oldest_event_time(received_at, settings.retention_months)
+    screen = partial(screen_segment_event, path_type=path_type, batch_sent_at=sent_at, received_at=received_at,
+                     max_event_bytes=settings.max_event_bytes, max_future_s=settings.max_future_skew_s,
+                     phone_region=source.phone_region,
+                     oldest_event_time=oldest_event_time(received_at, settings.retention_months),
+                     shared_bytes=shared_bytes, extra_blocked=source.extra_blocked, memo=ScreenMemo())
+    mark = dedupe_marker(source)
     for i, raw in enumerate(raws):
         raw_bytes = bytes(raw)
-        screened = screen_segment_event(raw_bytes, path_type=path_type, batch_sent_at=sent_at,
-                                        received_at=received_at, max_event_bytes=max_bytes,
-                                        max_future_s=max_future, phone_region=region, oldest_event_time=oldest,
-                                        shared_bytes=shared_bytes, extra_blocked=blocked)
-        if isinstance(screened, Rejection):
+        screened = screen(raw_bytes)
+        if type(screened) is Rejection:
             rejected.append((i, screened, raw_bytes))
             continue
         event_id = new_event_id()
-        blob = encode_event(QueuedSegmentEvent(event_id, screened.dedupe_key or event_id, screened.event_type,
-                                               screened.event_time, raw_bytes))
-        pending.append(pending_event(source, blob, event_id, screened.dedupe_key))
+        key = screened.dedupe_key
+        blob = encode_event(QueuedSegmentEvent(event_id, key or event_id, screened.event_type, screened.event_time,
+                                               raw_bytes))
+        pending.append(PendingEvent(blob, event_id, mark(key) if key is not None else None))
     request_id = request.state.request_id
     queued = await st.queue(source, pending, received_at, request_id, ctx, integ)
     n_dup = sum(1 for d in queued.duplicates_of if d is not None)
@@ -142,7 +145,7 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
     if not rejected:
         return Response(content=_SUCCESS, status_code=200, media_type=MediaType.JSON)
     await store_rejections(st.redis, source.tenant_id, source.id, received_at, request_id, rejected,
-                           settings.dead_letter_ttl_s, region)
+                           settings.dead_letter_ttl_s, source.phone_region)
     listed = [{"index": i, "code": r.code, "message": r.message} for i, r, _ in rejected]
     if not pending:
         body_out = {"code": "no_usable_events", "message": "every event was unusable; see rejected",

@@ -68,8 +68,7 @@ class KeyDirectory:
         return principal
 
     async def authenticate(self, request: ASGIConnection) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
+        scheme, _, key = authorization_header(request).partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("send Authorization: Bearer <tenant API key>", code="missing_api_key")
         principal = await self.lookup(key.strip())
@@ -97,18 +96,38 @@ class KeyDirectory:
         return principal
 
 
+def authorization_header(connection: ASGIConnection) -> str:
+    """The ``Authorization`` header ("" without one), read from the raw ASGI headers: on
+    the lookup path, building Litestar's ``Headers`` for one header costs more than the
+    key check itself. Like Litestar, the first of repeated headers counts."""
+    for name, value in connection.scope["headers"]:
+        if name.lower() == b"authorization":
+            return value.decode("latin-1")
+    return ""
+
+
+# The authenticated principal lives in the ASGI scope under this key (``request.state``
+# would build a State object per request on the hot path).
+_PRINCIPAL = "stratum.principal"
+
+
+def remember_principal(connection: ASGIConnection, principal: Principal) -> None:
+    """Record the principal a guard or hook authenticated, for ``principal_of``."""
+    connection.scope[_PRINCIPAL] = principal  # type: ignore[literal-required]
+
+
 # Route guards. Litestar runs guards before it parses the query string or the body, so
 # a request without a valid key is 401 (and a read key on a change 403) whatever it sends.
 
 
 async def tenant_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: a tenant key (admin or read). The principal is then ``principal_of(request)``."""
-    connection.state.principal = await connection.app.state.read.keys.tenant(connection)
+    remember_principal(connection, await connection.app.state.read.keys.tenant(connection))
 
 
 async def tenant_admin_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: a tenant admin key (read keys get 403 ``read_only_key``)."""
-    connection.state.principal = await connection.app.state.read.keys.tenant_admin(connection)
+    remember_principal(connection, await connection.app.state.read.keys.tenant_admin(connection))
 
 
 async def tenant_key_before_request(request: Request) -> None:
@@ -118,9 +137,9 @@ async def tenant_key_before_request(request: Request) -> None:
     key is still checked first; but it copies the route handler for every guard call,
     which costs a lookup more than the whole key check.
     """
-    request.state.principal = await request.app.state.read.keys.tenant(request)
+    remember_principal(request, await request.app.state.read.keys.tenant(request))
 
 
 def principal_of(request: Request) -> Principal:
     """The principal a guard authenticated for this request."""
-    return request.state.principal
+    return request.scope[_PRINCIPAL]  # type: ignore[literal-required]

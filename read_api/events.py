@@ -20,7 +20,8 @@ from typing import Any
 from litestar import Request, get
 from litestar.params import FromPath, FromQuery
 
-from read_api.auth import principal_of, tenant_key
+from read_api.auth import principal_of, tenant_key, tenant_key_before_request
+from read_api.autocommit import fetch_all, fetch_one
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.profiles import parse_profile_id
@@ -116,7 +117,8 @@ def page_size(limit: int | None) -> int:
     return limit
 
 
-@get("/api/v1/cdp/profiles/{profile_id:str}/events", guards=[tenant_key], summary="A profile's events, newest first",
+@get("/api/v1/cdp/profiles/{profile_id:str}/events", before_request=tenant_key_before_request,
+     summary="A profile's events, newest first",
      description=f"Keyset pagination: `limit` 1..{MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}); pass "
                  "`next_cursor` back as `cursor` for the next page. A merged-away id lists the survivor's events.",
      responses=errors_for(400, 401, 403, 404, 503))
@@ -133,8 +135,9 @@ async def profile_events(
     if cursor:
         params["cursor_time"], params["cursor_id"] = decode_cursor(cursor)
     params["profile_id"] = parse_profile_id(profile_id)
-    async with st.pool.connection() as conn:
-        rows = await (await conn.execute(PAGE_AFTER_CURSOR_SQL if cursor else PAGE_SQL, params)).fetchall()
+    # One statement in autocommit: one round trip and one snapshot (profile -> survivor ->
+    # page), so a merge or erasure is never half-seen.
+    rows = await fetch_all(st.pool, PAGE_AFTER_CURSOR_SQL if cursor else PAGE_SQL, params)
     if not rows:
         raise NotFound(f"no profile {profile_id}")
     rows = [r[1:] for r in rows if r[1] is not None]
@@ -156,8 +159,7 @@ async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus
         eid = uuid.UUID(event_id)
     except ValueError:
         raise NotFound(f"no event {event_id}") from None
-    async with st.pool.connection() as conn:
-        row = await (await conn.execute(_STATUS_SQL, {"id": eid, "tenant": principal.tenant_id})).fetchone()
+    row = await fetch_one(st.pool, _STATUS_SQL, {"id": eid, "tenant": principal.tenant_id})
     if row is None:
         raise NotFound(f"no stored event {event_id}; an event still queued is not visible until a worker "
                        "stores it (usually within seconds)")

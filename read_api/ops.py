@@ -38,6 +38,7 @@ from litestar.params import FromPath, FromQuery
 from redis import Redis
 
 from core.cache_keys import deadletter_key
+from read_api.auth import remember_principal
 from read_api.errors import BadRequest, Forbidden, NotFound
 from read_api.openapi import errors_for
 from read_api.state import ReadState
@@ -117,7 +118,7 @@ async def operator_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if principal.role != "operator":
         raise Forbidden("this endpoint needs an operator key (stratum operator create NAME)",
                         code="operator_key_required")
-    connection.state.principal = principal
+    remember_principal(connection, principal)
 
 
 def _iso(ts: datetime | None) -> str | None:

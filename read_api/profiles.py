@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import IDENTIFIER_TYPES, normalize_identifier
 from read_api.auth import principal_of, tenant_key_before_request
+from read_api.autocommit import fetch_one
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.schemas import ConsentState, Counters, Profile, ProfileIdentifier, iso
@@ -160,21 +161,10 @@ async def resolve_profile_id(conn: AsyncConnection, tenant_id: str, profile_id: 
     return row[0]
 
 
-async def _fetch_one(pool: AsyncConnectionPool, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """One statement in autocommit mode: a plain SELECT needs no transaction block, and
-    psycopg would otherwise spend a round trip on BEGIN and another on COMMIT."""
-    async with pool.connection() as conn:
-        await conn.set_autocommit(True)
-        try:
-            return await (await conn.execute(sql, params)).fetchone()
-        finally:
-            await conn.set_autocommit(False)
-
-
 async def load_profile(pool: AsyncConnectionPool, tenant_id: str, profile_id: uuid.UUID) -> Profile:
     """The PROFILE for an id; a merged-away id answers with its survivor, ``merged_from``
     set to the requested id. NotFound if the tenant has no such profile."""
-    row = await _fetch_one(pool, _BY_ID_SQL, (profile_id, tenant_id))
+    row = await fetch_one(pool, _BY_ID_SQL, (profile_id, tenant_id))
     if row is None:
         raise NotFound(f"no profile {profile_id}")
     return _decode_profile(row[0])
@@ -183,7 +173,7 @@ async def load_profile(pool: AsyncConnectionPool, tenant_id: str, profile_id: uu
 async def load_profile_by_identifier(pool: AsyncConnectionPool, tenant_id: str, id_type: str,
                                      id_hash: str) -> Profile:
     """The live PROFILE holding (type, hash). NotFound if no profile holds it."""
-    row = await _fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, id_type, id_hash))
+    row = await fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, id_type, id_hash))
     if row is None:
         raise NotFound(f"no profile holds this {id_type}")
     return _decode_profile(row[0])

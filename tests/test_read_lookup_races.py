@@ -19,12 +19,12 @@ LOOKUPS_EACH_SIDE = 15  # per reader, before the writer starts and after it retu
 
 
 class Reader(threading.Thread):
-    """Runs ``paths`` in a loop against its own app; logs (started, path, status, body)."""
+    """Runs ``paths`` in a loop against its own app; logs (started, path, status, body, finished)."""
 
     def __init__(self, settings, api_key: str, paths: list[str]) -> None:
         super().__init__(daemon=True)
         self.settings, self.api_key, self.paths = settings, api_key, paths
-        self.log: list[tuple[float, str, int, dict]] = []
+        self.log: list[tuple[float, str, int, dict, float]] = []
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -37,7 +37,7 @@ class Reader(threading.Thread):
                     for path in self.paths:
                         started = time.monotonic()
                         r = client.get(path, headers=auth(self.api_key))
-                        self.log.append((started, path, r.status_code, r.json()))
+                        self.log.append((started, path, r.status_code, r.json(), time.monotonic()))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -73,13 +73,15 @@ def _wait(readers: list[Reader], done: Callable[[Reader], bool]) -> None:
 
 
 def _check(log: list, write_started: float, committed: float, before: dict, after: dict) -> None:
-    """Each answer is exactly the state before or after; after the commit, always after."""
-    for started, path, status, body in log:
+    """Each answer is exactly the state before or after; after the commit, always after;
+    before the write started, always before (judged by when the answer arrived: a request
+    stamped earlier may still reach the server after the commit on a busy machine)."""
+    for started, path, status, body, finished in log:
         answer = (status, body)
         assert answer in (before[path], after[path]), f"{path}: half-applied answer {answer}"
         if started > committed:
             assert answer == after[path], f"{path}: stale answer after the commit: {answer}"
-        if started < write_started and before[path] != after[path]:
+        if finished < write_started and before[path] != after[path]:
             assert answer == before[path], f"{path}: answered the future {answer}"
 
 
@@ -152,4 +154,27 @@ def test_an_erasure_is_never_seen_stale_or_half_applied(settings, ingest_client,
     log, started, committed = _race(settings, tenant.api_key, paths, write)
     after = _snapshot(read_client, tenant.api_key, paths)
     assert {status for status, _ in after.values()} == {404}
+    _check(log, started, committed, before, after)
+
+
+def test_a_timeline_is_never_seen_stale_or_half_merged(settings, ingest_client, read_client, tenant, drain):
+    """The timeline's first page is one autocommit statement (id -> survivor -> page): during
+    a merge, a merged-away id's page is the old profile's events or the survivor's, never a
+    mix and never the old one after the merge committed."""
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Viewed", ("anonymous_id", "tl-race-anon")),
+                     event("Signed Up", ("email", "tl-race@example.com")))
+    anon = profile_by(read_client, tenant.api_key, "anonymous_id", "tl-race-anon").json()["id"]
+    known = profile_by(read_client, tenant.api_key, "email", "tl-race@example.com").json()["id"]
+    paths = [f"/api/v1/cdp/profiles/{pid}/events?limit=2" for pid in (anon, known)]
+    before = _snapshot(read_client, tenant.api_key, paths)
+
+    log, started, committed = _race(settings, tenant.api_key, paths, lambda: ingest_and_drain(
+        ingest_client, drain, tenant.write_key,
+        event("Logged In", ("anonymous_id", "tl-race-anon"), ("email", "tl-race@example.com"))))
+
+    after = _snapshot(read_client, tenant.api_key, paths)
+    assert after[paths[0]] == after[paths[1]]  # both ids list the survivor's events
+    assert len(after[paths[0]][1]["events"]) == 2 and after[paths[0]][1]["next_cursor"] is not None
+    assert before[paths[0]] != after[paths[0]]
     _check(log, started, committed, before, after)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 
@@ -45,9 +46,12 @@ from stratum.queue.layout import (
 # ARGV: 1 complete job data (every event), 2 timestamp, 3 queue name, 4 job timeout s,
 #       5 failure TTL s, 6 high-water mark, 7 rate limit (events/s, 0 = none),
 #       8 event count N, 9 dedupe bucket TTL s, 10 job data prefix, 11 batch header,
-#       12 msgpack array of N x [dedupe field ("" = none), event id, blob offset in ARGV[1], blob length]
-#       (one packed argument instead of 4N: argument handling dominated the script's cost)
-#       13 name of the event count in the job's meta
+#       12 flat msgpack array: the N dedupe fields ("" = none), then the N event ids
+#       (one packed argument instead of 2N: argument handling dominated the script's cost;
+#       flat, so unpacking it builds no table per event)
+#       13 name of the event count in the job's meta,
+#       14 msgpack array of the N blob lengths, 15 offset of the first blob in ARGV[1]
+#       (both read only when some events are duplicates)
 # Returns: {"queued"|"full"|"limited", n_queued, {i, original event id, ...} for duplicates}
 ENQUEUE_SCRIPT = r"""
 local n = tonumber(ARGV[8])
@@ -64,7 +68,7 @@ end
 local meta = cmsgpack.unpack(ARGV[12])
 local fields = {}
 for i = 1, n do
-  local f = meta[i][1]
+  local f = meta[i]
   if f ~= '' then fields[#fields + 1] = f end
 end
 local cur, prev = {}, {}
@@ -75,15 +79,15 @@ end
 local out, seen, marks, kept = {}, {}, {}, {}
 local j, dups = 0, 0
 for i = 1, n do
-  local f = meta[i][1]
+  local f = meta[i]
   local orig = false
   if f ~= '' then
     j = j + 1
     orig = cur[j] or prev[j] or seen[f] or false
     if not orig then
-      seen[f] = meta[i][2]
+      seen[f] = meta[n + i]
       marks[#marks + 1] = f
-      marks[#marks + 1] = meta[i][2]
+      marks[#marks + 1] = meta[n + i]
     end
   end
   if orig then
@@ -116,10 +120,15 @@ end
 local data = ARGV[1]
 if dups > 0 then
   -- rare: rebuild the payload from the kept event blobs
+  local lengths = cmsgpack.unpack(ARGV[14])
+  local offsets, off = {}, tonumber(ARGV[15])
+  for i = 1, n do
+    offsets[i] = off
+    off = off + lengths[i]
+  end
   local parts = {}
   for _, i in ipairs(kept) do
-    local off = meta[i][3]
-    parts[#parts + 1] = string.sub(ARGV[1], off, off + meta[i][4] - 1)
+    parts[#parts + 1] = string.sub(ARGV[1], offsets[i], offsets[i] + lengths[i] - 1)
   end
   local header
   if m < 16 then
@@ -169,8 +178,8 @@ def rate_key(source_id: str, second: int) -> str:
     return f"stratum:rate:{source_id}:{second}"
 
 
-class PendingEvent(msgspec.Struct, frozen=True):
-    """One event of a request, as the job writer takes it (a Struct: one per event at the door)."""
+class PendingEvent(NamedTuple):
+    """One event of a job (a named tuple: one is built per event on the ingest hot path)."""
 
     blob: bytes
     event_id: str
@@ -208,15 +217,14 @@ class JobWriter:
         prefix = _PREFIX
         blobs = [ev.blob for ev in events]
         # 4: the payload's length after the job data prefix; +1: Lua strings are 1-based
-        offset = len(prefix) + 4 + len(header) + len(msgpack_array_header(len(blobs))) + 1
-        meta = []
-        for ev in events:
-            meta.append((ev.dedupe_key or "", ev.event_id, offset, len(ev.blob)))
-            offset += len(ev.blob)
+        first_offset = len(prefix) + 4 + len(header) + len(msgpack_array_header(len(blobs))) + 1
+        meta = [ev.dedupe_key or "" for ev in events]
+        meta += [ev.event_id for ev in events]
         data = job_data(assemble_batch(header, blobs))
         args: list[bytes | str | int] = [
             data, rq_timestamp(now), self.queue_name, self.job_timeout_s, self.failed_job_ttl_s, self.high_water,
             rate_limit, len(events), 2 * window, prefix, header, _msgpack.encode(meta), EVENT_COUNT_META,
+            _msgpack.encode([len(b) for b in blobs]), first_offset,
         ]
         return keys, args
 
