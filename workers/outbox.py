@@ -176,7 +176,18 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
     return len(rows)
 
 
-
+def insert_messages(conn: psycopg.Connection, tenant_id: str, rows: list[dict]) -> int:
+    """Write prepared messages (dicts with ``d`` destination id, ``m`` message id, ``t``
+    topic, ``p`` profile id or None, ``b`` body text) into ``deliveries`` inside the caller's
+    transaction, in the row format ``write_outbox`` uses; returns how many were written."""
+    if not rows:
+        return 0
+    lines = [_copy_line(tenant_id, r) for r in rows]
+    lines.append("")
+    with conn.cursor().copy("COPY deliveries (tenant_id, destination_id, message_id, topic, profile_id, body)"
+                            " FROM STDIN") as copy:
+        copy.write("\n".join(lines).encode())
+    return len(rows)
 
 
 # Delivery records are kept this long after they were created (CONTRACT 7).
