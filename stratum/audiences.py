@@ -74,36 +74,88 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
     ``profile_ids``; record an ``entered``/``exited`` row per change. Returns (entered, exited).
     Runs in its own transaction (the caller's connection must not be inside one)."""
     with conn.transaction():
+        lock_segments(conn, [segment_id])
+        return apply_membership(conn, tenant_id, segment_id, compile_for_tenant(conn, tenant_id, rules), profile_ids)
+
+
+def lock_segments(conn: psycopg.Connection, segment_ids: Sequence[str]) -> None:
+    """Take the segments' advisory locks for the caller's transaction, in id order (so two
+    holders of several never wait on each other in a cycle)."""
+    for segment_id in sorted(segment_ids):
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || %s, 0))", (segment_id,))
-        compiled = compile_for_tenant(conn, tenant_id, rules)
-        scoped = profile_ids is not None
-        only_p = " AND p.id = ANY(%s::uuid[])" if scoped else ""
-        only_m = " AND m.profile_id = ANY(%s::uuid[])" if scoped else ""
-        ids = [list(profile_ids)] if scoped else []
-        sql = f"""
-        WITH cand AS (
-            SELECT p.id FROM profiles p
-            WHERE p.tenant_id = %s AND p.merged_into IS NULL{only_p} AND {compiled.sql}
-        ), entered AS (
-            INSERT INTO segment_members (tenant_id, segment_id, profile_id)
-            SELECT %s::uuid, %s::uuid, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
-        ), exited AS (
-            DELETE FROM segment_members m
-            WHERE m.tenant_id = %s AND m.segment_id = %s{only_m}
-              AND NOT EXISTS (SELECT 1 FROM cand WHERE cand.id = m.profile_id)
-            RETURNING m.profile_id
-        ), logged AS (
-            INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
-            SELECT %s::uuid, %s::uuid, profile_id, 'entered' FROM entered
-            UNION ALL SELECT %s::uuid, %s::uuid, profile_id, 'exited' FROM exited
-            RETURNING kind
-        )
-        SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
-        """
-        seg = (tenant_id, segment_id)
-        params = (tenant_id, *ids, *compiled.params, *seg, *seg, *ids, *seg, *seg)
-        entered, exited = conn.execute(sql, params).fetchone()
+
+
+def apply_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str, compiled: CompiledRule,
+                     profile_ids: Sequence[str] | None = None) -> tuple[int, int]:
+    """The membership diff of one segment and its history rows, as one statement, inside the
+    caller's transaction, which must hold the segment's lock (``lock_segments``)."""
+    scoped = profile_ids is not None
+    only_p = " AND p.id = ANY(%s::uuid[])" if scoped else ""
+    ids = [list(profile_ids)] if scoped else []
+    # Each profile is judged once; exits are found by probing the members' primary key with
+    # the array of profiles judged out. A join of the members with a CTE gets planned as a
+    # nested loop over the CTE (its size is unknown to the planner): quadratic in the batch.
+    sql = f"""
+    WITH judged AS (
+        SELECT p.id, (p.merged_into IS NULL AND {compiled.sql}) AS hit FROM profiles p
+        WHERE p.tenant_id = %s{only_p}
+    ), entered AS (
+        INSERT INTO segment_members (tenant_id, segment_id, profile_id)
+        SELECT %s::uuid, %s::uuid, id FROM judged WHERE hit ON CONFLICT DO NOTHING RETURNING profile_id
+    ), exited AS (
+        DELETE FROM segment_members m
+        WHERE m.tenant_id = %s AND m.segment_id = %s AND m.profile_id = ANY(ARRAY(SELECT id FROM judged WHERE NOT hit))
+        RETURNING m.profile_id
+    ), logged AS (
+        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
+        SELECT %s::uuid, %s::uuid, profile_id, 'entered' FROM entered
+        UNION ALL SELECT %s::uuid, %s::uuid, profile_id, 'exited' FROM exited
+        RETURNING kind
+    )
+    SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
+    """
+    seg = (tenant_id, segment_id)
+    params = (*compiled.params, tenant_id, *ids, *seg, *seg, *seg, *seg)
+    entered, exited = conn.execute(sql, params).fetchone()
     return entered, exited
+
+
+def refresh_traits_of_profiles(conn: psycopg.Connection, tenant_id: str, traits: Sequence[ComputedTrait],
+                               profile_ids: Sequence[str], stamp: Any = None) -> int:
+    """Recount every one of ``traits`` for ``profile_ids`` in one statement (one index range
+    per trait and profile, one row version per changed profile); returns how many profiles
+    changed. A changed profile's ``updated_at`` becomes the later of ``stamp`` and its old
+    value plus a microsecond (``stamp`` None: now()). Runs in the caller's transaction."""
+    if not traits or not profile_ids:
+        return 0
+    params: dict[str, Any] = {"tenant": tenant_id, "ids": list(profile_ids), "stamp": stamp}
+    values, names = [], []
+    for i, trait in enumerate(traits):
+        params.update({f"name{i}": trait.name, f"event{i}": trait.event, f"days{i}": trait.within_days,
+                       f"prop{i}": trait.property})
+        names.append(f"%(name{i})s")
+        aggregate = trait.aggregate_sql().replace("%(prop)s", f"%(prop{i})s")
+        values.append(f"""(%(name{i})s, (SELECT {aggregate} FROM events e
+            WHERE e.tenant_id = %(tenant)s AND e.profile_id = ids.id AND e.event_name = %(event{i})s
+              AND e.event_time >= now() - make_interval(days => %(days{i})s)))""")
+    # Recounted keys are replaced; a recount without a value (no event in the window, for
+    # functions without a default) removes the key, as refresh_computed_trait does.
+    # MATERIALIZED: the new value is computed once per profile, not again in the SET.
+    sql = f"""
+    WITH v AS MATERIALIZED (
+        SELECT p.id, (p.computed - ARRAY[{", ".join(names)}]::text[])
+               || (SELECT coalesce(jsonb_object_agg(k, x), '{{}}'::jsonb)
+                   FROM (VALUES {", ".join(values)}) AS t(k, x) WHERE x IS NOT NULL) AS computed
+        FROM unnest(%(ids)s::uuid[]) AS ids(id) JOIN profiles p ON p.id = ids.id
+        WHERE p.tenant_id = %(tenant)s AND p.merged_into IS NULL
+    )
+    UPDATE profiles p
+    SET computed = v.computed,
+        updated_at = greatest(p.updated_at + interval '1 microsecond', coalesce(%(stamp)s::timestamptz, now()))
+    FROM v
+    WHERE p.id = v.id AND p.tenant_id = %(tenant)s AND p.merged_into IS NULL AND p.computed IS DISTINCT FROM v.computed
+    """
+    return conn.execute(sql, params).rowcount
 
 
 def refresh_computed_trait(conn: psycopg.Connection, tenant_id: str, trait: ComputedTrait,

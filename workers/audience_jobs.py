@@ -18,8 +18,15 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
-from core.segment_rules import is_time_based
-from stratum.audiences import evaluate_segment, load_computed_traits, refresh_computed_trait
+from core.segment_rules import compile_rules, is_time_based
+from stratum.audiences import (
+    apply_membership,
+    evaluate_segment,
+    load_computed_traits,
+    lock_segments,
+    refresh_computed_trait,
+    refresh_traits_of_profiles,
+)
 from stratum.settings import Settings
 
 log = logging.getLogger("stratum.scheduler")
@@ -47,6 +54,10 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
         "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
         " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,)).fetchone()[0]
+    # The upkeep's own writes are stamped just inside the range it handles, so the next run
+    # does not take them for new changes (the segments already saw them, in the same
+    # transaction); for exports they count as changed no later than the mark.
+    stamp = new_mark - timedelta(microseconds=1)
     if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
@@ -57,20 +68,25 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
             for start in range(0, len(ids), CHUNK_PROFILES):
-                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES])
+                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp)
     conn.execute("INSERT INTO scheduler_marks (name, mark) VALUES (%s, %s)"
                  " ON CONFLICT (name) DO UPDATE SET mark = EXCLUDED.mark", (UPKEEP_MARK, new_mark))
 
 
-def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str]) -> None:
-    """Recount the tenant's computed traits and re-evaluate its dynamic segments for these profiles."""
+def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str],
+                    stamp: datetime | None = None) -> None:
+    """Recount the tenant's computed traits and re-evaluate its dynamic segments for these
+    profiles, in one transaction: the traits first (one statement for all of them), then each
+    segment's membership under its lock. Profiles whose computed values change get
+    ``updated_at`` = ``stamp`` (or later, see refresh_traits_of_profiles)."""
     traits = load_computed_traits(conn, tenant_id)
-    if traits:
-        with conn.transaction():
-            for trait in traits:
-                refresh_computed_trait(conn, tenant_id, trait, profile_ids)
-    for segment_id, rules in _dynamic_segments(conn, tenant_id):
-        evaluate_segment(conn, tenant_id, segment_id, rules, profile_ids)
+    defaults = {t.name: t.default for t in traits}
+    segments = [(sid, compile_rules(rules, defaults)) for sid, rules in _dynamic_segments(conn, tenant_id)]
+    with conn.transaction():
+        refresh_traits_of_profiles(conn, tenant_id, traits, profile_ids, stamp)
+        lock_segments(conn, [sid for sid, _ in segments])
+        for segment_id, compiled in segments:
+            apply_membership(conn, tenant_id, segment_id, compiled, profile_ids)
 
 
 def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:
