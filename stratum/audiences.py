@@ -120,24 +120,66 @@ def apply_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
     return entered, exited
 
 
+def apply_memberships(conn: psycopg.Connection, tenant_id: str, segments: Sequence[tuple[str, CompiledRule]],
+                      profile_ids: Sequence[str]) -> tuple[int, int]:
+    """``apply_membership`` for several segments and the same profiles in one statement: each
+    profile is read once and judged against every segment. Inside the caller's transaction,
+    which must hold the segments' locks. Returns (entered, exited) summed over the segments."""
+    if not segments or not profile_ids:
+        return 0, 0
+    hits = ", ".join(f"(p.merged_into IS NULL AND {compiled.sql})" for _, compiled in segments)
+    # Exits: a primary-key probe per (segment, profile) judged out, collected as row ids; any
+    # join of the members with the CTE is left to a planner that cannot size it.
+    sql = f"""
+    WITH judged AS MATERIALIZED (
+        SELECT p.id, ARRAY[{hits}]::boolean[] AS hits
+        FROM unnest(%s::uuid[]) AS ids(id) JOIN profiles p ON p.id = ids.id WHERE p.tenant_id = %s
+    ), pairs AS MATERIALIZED (
+        SELECT j.id, s.segment_id, s.hit FROM judged j CROSS JOIN LATERAL unnest(%s::uuid[], j.hits) AS s(segment_id, hit)
+    ), entered AS (
+        INSERT INTO segment_members (tenant_id, segment_id, profile_id)
+        SELECT %s::uuid, segment_id, id FROM pairs WHERE hit ON CONFLICT DO NOTHING RETURNING segment_id, profile_id
+    ), exited AS (
+        DELETE FROM segment_members m WHERE m.ctid = ANY(ARRAY(
+            SELECT x.ctid FROM pairs q CROSS JOIN LATERAL (
+                SELECT ctid FROM segment_members x
+                WHERE x.tenant_id = %s AND x.segment_id = q.segment_id AND x.profile_id = q.id) x
+            WHERE NOT q.hit))
+        RETURNING m.segment_id, m.profile_id
+    ), logged AS (
+        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
+        SELECT %s::uuid, segment_id, profile_id, 'entered' FROM entered
+        UNION ALL SELECT %s::uuid, segment_id, profile_id, 'exited' FROM exited
+        RETURNING kind
+    )
+    SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
+    """
+    params = [p for _, compiled in segments for p in compiled.params]
+    params += [list(profile_ids), tenant_id, [sid for sid, _ in segments], tenant_id, tenant_id, tenant_id, tenant_id]
+    entered, exited = conn.execute(sql, params).fetchone()
+    return entered, exited
+
+
 def refresh_traits_of_profiles(conn: psycopg.Connection, tenant_id: str, traits: Sequence[ComputedTrait],
                                profile_ids: Sequence[str], stamp: Any = None) -> int:
-    """Recount every one of ``traits`` for ``profile_ids`` in one statement (one index range
-    per trait and profile, one row version per changed profile); returns how many profiles
-    changed. A changed profile's ``updated_at`` becomes the later of ``stamp`` and its old
-    value plus a microsecond (``stamp`` None: now()). Runs in the caller's transaction."""
+    """Recount every one of ``traits`` for ``profile_ids`` in one statement: one scan of each
+    profile's events (the traits' names, the widest window) feeds every trait's aggregate,
+    and a changed profile gets one row version. Returns how many profiles changed. A changed
+    profile's ``updated_at`` becomes the later of ``stamp`` and its old value plus a
+    microsecond (``stamp`` None: now()). Runs in the caller's transaction."""
     if not traits or not profile_ids:
         return 0
-    params: dict[str, Any] = {"tenant": tenant_id, "ids": list(profile_ids), "stamp": stamp}
-    values, names = [], []
+    params: dict[str, Any] = {"tenant": tenant_id, "ids": list(profile_ids), "stamp": stamp,
+                              "events": sorted({t.event for t in traits}),
+                              "days": max(t.within_days for t in traits)}
+    aggregates, pairs, names = [], [], []
     for i, trait in enumerate(traits):
         params.update({f"name{i}": trait.name, f"event{i}": trait.event, f"days{i}": trait.within_days,
                        f"prop{i}": trait.property})
+        rows = f"e.event_name = %(event{i})s AND e.event_time >= now() - make_interval(days => %(days{i})s)"
+        aggregates.append(f"{trait.aggregate_sql(rows).replace('%(prop)s', f'%(prop{i})s')} AS a{i}")
+        pairs.append(f"(%(name{i})s, a.a{i})")
         names.append(f"%(name{i})s")
-        aggregate = trait.aggregate_sql().replace("%(prop)s", f"%(prop{i})s")
-        values.append(f"""(%(name{i})s, (SELECT {aggregate} FROM events e
-            WHERE e.tenant_id = %(tenant)s AND e.profile_id = ids.id AND e.event_name = %(event{i})s
-              AND e.event_time >= now() - make_interval(days => %(days{i})s)))""")
     # Recounted keys are replaced; a recount without a value (no event in the window, for
     # functions without a default) removes the key, as refresh_computed_trait does.
     # MATERIALIZED: the new value is computed once per profile, not again in the SET.
@@ -145,8 +187,13 @@ def refresh_traits_of_profiles(conn: psycopg.Connection, tenant_id: str, traits:
     WITH v AS MATERIALIZED (
         SELECT p.id, (p.computed - ARRAY[{", ".join(names)}]::text[])
                || (SELECT coalesce(jsonb_object_agg(k, x), '{{}}'::jsonb)
-                   FROM (VALUES {", ".join(values)}) AS t(k, x) WHERE x IS NOT NULL) AS computed
+                   FROM (VALUES {", ".join(pairs)}) AS t(k, x) WHERE x IS NOT NULL) AS computed
         FROM unnest(%(ids)s::uuid[]) AS ids(id) JOIN profiles p ON p.id = ids.id
+        CROSS JOIN LATERAL (
+            SELECT {", ".join(aggregates)} FROM events e
+            WHERE e.tenant_id = %(tenant)s AND e.profile_id = ids.id AND e.event_name = ANY(%(events)s::text[])
+              AND e.event_time >= now() - make_interval(days => %(days)s)
+        ) a
         WHERE p.tenant_id = %(tenant)s AND p.merged_into IS NULL
     )
     UPDATE profiles p

@@ -20,7 +20,7 @@ import psycopg
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import compile_rules, is_time_based
 from stratum.audiences import (
-    apply_membership,
+    apply_memberships,
     evaluate_segment,
     load_computed_traits,
     lock_segments,
@@ -76,8 +76,8 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
 def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str],
                     stamp: datetime | None = None) -> None:
     """Recount the tenant's computed traits and re-evaluate its dynamic segments for these
-    profiles, in one transaction: the traits first (one statement for all of them), then each
-    segment's membership under its lock. Profiles whose computed values change get
+    profiles, in one transaction: the traits first (one statement for all of them), then the
+    membership of every segment (one statement, under the segments' locks). Profiles whose computed values change get
     ``updated_at`` = ``stamp`` (or later, see refresh_traits_of_profiles)."""
     traits = load_computed_traits(conn, tenant_id)
     defaults = {t.name: t.default for t in traits}
@@ -85,8 +85,7 @@ def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[
     with conn.transaction():
         refresh_traits_of_profiles(conn, tenant_id, traits, profile_ids, stamp)
         lock_segments(conn, [sid for sid, _ in segments])
-        for segment_id, compiled in segments:
-            apply_membership(conn, tenant_id, segment_id, compiled, profile_ids)
+        apply_memberships(conn, tenant_id, segments, profile_ids)
 
 
 def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:
