@@ -22,6 +22,7 @@ Writes bench/results/audiences.json or audiences_preview.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import psutil
 import psycopg
 
 from bench import workers as bench_workers
@@ -97,6 +99,8 @@ def upkeep_loop(interval_s: float, cpu_out: str) -> int:
     """The scheduler's audience jobs (upkeep, then emission) every ``interval_s`` on one
     connection, as the scheduler's rounds run them, until SIGTERM; the pass under way
     finishes. Writes the CPU seconds of the passes (start-up excluded) to ``cpu_out``."""
+    from redis import Redis
+
     from stratum.db.connect import connect
     from stratum.settings import settings_from_env
     from workers.audience_emit import emit_audience_messages
@@ -110,16 +114,28 @@ def upkeep_loop(interval_s: float, cpu_out: str) -> int:
         stop = True
 
     signal.signal(signal.SIGTERM, _stop)
-    cpu = 0.0
+    cpu = {"process": 0.0, "upkeep_backend": 0.0, "emit_backend": 0.0, "profiles_handled": 0, "passes": 0}
+    redis = Redis.from_url(settings.redis_url)
     with connect(settings.database_url, autocommit=True) as conn:
+        backend = psutil.Process(conn.info.backend_pid)
         while not stop:
-            t0, c0 = time.monotonic(), time.process_time()
-            upkeep_audiences(conn, settings)
-            emit_audience_messages(conn)
-            cpu += time.process_time() - c0
+            t0, c0, b0 = time.monotonic(), time.process_time(), _cpu(backend)
+            cpu["profiles_handled"] += upkeep_audiences(conn, settings, redis)
+            cpu["passes"] += 1
+            b1 = _cpu(backend)
+            emit_audience_messages(conn, redis)
+            b2 = _cpu(backend)
+            cpu["process"] += time.process_time() - c0
+            cpu["upkeep_backend"] += b1 - b0
+            cpu["emit_backend"] += b2 - b1
             time.sleep(max(0.0, interval_s - (time.monotonic() - t0)))
-    Path(cpu_out).write_text(str(cpu))
+    Path(cpu_out).write_text(json.dumps(cpu))
     return 0
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def run_once(n_events: int, defined: bool, seed: int, interval_s: float) -> dict:
@@ -139,7 +155,8 @@ def run_once(n_events: int, defined: bool, seed: int, interval_s: float) -> dict
     lag_s = _wait_for_upkeep(env.database_url, drained_at)
     os.killpg(upkeep.pid, signal.SIGTERM)
     upkeep.returncode, _ = wait_cpu_s(upkeep.pid)
-    upkeep_s = float(cpu_file.read_text())
+    upkeep_cpu = json.loads(cpu_file.read_text())
+    upkeep_s = upkeep_cpu["process"]
     cpu_file.unlink()
     env.procs.remove(upkeep)
     env.procs.remove(worker)
@@ -162,8 +179,11 @@ def run_once(n_events: int, defined: bool, seed: int, interval_s: float) -> dict
     return {"defined": defined, "events_stored": stored, "wall_s": costs["wall_s"],
             "us_per_event": {"worker": us(worker_net), "upkeep": us(cpu["upkeep"]),
                              "postgres": us(cpu["postgres"]), "total": us(total_s),
+                             "postgres_upkeep": us(upkeep_cpu["upkeep_backend"]),
+                             "postgres_emit": us(upkeep_cpu["emit_backend"]),
                              "postgres_background": costs["us_per_event"]["postgres_background"],
                              "redis": costs["us_per_event"]["redis"]},
+            "upkeep_passes": upkeep_cpu["passes"], "profiles_handled": upkeep_cpu["profiles_handled"],
             "worker_startup_s": round(startup_s, 3), "upkeep_lag_after_last_commit_s": round(lag_s, 2),
             "segment_members": members, "membership_changes": changes, "profiles_with_computed": with_values}
 

@@ -121,10 +121,12 @@ def apply_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
 
 
 def apply_memberships(conn: psycopg.Connection, tenant_id: str, segments: Sequence[tuple[str, CompiledRule]],
-                      profile_ids: Sequence[str]) -> tuple[int, int]:
+                      profile_ids: Sequence[str], *, unheard: bool = False) -> tuple[int, int]:
     """``apply_membership`` for several segments and the same profiles in one statement: each
     profile is read once and judged against every segment. Inside the caller's transaction,
-    which must hold the segments' locks. Returns (entered, exited) summed over the segments."""
+    which must hold the segments' locks. Returns (entered, exited) summed over the segments.
+    ``unheard``: nobody subscribes to the segment topics now, so the history rows are written
+    as already emitted (to nobody) instead of waiting for the emission job to mark them."""
     if not segments or not profile_ids:
         return 0, 0
     hits = ", ".join(f"(p.merged_into IS NULL AND {compiled.sql})" for _, compiled in segments)
@@ -147,15 +149,16 @@ def apply_memberships(conn: psycopg.Connection, tenant_id: str, segments: Sequen
             WHERE NOT q.hit))
         RETURNING m.segment_id, m.profile_id
     ), logged AS (
-        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
-        SELECT %s::uuid, segment_id, profile_id, 'entered' FROM entered
-        UNION ALL SELECT %s::uuid, segment_id, profile_id, 'exited' FROM exited
+        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind, emitted_at)
+        SELECT %s::uuid, segment_id, profile_id, 'entered', CASE WHEN %s THEN now() END FROM entered
+        UNION ALL SELECT %s::uuid, segment_id, profile_id, 'exited', CASE WHEN %s THEN now() END FROM exited
         RETURNING kind
     )
     SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
     """
     params = [p for _, compiled in segments for p in compiled.params]
-    params += [list(profile_ids), tenant_id, [sid for sid, _ in segments], tenant_id, tenant_id, tenant_id, tenant_id]
+    params += [list(profile_ids), tenant_id, [sid for sid, _ in segments], tenant_id, tenant_id,
+               tenant_id, unheard, tenant_id, unheard]
     entered, exited = conn.execute(sql, params).fetchone()
     return entered, exited
 

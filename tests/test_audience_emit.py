@@ -115,3 +115,25 @@ def test_anomalies_are_delivered_once_ungated(admin, tenant, deliver, receivers,
                                "expected": 20, "score": payload["data"]["score"], "kind": "spike"}
     assert payload["data"]["score"] >= settings.anomaly_threshold
     assert wait_until(lambda: [d["status"] for d in deliveries(admin, tenant, dest["id"])] == ["delivered"], 10)
+
+
+def test_changes_nobody_hears_are_written_as_emitted(admin, tenant, ingest_client, drain, db, settings,  # noqa: F811
+                                                     redis_conn):
+    seg = admin.post("/api/v1/cdp/segments", headers=auth(tenant.api_key), json={
+        "name": "VIP", "rules": {"all": [{"trait": "vip", "op": "eq", "value": True}]}}).json()
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Signed Up", ("external_id", "q-1"), traits={"vip": True}))
+    upkeep_audiences(db, settings, redis_conn)  # no destination, no stream listener
+    rows = db.execute("SELECT kind, emitted_at IS NOT NULL FROM segment_events WHERE segment_id = %s",
+                      (seg["id"],)).fetchall()
+    assert rows == [("entered", True)]
+
+    make_destination(admin, tenant, "http://127.0.0.1:9/hook", topics=["segment.exited"])
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     event("Changed", ("external_id", "q-1"), traits={"vip": False}))
+    upkeep_audiences(db, settings, redis_conn)
+    pending = db.execute("SELECT kind FROM segment_events WHERE segment_id = %s AND emitted_at IS NULL",
+                         (seg["id"],)).fetchall()
+    assert pending == [("exited",)]
+    emit_audience_messages(db, redis_conn)
+    assert [t for _, t, _ in _outbox(db, tenant.id)] == ["segment.exited"]

@@ -67,6 +67,17 @@ def _subscribed(routes: list[Route], topic: str) -> list[str]:
     return [r.destination_id for r in routes if topic in r.topics]
 
 
+SEGMENT_TOPICS = ("segment.entered", "segment.exited")
+
+
+def segment_topics_heard(conn: psycopg.Connection, redis: Redis, tenant_id: str) -> bool:
+    """Whether an active destination subscribes to a segment topic or a live stream client
+    listens (then membership changes wait for emission; otherwise nobody would get them)."""
+    if any(t in r.topics for r in routes_of(conn, tenant_id) for t in SEGMENT_TOPICS):
+        return True
+    return _stream_listening(redis, tenant_id)
+
+
 def _stream_listening(redis: Redis | None, tenant_id: str) -> bool:
     if redis is None:
         return False

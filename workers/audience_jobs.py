@@ -16,6 +16,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from redis import Redis
 
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import compile_rules, is_time_based
@@ -28,6 +29,7 @@ from stratum.audiences import (
     refresh_traits_of_profiles,
 )
 from stratum.settings import Settings
+from workers.audience_emit import segment_topics_heard
 
 log = logging.getLogger("stratum.scheduler")
 
@@ -41,8 +43,10 @@ def _dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[st
                         (tenant_id,)).fetchall()
 
 
-def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
-    """Computed traits, then dynamic segment membership, for profiles changed since the mark."""
+def upkeep_audiences(conn: psycopg.Connection, settings: Settings, redis: Redis | None = None) -> int:
+    """Computed traits, then dynamic segment membership, for profiles changed since the mark;
+    returns how many profiles were handled. ``redis``: to see live stream listeners (without
+    it, membership changes always wait for the emission job)."""
     row = conn.execute("SELECT mark FROM scheduler_marks WHERE name = %s", (UPKEEP_MARK,)).fetchone()
     if row is None:
         # First run: creating a definition evaluated every profile changed before it.
@@ -58,6 +62,7 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
     # does not take them for new changes (the segments already saw them, in the same
     # transaction); for exports they count as changed no later than the mark.
     stamp = new_mark - timedelta(microseconds=1)
+    handled = 0
     if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
@@ -67,25 +72,29 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
                 " UNION SELECT tenant_id FROM computed_traits)", (row[0], new_mark)):
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
+            handled += len(ids)
             for start in range(0, len(ids), CHUNK_PROFILES):
-                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp)
+                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp, redis)
     conn.execute("INSERT INTO scheduler_marks (name, mark) VALUES (%s, %s)"
                  " ON CONFLICT (name) DO UPDATE SET mark = EXCLUDED.mark", (UPKEEP_MARK, new_mark))
+    return handled
 
 
 def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str],
-                    stamp: datetime | None = None) -> None:
+                    stamp: datetime | None = None, redis: Redis | None = None) -> None:
     """Recount the tenant's computed traits and re-evaluate its dynamic segments for these
     profiles, in one transaction: the traits first (one statement for all of them), then the
-    membership of every segment (one statement, under the segments' locks). Profiles whose computed values change get
-    ``updated_at`` = ``stamp`` (or later, see refresh_traits_of_profiles)."""
+    membership of every segment (one statement, under the segments' locks). Profiles whose
+    computed values change get ``updated_at`` = ``stamp`` (or later, see
+    refresh_traits_of_profiles)."""
     traits = load_computed_traits(conn, tenant_id)
     defaults = {t.name: t.default for t in traits}
     segments = [(sid, compile_rules(rules, defaults)) for sid, rules in _dynamic_segments(conn, tenant_id)]
+    unheard = redis is not None and not segment_topics_heard(conn, redis, tenant_id)
     with conn.transaction():
         refresh_traits_of_profiles(conn, tenant_id, traits, profile_ids, stamp)
         lock_segments(conn, [sid for sid, _ in segments])
-        apply_memberships(conn, tenant_id, segments, profile_ids)
+        apply_memberships(conn, tenant_id, segments, profile_ids, unheard=unheard)
 
 
 def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:

@@ -77,7 +77,7 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("partitions", _partitions, _every_round),
     PeriodicJob("retention", _retention, _every_round),
     PeriodicJob("delivery_retention", _delivery_retention, _every_round),
-    PeriodicJob("audience_upkeep", lambda c, _r, s: upkeep_audiences(c, s), _every_round),
+    PeriodicJob("audience_upkeep", lambda c, r, s: upkeep_audiences(c, s, r), _every_round),
     PeriodicJob("audience_refresh", lambda c, _r, s: refresh_audiences(c, s), lambda s: s.audience_refresh_interval_s),
     PeriodicJob("churn", lambda c, _r, s: churn_profiles(c, s), lambda s: s.churn_interval_s),
     PeriodicJob("anomalies", lambda c, _r, s: detect_anomalies(c, s), lambda s: s.anomaly_interval_s),
