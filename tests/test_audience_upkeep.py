@@ -78,3 +78,16 @@ def test_incremental_upkeep_matches_full_evaluation(read_client, ingest_client, 
                       (tenant.id, mark)).fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM profiles WHERE tenant_id = %s AND computed <> '{}'",
                       (tenant.id,)).fetchone()[0] > 0
+
+
+def test_upkeep_handles_only_the_profiles_a_batch_touched(read_client, ingest_client, drain, db, tenant, settings):
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     *[event("Page Viewed", ("external_id", f"t-{i}")) for i in range(30)])
+    r = read_client.post("/api/v1/cdp/segments", headers=auth(tenant.api_key), json={
+        "name": "Viewers", "rules": {"all": [{"counter": "events", "op": "gte", "value": 2}]}})
+    assert r.status_code == 201 and r.json()["size"] == 0
+    upkeep_audiences(db, settings)
+    assert upkeep_audiences(db, settings) == 0  # nothing changed since
+    ingest_and_drain(ingest_client, drain, tenant.write_key, event("Page Viewed", ("external_id", "t-7")))
+    assert upkeep_audiences(db, settings) == 1
+    assert len(_members(db, r.json()["id"])) == 1
