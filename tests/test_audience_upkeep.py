@@ -91,3 +91,27 @@ def test_upkeep_handles_only_the_profiles_a_batch_touched(read_client, ingest_cl
     ingest_and_drain(ingest_client, drain, tenant.write_key, event("Page Viewed", ("external_id", "t-7")))
     assert upkeep_audiences(db, settings) == 1
     assert len(_members(db, r.json()["id"])) == 1
+
+
+def test_event_count_conditions_at_zero_one_and_more(read_client, ingest_client, drain, tenant):
+    """"At least one" and "none" compile to EXISTS / NOT EXISTS (a join at the top level),
+    other counts to a count: all agree on people with 0, 1 and 2 orders."""
+    orders = {"c-none": 0, "c-one": 1, "c-two": 2}
+    ingest_and_drain(ingest_client, drain, tenant.write_key,
+                     *[event("Page Viewed", ("external_id", who)) for who in orders],
+                     *[event("Order Completed", ("external_id", who)) for who, n in orders.items() for _ in range(n)])
+    ids = {}
+    for who in orders:
+        r = read_client.get("/api/v1/cdp/profiles", headers=auth(tenant.api_key),
+                            params={"identifier_type": "external_id", "identifier_value": who})
+        ids[r.json()["id"]] = who.removeprefix("c-")
+    cases = [({"op": "gte", "value": 1}, {"one", "two"}), ({"op": "gt", "value": 0}, {"one", "two"}),
+             ({"op": "eq", "value": 0}, {"none"}), ({"op": "lt", "value": 1}, {"none"}),
+             ({"op": "lte", "value": 0}, {"none"}), ({"op": "gte", "value": 2}, {"two"}),
+             ({"op": "lt", "value": 2}, {"none", "one"}), ({"op": "between", "value": [1, 1]}, {"one"})]
+    for count, expected in cases:
+        cond = {"event": "Order Completed", "within_days": 7, "count": count}
+        for rules in ({"all": [cond]}, {"any": [cond, {"trait": "never", "op": "exists"}]}):
+            r = read_client.post("/api/v1/cdp/segments/preview", headers=auth(tenant.api_key),
+                                 json={"rules": rules, "sample_size": 100})
+            assert {ids[i] for i in r.json()["sample"]} == expected, (count, rules)
