@@ -1,20 +1,23 @@
 """Audiences benchmark: what incremental membership and computed-trait upkeep add to the cost
 of an event, and how fast a segment preview answers at scale.
 
-    python -m bench.audiences [--events 20000] [--repeat 2]      # upkeep overhead
-    python -m bench.audiences --preview [--profiles 1000000]     # preview latency
+    python -m bench.audiences [--events 20000] [--repeat 2] [--interval S]   # upkeep overhead
+    python -m bench.audiences --preview [--profiles 100000 1000000]         # preview latency
 
-Overhead: the same traffic (bench/traffic.py, posted through a real ingest process) is drained
-by a burst worker while a real ``stratum scheduler`` runs beside it, once with nothing defined
-and once with five computed traits and ten dynamic segments; runs alternate, each on a fresh
-database. Cost per event = worker CPU (exact rusage, start-up subtracted) + scheduler CPU
-(exact rusage; it is stopped once its upkeep mark has passed the worker's last commit, so every
-touched profile is handled) + the bench database's Postgres backends (bench/costs.py). The
-overhead is the ratio of the two runs' costs, read within one invocation (absolute numbers are
-noisy on a shared machine). The lag from the worker's last commit to the end of the upkeep pass
-that covered it is reported too.
+Overhead: the same traffic (bench/traffic.py, posted through a real ingest process, as in
+bench.workers) is drained by a burst worker while the scheduler's audience jobs (upkeep,
+then emission: the functions of workers/audience_jobs.py and workers/audience_emit.py) run
+beside it every ``--interval`` seconds (default: the scheduler's interval) on one long-lived
+connection, once with nothing defined and once with five computed traits and ten dynamic
+segments; runs alternate, each on a fresh database. The upkeep runs until its mark has
+passed the worker's last commit, so every touched profile is handled. Cost per event =
+worker CPU (exact rusage, start-up subtracted) + the upkeep's own CPU (its passes, start-up
+excluded) + the bench database's Postgres backends (bench/costs.py); the upkeep's backend
+is also reported alone. The overhead is the ratio of the two runs' costs, read within one
+invocation (absolute numbers are noisy on a shared machine). The lag from the worker's last
+commit to the end of the upkeep run that covered it is reported too.
 
-Preview: profiles (traits, lifecycles, counters, identifiers) and events generated inside
+Preview: profiles (traits, lifecycles, counters, emails) and events generated inside
 Postgres, then ``POST /api/v1/cdp/segments/preview`` timed through a real read API process.
 Writes bench/results/audiences.json or audiences_preview.json.
 """
@@ -29,7 +32,7 @@ import statistics
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -236,9 +239,7 @@ def _fill_profiles(database_url: str, tenant_id: str, source_id: str, n_profiles
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         now = datetime.now(UTC)
-        ensure_partitions(conn, [month_start(now), month_start(datetime.fromtimestamp(now.timestamp() - 62 * 86400,
-                                                                                         UTC)),
-                                 month_start(datetime.fromtimestamp(now.timestamp() - 31 * 86400, UTC))])
+        ensure_partitions(conn, {month_start(now - timedelta(days=d)) for d in range(62)})
         conn.execute("SET synchronous_commit = off")
         conn.execute(
             "INSERT INTO profiles (id, tenant_id, lifecycle, traits, first_seen, last_seen, event_count,"
