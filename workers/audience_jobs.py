@@ -35,6 +35,7 @@ log = logging.getLogger("stratum.scheduler")
 
 UPKEEP_MARK = "audience_upkeep"
 CHUNK_PROFILES = 5_000
+CHUNK_ATTEMPTS = 3
 CHURN_BATCH = 10_000
 
 
@@ -74,10 +75,25 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings, redis: Redis 
         for tenant_id, ids in touched.items():
             handled += len(ids)
             for start in range(0, len(ids), CHUNK_PROFILES):
-                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp, redis)
+                _upkeep_chunk(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp, redis)
     conn.execute("INSERT INTO scheduler_marks (name, mark) VALUES (%s, %s)"
                  " ON CONFLICT (name) DO UPDATE SET mark = EXCLUDED.mark", (UPKEEP_MARK, new_mark))
     return handled
+
+
+def _upkeep_chunk(conn: psycopg.Connection, tenant_id: str, ids: list[str], stamp: datetime,
+                  redis: Redis | None) -> None:
+    # Workers lock profile rows in id order; the upkeep's row versions and its members'
+    # foreign-key checks take theirs in plan order, so a worker and the upkeep can deadlock.
+    # Postgres breaks the cycle; the worker retries its batch and the chunk is run again.
+    for attempt in range(CHUNK_ATTEMPTS):
+        try:
+            upkeep_profiles(conn, tenant_id, ids, stamp, redis)
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == CHUNK_ATTEMPTS - 1:
+                raise
+            log.warning("audience upkeep: deadlock with a worker, chunk of %d profile(s) run again", len(ids))
 
 
 def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str],
