@@ -75,36 +75,33 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
     Runs in its own transaction (the caller's connection must not be inside one)."""
     with conn.transaction():
         lock_segments(conn, [segment_id])
-        return apply_membership(conn, tenant_id, segment_id, compile_for_tenant(conn, tenant_id, rules), profile_ids)
+        compiled = compile_for_tenant(conn, tenant_id, rules)
+        if profile_ids is None:
+            return _apply_full_membership(conn, tenant_id, segment_id, compiled)
+        return apply_memberships(conn, tenant_id, [(segment_id, compiled)], profile_ids)
 
 
-def lock_segments(conn: psycopg.Connection, segment_ids: Sequence[str]) -> None:
-    """Take the segments' advisory locks for the caller's transaction, in id order (so two
-    holders of several never wait on each other in a cycle)."""
-    for segment_id in sorted(segment_ids):
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || %s, 0))", (segment_id,))
-
-
-def apply_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str, compiled: CompiledRule,
-                     profile_ids: Sequence[str] | None = None) -> tuple[int, int]:
-    """The membership diff of one segment and its history rows, as one statement, inside the
-    caller's transaction, which must hold the segment's lock (``lock_segments``)."""
-    scoped = profile_ids is not None
-    only_p = " AND p.id = ANY(%s::uuid[])" if scoped else ""
-    ids = [list(profile_ids)] if scoped else []
-    # Each profile is judged once; exits are found by probing the members' primary key with
-    # the array of profiles judged out. A join of the members with a CTE gets planned as a
-    # nested loop over the CTE (its size is unknown to the planner): quadratic in the batch.
+def _apply_full_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str,
+                           compiled: CompiledRule) -> tuple[int, int]:
+    """The membership diff of one segment over every profile of the tenant and its history
+    rows, as one statement, inside the caller's transaction (which holds the segment's
+    lock). Set-based: the rules in the
+    WHERE clause (so top-level EXISTS conditions run as semi or anti joins over identifiers
+    and events), exits as an anti join of the members against the matches. Nested loops are
+    off for the transaction: with a freshly changed members table the planner may believe it
+    tiny and loop over the matches once per member."""
+    conn.execute("SET LOCAL enable_nestloop = off")
     sql = f"""
-    WITH judged AS (
-        SELECT p.id, (p.merged_into IS NULL AND {compiled.sql}) AS hit FROM profiles p
-        WHERE p.tenant_id = %s{only_p}
+    WITH cand AS MATERIALIZED (
+        SELECT p.id FROM profiles p WHERE p.tenant_id = %s AND p.merged_into IS NULL AND {compiled.sql}
     ), entered AS (
         INSERT INTO segment_members (tenant_id, segment_id, profile_id)
-        SELECT %s::uuid, %s::uuid, id FROM judged WHERE hit ON CONFLICT DO NOTHING RETURNING profile_id
+        SELECT %s::uuid, %s::uuid, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
     ), exited AS (
-        DELETE FROM segment_members m
-        WHERE m.tenant_id = %s AND m.segment_id = %s AND m.profile_id = ANY(ARRAY(SELECT id FROM judged WHERE NOT hit))
+        DELETE FROM segment_members m USING (
+            SELECT m2.profile_id FROM segment_members m2 LEFT JOIN cand c ON c.id = m2.profile_id
+            WHERE m2.tenant_id = %s AND m2.segment_id = %s AND c.id IS NULL) gone
+        WHERE m.tenant_id = %s AND m.segment_id = %s AND m.profile_id = gone.profile_id
         RETURNING m.profile_id
     ), logged AS (
         INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
@@ -115,15 +112,21 @@ def apply_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
     SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
     """
     seg = (tenant_id, segment_id)
-    params = (*compiled.params, tenant_id, *ids, *seg, *seg, *seg, *seg)
-    entered, exited = conn.execute(sql, params).fetchone()
+    entered, exited = conn.execute(sql, (tenant_id, *compiled.params, *seg, *seg, *seg, *seg, *seg)).fetchone()
     return entered, exited
+
+
+def lock_segments(conn: psycopg.Connection, segment_ids: Sequence[str]) -> None:
+    """Take the segments' advisory locks for the caller's transaction, in id order (so two
+    holders of several never wait on each other in a cycle)."""
+    for segment_id in sorted(segment_ids):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || %s, 0))", (segment_id,))
 
 
 def apply_memberships(conn: psycopg.Connection, tenant_id: str, segments: Sequence[tuple[str, CompiledRule]],
                       profile_ids: Sequence[str], *, unheard: bool = False) -> tuple[int, int]:
-    """``apply_membership`` for several segments and the same profiles in one statement: each
-    profile is read once and judged against every segment. Inside the caller's transaction,
+    """The membership diff of several segments for the same profiles and its history rows, in
+    one statement: each profile is read once and judged against every segment. Inside the caller's transaction,
     which must hold the segments' locks. Returns (entered, exited) summed over the segments.
     ``unheard``: nobody subscribes to the segment topics now, so the history rows are written
     as already emitted (to nobody) instead of waiting for the emission job to mark them."""
