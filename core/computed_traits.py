@@ -23,23 +23,25 @@ MAX_WINDOW_DAYS = 36_500
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
 # Aggregates over the rows of ``events e`` of one profile; ``v`` is ``e.properties -> %s``.
+# ``<F>`` is the condition that picks the trait's rows among those scanned ("true" when the
+# scan reads only them), so several traits can share one scan of a profile's events.
 _NUM = "CASE WHEN jsonb_typeof(e.properties -> %(prop)s) = 'number' THEN (e.properties -> %(prop)s)::numeric END"
 _AGGREGATES = {
-    "count": "to_jsonb(count(*))",
-    "count_property": "to_jsonb(count(*) FILTER (WHERE jsonb_typeof(e.properties -> %(prop)s) <> 'null'))",
-    "sum": f"to_jsonb(sum({_NUM}))",
-    "avg": f"to_jsonb(round(avg({_NUM}), 6))",
-    "min": f"to_jsonb(min({_NUM}))",
-    "max": f"to_jsonb(max({_NUM}))",
+    "count": "to_jsonb(count(*) FILTER (WHERE <F>))",
+    "count_property": "to_jsonb(count(*) FILTER (WHERE <F> AND jsonb_typeof(e.properties -> %(prop)s) <> 'null'))",
+    "sum": f"to_jsonb(sum({_NUM}) FILTER (WHERE <F>))",
+    "avg": f"to_jsonb(round(avg({_NUM}) FILTER (WHERE <F>), 6))",
+    "min": f"to_jsonb(min({_NUM}) FILTER (WHERE <F>))",
+    "max": f"to_jsonb(max({_NUM}) FILTER (WHERE <F>))",
     "first": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time, e.event_id)"
-             " FILTER (WHERE e.properties ? %(prop)s))[1]",
+             " FILTER (WHERE <F> AND e.properties ? %(prop)s))[1]",
     "last": "(array_agg(e.properties -> %(prop)s ORDER BY e.event_time DESC, e.event_id DESC)"
-            " FILTER (WHERE e.properties ? %(prop)s))[1]",
-    "first_time": "to_jsonb(min(e.event_time))",
-    "last_time": "to_jsonb(max(e.event_time))",
+            " FILTER (WHERE <F> AND e.properties ? %(prop)s))[1]",
+    "first_time": "to_jsonb(min(e.event_time) FILTER (WHERE <F>))",
+    "last_time": "to_jsonb(max(e.event_time) FILTER (WHERE <F>))",
     "unique": "to_jsonb(count(DISTINCT e.properties -> %(prop)s)"
-              " FILTER (WHERE jsonb_typeof(e.properties -> %(prop)s) <> 'null'))",
-    "exists": "to_jsonb(count(*) > 0)",
+              " FILTER (WHERE <F> AND jsonb_typeof(e.properties -> %(prop)s) <> 'null'))",
+    "exists": "to_jsonb(count(*) FILTER (WHERE <F>) > 0)",
 }
 
 
@@ -60,14 +62,15 @@ class ComputedTrait:
         """The value of a profile with no matching event in the window."""
         return {"count": 0, "unique": 0, "exists": False}.get(self.function)
 
-    def aggregate_sql(self) -> str:
-        """The aggregate over ``events e`` (named ``%(prop)s`` parameter: the property)."""
+    def aggregate_sql(self, rows: str = "true") -> str:
+        """The aggregate over those rows of ``events e`` for which the SQL condition ``rows``
+        holds (named ``%(prop)s`` parameter: the property)."""
         key = self.function
         if key == "count" and self.property:
             key = "count_property"
         elif key in ("first", "last") and not self.property:
             key += "_time"
-        return _AGGREGATES[key]
+        return _AGGREGATES[key].replace("<F>", rows)
 
 
 def parse_computed_trait(body: dict[str, Any]) -> ComputedTrait:

@@ -355,7 +355,10 @@ def _compile_group(node: dict, defaults: dict[str, Any]) -> tuple[str, list]:
             sql, p = _compile_group(child, defaults)
         else:
             sql, p = _compile_condition(child, defaults)
-            sql = f"coalesce({sql}, false)"
+            # EXISTS is never NULL; left bare, a top-level one becomes a semi or anti join
+            # (one pass over the identifiers or events) instead of a probe per profile.
+            if not sql.startswith(_EXISTS_FORMS):
+                sql = f"coalesce({sql}, false)"
         parts.append(sql)
         params.extend(p)
     if not parts:
@@ -388,10 +391,28 @@ def _compile_condition(node: dict, defaults: dict[str, Any]) -> tuple[str, list]
         sql = "EXISTS (SELECT 1 FROM profile_identifiers i WHERE i.profile_id = p.id AND i.type = %s)"
         return (sql if node["op"] == "exists" else f"NOT {sql}"), [node["identifier"]]
     count = node.get("count", {"op": "gte", "value": 1})
-    n = ("(SELECT count(*) FROM events e WHERE e.tenant_id = p.tenant_id AND e.profile_id = p.id"
-         " AND e.event_name = %s AND e.event_time >= now() - make_interval(days => %s::int))",
-         [node["event"], node["within_days"]])
-    return _numeric_condition(n, count["op"], count["value"])
+    where = ("FROM events e WHERE e.tenant_id = p.tenant_id AND e.profile_id = p.id"
+             " AND e.event_name = %s AND e.event_time >= now() - make_interval(days => %s::int)")
+    params = [node["event"], node["within_days"]]
+    presence = _count_presence(count["op"], count["value"])
+    if presence is not None:
+        return f"{'' if presence else 'NOT '}EXISTS (SELECT 1 {where})", params
+    return _numeric_condition((f"(SELECT count(*) {where})", params), count["op"], count["value"])
+
+
+_EXISTS_FORMS = ("EXISTS (", "NOT EXISTS (")
+
+
+def _count_presence(op: str, value: Any) -> bool | None:
+    """True when a count condition means "at least one", False when it means "none", None
+    otherwise (then the events are counted)."""
+    if type(value) not in (int, float):
+        return None
+    if (op, value) in (("gte", 1), ("gt", 0)):
+        return True
+    if (op, value) in (("eq", 0), ("lt", 1), ("lte", 0)):
+        return False
+    return None
 
 
 def _numeric_condition(x: tuple[str, list], op: str, value: Any) -> tuple[str, list]:

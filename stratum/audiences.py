@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -56,17 +57,22 @@ def dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[str
                         (tenant_id,)).fetchall()
 
 
-def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str]) -> None:
+def upkeep_profiles(conn: psycopg.Connection, tenant_id: str, profile_ids: list[str],
+                    stamp: datetime | None = None, *, unheard: bool = False) -> None:
     """Recount the tenant's computed traits and re-evaluate its dynamic segments for these
-    profiles (the scheduler's upkeep per chunk; the read API's unmerge right after commit).
-    The connection must not be inside a transaction."""
+    profiles, in one transaction (the scheduler's upkeep per chunk; the read API's unmerge
+    right after commit): the traits first (one statement for all of them), then the
+    membership of every segment (one statement, under the segments' locks). Profiles whose
+    computed values change get ``updated_at`` = ``stamp`` (or later, see
+    refresh_traits_of_profiles). ``unheard``: no destination subscribes to a segment topic
+    and no live stream listens, so membership changes are recorded as already emitted."""
     traits = load_computed_traits(conn, tenant_id)
-    if traits:
-        with conn.transaction():
-            for trait in traits:
-                refresh_computed_trait(conn, tenant_id, trait, profile_ids)
-    for segment_id, rules in dynamic_segments(conn, tenant_id):
-        evaluate_segment(conn, tenant_id, segment_id, rules, profile_ids)
+    defaults = {t.name: t.default for t in traits}
+    segments = [(sid, compile_rules(rules, defaults)) for sid, rules in dynamic_segments(conn, tenant_id)]
+    with conn.transaction():
+        refresh_traits_of_profiles(conn, tenant_id, traits, profile_ids, stamp)
+        lock_segments(conn, [sid for sid, _ in segments])
+        apply_memberships(conn, tenant_id, segments, profile_ids, unheard=unheard)
 
 
 def compile_for_tenant(conn: psycopg.Connection, tenant_id: str, rules: dict) -> CompiledRule:
@@ -92,36 +98,141 @@ def evaluate_segment(conn: psycopg.Connection, tenant_id: str, segment_id: str, 
     ``profile_ids``; record an ``entered``/``exited`` row per change. Returns (entered, exited).
     Runs in its own transaction (the caller's connection must not be inside one)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || %s, 0))", (segment_id,))
+        lock_segments(conn, [segment_id])
         compiled = compile_for_tenant(conn, tenant_id, rules)
-        scoped = profile_ids is not None
-        only_p = " AND p.id = ANY(%s::uuid[])" if scoped else ""
-        only_m = " AND m.profile_id = ANY(%s::uuid[])" if scoped else ""
-        ids = [list(profile_ids)] if scoped else []
-        sql = f"""
-        WITH cand AS (
-            SELECT p.id FROM profiles p
-            WHERE p.tenant_id = %s AND p.merged_into IS NULL{only_p} AND {compiled.sql}
-        ), entered AS (
-            INSERT INTO segment_members (tenant_id, segment_id, profile_id)
-            SELECT %s::uuid, %s::uuid, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
-        ), exited AS (
-            DELETE FROM segment_members m
-            WHERE m.tenant_id = %s AND m.segment_id = %s{only_m}
-              AND NOT EXISTS (SELECT 1 FROM cand WHERE cand.id = m.profile_id)
-            RETURNING m.profile_id
-        ), logged AS (
-            INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
-            SELECT %s::uuid, %s::uuid, profile_id, 'entered' FROM entered
-            UNION ALL SELECT %s::uuid, %s::uuid, profile_id, 'exited' FROM exited
-            RETURNING kind
-        )
-        SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
-        """
-        seg = (tenant_id, segment_id)
-        params = (tenant_id, *ids, *compiled.params, *seg, *seg, *ids, *seg, *seg)
-        entered, exited = conn.execute(sql, params).fetchone()
+        if profile_ids is None:
+            return _apply_full_membership(conn, tenant_id, segment_id, compiled)
+        return apply_memberships(conn, tenant_id, [(segment_id, compiled)], profile_ids)
+
+
+def _apply_full_membership(conn: psycopg.Connection, tenant_id: str, segment_id: str,
+                           compiled: CompiledRule) -> tuple[int, int]:
+    """The membership diff of one segment over every profile of the tenant and its history
+    rows, as one statement, inside the caller's transaction (which holds the segment's
+    lock). Set-based: the rules in the
+    WHERE clause (so top-level EXISTS conditions run as semi or anti joins over identifiers
+    and events), exits as an anti join of the members against the matches. Nested loops are
+    off for the transaction: with a freshly changed members table the planner may believe it
+    tiny and loop over the matches once per member."""
+    conn.execute("SET LOCAL enable_nestloop = off")
+    sql = f"""
+    WITH cand AS MATERIALIZED (
+        SELECT p.id FROM profiles p WHERE p.tenant_id = %s AND p.merged_into IS NULL AND {compiled.sql}
+    ), entered AS (
+        INSERT INTO segment_members (tenant_id, segment_id, profile_id)
+        SELECT %s::uuid, %s::uuid, id FROM cand ON CONFLICT DO NOTHING RETURNING profile_id
+    ), exited AS (
+        DELETE FROM segment_members m USING (
+            SELECT m2.profile_id FROM segment_members m2 LEFT JOIN cand c ON c.id = m2.profile_id
+            WHERE m2.tenant_id = %s AND m2.segment_id = %s AND c.id IS NULL) gone
+        WHERE m.tenant_id = %s AND m.segment_id = %s AND m.profile_id = gone.profile_id
+        RETURNING m.profile_id
+    ), logged AS (
+        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind)
+        SELECT %s::uuid, %s::uuid, profile_id, 'entered' FROM entered
+        UNION ALL SELECT %s::uuid, %s::uuid, profile_id, 'exited' FROM exited
+        RETURNING kind
+    )
+    SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
+    """
+    seg = (tenant_id, segment_id)
+    entered, exited = conn.execute(sql, (tenant_id, *compiled.params, *seg, *seg, *seg, *seg, *seg)).fetchone()
     return entered, exited
+
+
+def lock_segments(conn: psycopg.Connection, segment_ids: Sequence[str]) -> None:
+    """Take the segments' advisory locks for the caller's transaction, in id order (so two
+    holders of several never wait on each other in a cycle)."""
+    for segment_id in sorted(segment_ids):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || %s, 0))", (segment_id,))
+
+
+def apply_memberships(conn: psycopg.Connection, tenant_id: str, segments: Sequence[tuple[str, CompiledRule]],
+                      profile_ids: Sequence[str], *, unheard: bool = False) -> tuple[int, int]:
+    """The membership diff of several segments for the same profiles and its history rows, in
+    one statement: each profile is read once and judged against every segment. Inside the caller's transaction,
+    which must hold the segments' locks. Returns (entered, exited) summed over the segments.
+    ``unheard``: nobody subscribes to the segment topics now, so the history rows are written
+    as already emitted (to nobody) instead of waiting for the emission job to mark them."""
+    if not segments or not profile_ids:
+        return 0, 0
+    hits = ", ".join(f"(p.merged_into IS NULL AND {compiled.sql})" for _, compiled in segments)
+    # Exits: a primary-key probe per (segment, profile) judged out, collected as row ids; any
+    # join of the members with the CTE is left to a planner that cannot size it.
+    sql = f"""
+    WITH judged AS MATERIALIZED (
+        SELECT p.id, ARRAY[{hits}]::boolean[] AS hits
+        FROM unnest(%s::uuid[]) AS ids(id) JOIN profiles p ON p.id = ids.id WHERE p.tenant_id = %s
+    ), pairs AS MATERIALIZED (
+        SELECT j.id, s.segment_id, s.hit FROM judged j CROSS JOIN LATERAL unnest(%s::uuid[], j.hits) AS s(segment_id, hit)
+    ), entered AS (
+        INSERT INTO segment_members (tenant_id, segment_id, profile_id)
+        SELECT %s::uuid, segment_id, id FROM pairs WHERE hit ON CONFLICT DO NOTHING RETURNING segment_id, profile_id
+    ), exited AS (
+        DELETE FROM segment_members m WHERE m.ctid = ANY(ARRAY(
+            SELECT x.ctid FROM pairs q CROSS JOIN LATERAL (
+                SELECT ctid FROM segment_members x
+                WHERE x.tenant_id = %s AND x.segment_id = q.segment_id AND x.profile_id = q.id) x
+            WHERE NOT q.hit))
+        RETURNING m.segment_id, m.profile_id
+    ), logged AS (
+        INSERT INTO segment_events (tenant_id, segment_id, profile_id, kind, emitted_at)
+        SELECT %s::uuid, segment_id, profile_id, 'entered', CASE WHEN %s THEN now() END FROM entered
+        UNION ALL SELECT %s::uuid, segment_id, profile_id, 'exited', CASE WHEN %s THEN now() END FROM exited
+        RETURNING kind
+    )
+    SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM logged
+    """
+    params = [p for _, compiled in segments for p in compiled.params]
+    params += [list(profile_ids), tenant_id, [sid for sid, _ in segments], tenant_id, tenant_id,
+               tenant_id, unheard, tenant_id, unheard]
+    entered, exited = conn.execute(sql, params).fetchone()
+    return entered, exited
+
+
+def refresh_traits_of_profiles(conn: psycopg.Connection, tenant_id: str, traits: Sequence[ComputedTrait],
+                               profile_ids: Sequence[str], stamp: Any = None) -> int:
+    """Recount every one of ``traits`` for ``profile_ids`` in one statement: one scan of each
+    profile's events (the traits' names, the widest window) feeds every trait's aggregate,
+    and a changed profile gets one row version. Returns how many profiles changed. A changed
+    profile's ``updated_at`` becomes the later of ``stamp`` and its old value plus a
+    microsecond (``stamp`` None: now()). Runs in the caller's transaction."""
+    if not traits or not profile_ids:
+        return 0
+    params: dict[str, Any] = {"tenant": tenant_id, "ids": list(profile_ids), "stamp": stamp,
+                              "events": sorted({t.event for t in traits}),
+                              "days": max(t.within_days for t in traits)}
+    aggregates, pairs, names = [], [], []
+    for i, trait in enumerate(traits):
+        params.update({f"name{i}": trait.name, f"event{i}": trait.event, f"days{i}": trait.within_days,
+                       f"prop{i}": trait.property})
+        rows = f"e.event_name = %(event{i})s AND e.event_time >= now() - make_interval(days => %(days{i})s)"
+        aggregates.append(f"{trait.aggregate_sql(rows).replace('%(prop)s', f'%(prop{i})s')} AS a{i}")
+        pairs.append(f"(%(name{i})s, a.a{i})")
+        names.append(f"%(name{i})s")
+    # Recounted keys are replaced; a recount without a value (no event in the window, for
+    # functions without a default) removes the key, as refresh_computed_trait does.
+    # MATERIALIZED: the new value is computed once per profile, not again in the SET.
+    sql = f"""
+    WITH v AS MATERIALIZED (
+        SELECT p.id, (p.computed - ARRAY[{", ".join(names)}]::text[])
+               || (SELECT coalesce(jsonb_object_agg(k, x), '{{}}'::jsonb)
+                   FROM (VALUES {", ".join(pairs)}) AS t(k, x) WHERE x IS NOT NULL) AS computed
+        FROM unnest(%(ids)s::uuid[]) AS ids(id) JOIN profiles p ON p.id = ids.id
+        CROSS JOIN LATERAL (
+            SELECT {", ".join(aggregates)} FROM events e
+            WHERE e.tenant_id = %(tenant)s AND e.profile_id = ids.id AND e.event_name = ANY(%(events)s::text[])
+              AND e.event_time >= now() - make_interval(days => %(days)s)
+        ) a
+        WHERE p.tenant_id = %(tenant)s AND p.merged_into IS NULL
+    )
+    UPDATE profiles p
+    SET computed = v.computed,
+        updated_at = greatest(p.updated_at + interval '1 microsecond', coalesce(%(stamp)s::timestamptz, now()))
+    FROM v
+    WHERE p.id = v.id AND p.tenant_id = %(tenant)s AND p.merged_into IS NULL AND p.computed IS DISTINCT FROM v.computed
+    """
+    return conn.execute(sql, params).rowcount
 
 
 def refresh_computed_trait(conn: psycopg.Connection, tenant_id: str, trait: ComputedTrait,

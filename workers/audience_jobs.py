@@ -16,6 +16,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from redis import Redis
 
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import is_time_based
@@ -27,16 +28,20 @@ from stratum.audiences import (
     upkeep_profiles,
 )
 from stratum.settings import Settings
+from workers.audience_emit import segment_topics_heard
 
 log = logging.getLogger("stratum.scheduler")
 
 UPKEEP_MARK = "audience_upkeep"
 CHUNK_PROFILES = 5_000
+CHUNK_ATTEMPTS = 3
 CHURN_BATCH = 10_000
 
 
-def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
-    """Computed traits, then dynamic segment membership, for profiles changed since the mark."""
+def upkeep_audiences(conn: psycopg.Connection, settings: Settings, redis: Redis | None = None) -> int:
+    """Computed traits, then dynamic segment membership, for profiles changed since the mark;
+    returns how many profiles were handled. ``redis``: to see live stream listeners (without
+    it, membership changes always wait for the emission job)."""
     row = conn.execute("SELECT mark FROM scheduler_marks WHERE name = %s", (UPKEEP_MARK,)).fetchone()
     if row is None:
         # First run: creating a definition evaluated every profile changed before it.
@@ -48,6 +53,11 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
         "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
         " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,)).fetchone()[0]
+    # The upkeep's own writes are stamped just inside the range it handles, so the next run
+    # does not take them for new changes (the segments already saw them, in the same
+    # transaction); for exports they count as changed no later than the mark.
+    stamp = new_mark - timedelta(microseconds=1)
+    handled = 0
     if row[0] is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
@@ -57,10 +67,28 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
                 " UNION SELECT tenant_id FROM computed_traits)", (row[0], new_mark)):
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
+            handled += len(ids)
             for start in range(0, len(ids), CHUNK_PROFILES):
-                upkeep_profiles(conn, tenant_id, ids[start:start + CHUNK_PROFILES])
+                _upkeep_chunk(conn, tenant_id, ids[start:start + CHUNK_PROFILES], stamp, redis)
     conn.execute("INSERT INTO scheduler_marks (name, mark) VALUES (%s, %s)"
                  " ON CONFLICT (name) DO UPDATE SET mark = EXCLUDED.mark", (UPKEEP_MARK, new_mark))
+    return handled
+
+
+def _upkeep_chunk(conn: psycopg.Connection, tenant_id: str, ids: list[str], stamp: datetime,
+                  redis: Redis | None) -> None:
+    # Workers lock profile rows in id order; the upkeep's row versions and its members'
+    # foreign-key checks take theirs in plan order, so a worker and the upkeep can deadlock.
+    # Postgres breaks the cycle; the worker retries its batch and the chunk is run again.
+    unheard = redis is not None and not segment_topics_heard(conn, redis, tenant_id)
+    for attempt in range(CHUNK_ATTEMPTS):
+        try:
+            upkeep_profiles(conn, tenant_id, ids, stamp, unheard=unheard)
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == CHUNK_ATTEMPTS - 1:
+                raise
+            log.warning("audience upkeep: deadlock with a worker, chunk of %d profile(s) run again", len(ids))
 
 
 def refresh_audiences(conn: psycopg.Connection, settings: Settings) -> None:

@@ -184,6 +184,14 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
     if routes[-1] is STREAM_ROUTE:
         stream.stash(tenant_id, [r["b"].encode() for r in rows if r["d"] == STREAM_ROUTE.destination_id])
         rows = [r for r in rows if r["d"] != STREAM_ROUTE.destination_id]
+    return insert_messages(conn, tenant_id, rows)
+
+
+def insert_messages(conn: psycopg.Connection, tenant_id: str, rows: list[dict]) -> int:
+    """Write prepared messages (dicts with ``d`` destination id, ``m`` message id, ``t``
+    topic, ``p`` profile id or None, ``b`` body text or None, optional ``et`` event time of a
+    lean ``event.received`` row) into ``deliveries`` inside the caller's transaction; returns
+    how many were written."""
     if not rows:
         return 0
     lines = [_copy_line(tenant_id, r) for r in rows]
@@ -192,9 +200,6 @@ def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
                             " event_time) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
     return len(rows)
-
-
-
 
 
 # Delivery records are kept this long after they were created (CONTRACT 7).

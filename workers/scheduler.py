@@ -1,5 +1,6 @@
 """``stratum scheduler``: periodic jobs (reaping jobs of dead workers, partitions ahead,
-retention, audience upkeep and refresh, churn, anomalies).
+retention, audience upkeep and refresh, churn, anomalies, and the emission of
+segment.entered/exited and anomaly.detected to the outbox).
 
 Each job runs on its own connection holding a session advisory lock named after the job
 (``pg_try_advisory_lock``), so two schedulers never run one job at once: the second one
@@ -25,6 +26,7 @@ from stratum.db.partitions import drop_expired_partitions, prepare_months_ahead
 from stratum.queue import events_queue
 from stratum.queue.liveness import reap_abandoned_jobs
 from stratum.settings import Settings
+from workers.audience_emit import emit_audience_messages
 from workers.audience_jobs import (
     churn_profiles,
     detect_anomalies,
@@ -75,10 +77,12 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("partitions", _partitions, _every_round),
     PeriodicJob("retention", _retention, _every_round),
     PeriodicJob("delivery_retention", _delivery_retention, _every_round),
-    PeriodicJob("audience_upkeep", lambda c, _r, s: upkeep_audiences(c, s), _every_round),
+    PeriodicJob("audience_upkeep", lambda c, r, s: upkeep_audiences(c, s, r), _every_round),
     PeriodicJob("audience_refresh", lambda c, _r, s: refresh_audiences(c, s), lambda s: s.audience_refresh_interval_s),
     PeriodicJob("churn", lambda c, _r, s: churn_profiles(c, s), lambda s: s.churn_interval_s),
     PeriodicJob("anomalies", lambda c, _r, s: detect_anomalies(c, s), lambda s: s.anomaly_interval_s),
+    # Last, so the round's membership changes and anomalies leave in the same round.
+    PeriodicJob("audience_emit", lambda c, r, _s: emit_audience_messages(c, r), _every_round),
 )
 
 

@@ -158,3 +158,15 @@ def test_anomaly_baseline_is_robust_and_scores_both_ways():
     assert judge_hour(0, [2, 2, 2], rules).kind is None  # below the minimum baseline for a drop
     noisy = judge_hour(40, [10, 30, 20, 40, 25], rules)
     assert noisy.kind is None and noisy.expected == 25
+
+
+def test_event_presence_compiles_to_exists_left_bare():
+    from core.segment_rules import compile_rules
+
+    def sql(count):
+        return compile_rules({"all": [{"event": "E", "within_days": 3, "count": count}]}).sql
+
+    assert sql({"op": "gte", "value": 1}).startswith("(EXISTS (")
+    assert sql({"op": "eq", "value": 0}).startswith("(NOT EXISTS (")
+    assert "count(*)" in sql({"op": "gte", "value": 2}) and sql({"op": "gte", "value": 2}).startswith("(coalesce(")
+    assert compile_rules({"all": [{"identifier": "email", "op": "exists"}]}).sql.startswith("(EXISTS (")
