@@ -99,8 +99,8 @@ def churn_profiles(conn: psycopg.Connection, settings: Settings) -> None:
         n = conn.execute(
             """
             UPDATE profiles SET lifecycle = 'churned', updated_at = now()
-            WHERE id IN (
-                SELECT p.id FROM profiles p JOIN tenants t ON t.id = p.tenant_id
+            WHERE (tenant_id, id) IN (
+                SELECT p.tenant_id, p.id FROM profiles p JOIN tenants t ON t.id = p.tenant_id
                 WHERE p.merged_into IS NULL AND p.lifecycle <> 'churned'
                   AND p.last_seen < now() - make_interval(days => CASE
                       WHEN jsonb_typeof(t.settings -> 'churn_after_days') = 'number'

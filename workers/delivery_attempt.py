@@ -40,7 +40,7 @@ RECORD_INTERVAL_S = 0.02
 _CONSENTS_SQL = """
 SELECT c.consent_type, c.granted, c.updated_at FROM consents c
 WHERE c.profile_id = (SELECT coalesce(p.merged_into, p.id) FROM profiles p WHERE p.id = %s AND p.tenant_id = %s)
-  AND c.consent_type IN (%s, 'all')
+  AND c.tenant_id = %s AND c.consent_type IN (%s, 'all')
 """
 _RECORD_SQL = """
 UPDATE deliveries d SET status = u.s, attempts = u.a,
@@ -125,7 +125,7 @@ async def consented(pool: AsyncConnectionPool, target: Target, d: Claimed) -> bo
     if d.profile_id is None:
         return False
     async with pool.connection() as conn:
-        rows = await (await conn.execute(_CONSENTS_SQL, (d.profile_id, d.tenant_id, target.consent))).fetchall()
+        rows = await (await conn.execute(_CONSENTS_SQL, (d.profile_id, d.tenant_id, d.tenant_id, target.consent))).fetchall()
     return consent_granted({t: (g, at) for t, g, at in rows}, target.consent)
 
 

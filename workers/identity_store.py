@@ -90,7 +90,8 @@ WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into
-FROM profiles WHERE id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) ORDER BY id FOR UPDATE
+FROM profiles WHERE tenant_id = %s AND id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
+ORDER BY id FOR UPDATE
 """
 
 _PROVISIONAL_SQL = """
@@ -129,7 +130,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
         ids_param = json_value(profile_ids)
-        for row in conn.execute(_LOCK_PROFILES_SQL, (ids_param,)).fetchall():
+        for row in conn.execute(_LOCK_PROFILES_SQL, (tenant_id, ids_param)).fetchall():
             if row[10] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
@@ -175,15 +176,16 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     conn.execute(
         "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
         " SELECT DISTINCT ON (m.s, c.consent_type) m.s, c.consent_type, c.tenant_id, c.granted, c.updated_at,"
-        " c.source_id FROM consents c JOIN json_to_recordset(%s::json) AS m(a uuid, s uuid) ON c.profile_id = m.a"
+        " c.source_id FROM consents c JOIN json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+        " ON c.tenant_id = %s AND c.profile_id = m.a"
         " ORDER BY m.s, c.consent_type, c.updated_at DESC"
-        " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+        " ON CONFLICT (tenant_id, profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
         " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
         " WHERE EXCLUDED.updated_at > consents.updated_at",
-        (moves,),
+        (moves, tenant_id),
     )
     conn.execute("DELETE FROM consents c USING json_to_recordset(%s::json) AS m(a uuid, s uuid)"
-                 " WHERE c.profile_id = m.a", (moves,))
+                 " WHERE c.tenant_id = %s AND c.profile_id = m.a", (moves, tenant_id))
     for table in ("consent_history", "identity_links"):
         conn.execute(f"UPDATE {table} t SET profile_id = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
                      " WHERE t.profile_id = m.a", (moves,))
@@ -191,7 +193,8 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     conn.execute("UPDATE profiles p SET merged_into = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
                  " WHERE p.merged_into = m.a", (moves,))
     conn.execute("UPDATE profiles p SET merged_into = m.s, merged_at = now(), updated_at = now()"
-                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.id = m.a", (moves,))
+                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.tenant_id = %s AND p.id = m.a",
+                 (moves, tenant_id))
     audit = []
     for m in plan.merges:
         s, a = profiles[m.survivor], profiles.pop(m.absorbed)

@@ -36,7 +36,7 @@ SELECT p.id::text, p.created_at = now(), jsonb_build_object(
                              FROM profile_identifiers i WHERE i.profile_id = p.id), '[]'::jsonb),
     'consents', coalesce((SELECT jsonb_object_agg(c.consent_type, jsonb_build_object(
                               'granted', c.granted, 'updated_at', c.updated_at, 'source_id', c.source_id))
-                          FROM consents c WHERE c.profile_id = p.id), '{}'::jsonb),
+                          FROM consents c WHERE c.tenant_id = p.tenant_id AND c.profile_id = p.id), '{}'::jsonb),
     'counters', jsonb_build_object('events', p.event_count, 'purchases', p.purchase_count,
                                    'revenue', p.revenue::float8),
     'first_seen', p.first_seen, 'last_seen', p.last_seen, 'merged_from', NULL)
