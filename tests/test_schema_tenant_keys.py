@@ -54,7 +54,7 @@ def test_events_primary_key_holds_the_partition_key(scratch):
     (key,) = scratch.execute(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"
     ).fetchone()
-    assert key == "PRIMARY KEY (tenant_id, event_time, event_id)"
+    assert key == "PRIMARY KEY (tenant_id, event_id, event_time)"
 
 
 def test_lint_catches_tables_that_break_the_rule(scratch):

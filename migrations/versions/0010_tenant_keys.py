@@ -11,9 +11,11 @@ Changed keys:
 - consents ``(profile_id, consent_type)`` -> ``(tenant_id, profile_id, consent_type)``;
 - event_outcomes ``(event_id)`` -> ``(tenant_id, event_id)``;
 - event_keys unique ``(event_id)`` -> ``(tenant_id, event_id)``;
-- events gets a primary key ``(tenant_id, event_time, event_id)`` (the partition key is in
-  it, as Postgres requires); it also serves every query ``ix_events_tenant_id_event_time``
-  served, so that index goes and the insert path keeps the same number of indexes;
+- events gets a primary key ``(tenant_id, event_id, event_time)`` (the partition key is in
+  it, as Postgres requires). Not ``(tenant_id, event_time, event_id)``, which could have
+  replaced ``ix_events_tenant_id_event_time``: the planner then prefers it to the profile
+  index for a timeline's keyset pages (the row comparison on (event_time, event_id) becomes
+  its index condition), and a profile's page turns into a scan of the tenant's time range;
 - the foreign keys to ``profiles(id)`` (profile_identifiers, consents, segment_members)
   become ``(tenant_id, profile_id) -> profiles(tenant_id, id)``.
 
@@ -60,7 +62,7 @@ _PROFILE_FKS = {
     "consents": ("fk_consents_profile_id_profiles", "fk_consents_tenant_id_profiles"),
     "segment_members": ("fk_segment_members_profile_id_profiles", "fk_segment_members_tenant_id_profiles"),
 }
-_EVENTS_KEY = "tenant_id, event_time, event_id"
+_EVENTS_KEY = "tenant_id, event_id, event_time"
 
 
 def _tmp(table: str) -> str:
@@ -102,7 +104,6 @@ def upgrade() -> None:
         op.execute(f'ALTER TABLE "{part}" ADD CONSTRAINT "{part}_pkey" PRIMARY KEY USING INDEX "{part}_pkey"')
     # Attaches the partitions' primary keys built above instead of building new ones.
     op.execute(f"ALTER TABLE events ADD CONSTRAINT pk_events PRIMARY KEY ({_EVENTS_KEY})")
-    op.execute("DROP INDEX ix_events_tenant_id_event_time")
 
     with op.get_context().autocommit_block():
         for table, (_, new_fk) in _PROFILE_FKS.items():
@@ -110,7 +111,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("CREATE INDEX ix_events_tenant_id_event_time ON events (tenant_id, event_time)")
     op.execute("ALTER TABLE events DROP CONSTRAINT pk_events")
     for table, (_, new_fk) in _PROFILE_FKS.items():
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {new_fk}")

@@ -249,8 +249,10 @@ events = Table(
     Column("emq", SmallInteger, nullable=False),
     Column("decisions", JSONB),
     Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
-    # A tenant's events by time (exports, stats) use the primary key's leading columns.
-    PrimaryKeyConstraint("tenant_id", "event_time", "event_id"),
+    Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
+    # event_time: Postgres requires the partition key in every unique key. After event_id,
+    # so that timelines' keyset pages keep using the profile index above.
+    PrimaryKeyConstraint("tenant_id", "event_id", "event_time"),
     postgresql_partition_by="RANGE (event_time)",
 )
 
