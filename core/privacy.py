@@ -257,7 +257,7 @@ def _is_clean(value: Any) -> bool:
     return t is int or t is float or t is bool or value is None
 
 
-_UNSEEN = object()
+_UNSEEN = "\x00unseen"  # a sentinel no key kind can equal; compared with ``is``
 _REDACT = "redact"  # a key whose text holds an email address
 _KEY_KINDS: dict[Any, str | None] = {}
 _MAX_KNOWN_KEYS = 65_536
@@ -393,9 +393,10 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
         scrubbed = scrub_object(event.traits, phone_region)
         if scrubbed is not event.traits:
             changes["traits"] = scrubbed
-    for name, value in (("event_name", event.event_name), ("dedupe_key", event.dedupe_key),
-                        ("previous_id", event.previous_id)):
-        if value is not None and ("@" in value or "%" in value) and (redacted := redact_emails(value)) is not value:
+    texts: tuple[tuple[str, str | None], ...] = (
+        ("event_name", event.event_name), ("dedupe_key", event.dedupe_key), ("previous_id", event.previous_id))
+    for name, text in texts:
+        if text is not None and ("@" in text or "%" in text) and (redacted := redact_emails(text)) is not text:
             changes[name] = redacted
     # Signed identity claims (raw values with their signatures) are checked by the worker
     # before it scrubs and are never kept: a scrubbed event rests without them, so a replay

@@ -459,8 +459,11 @@ def _json_condition(x: tuple[str, list], xt: tuple[str, list], op: str, value: A
         return _fill("NOT coalesce(jsonb_typeof({x}) <> 'null', false)", x=x)
     if op in ("before", "after"):
         sym = "<" if op == "before" else ">"
+        at = parse_time(value)
+        if at is None:  # validation refuses such rules before they are compiled
+            raise ValueError(f"{op} needs an ISO 8601 time, got {value!r}")
         return _fill(f"CASE WHEN jsonb_typeof({{x}}) = 'string' THEN stratum_try_timestamptz({{xt}}) {sym} {{v}}"
-                     " ELSE false END", x=x, xt=xt, v=_param(parse_time(value).isoformat(), "::timestamptz"))
+                     " ELSE false END", x=x, xt=xt, v=_param(at.isoformat(), "::timestamptz"))
     # within_last_days
     return _fill("CASE WHEN jsonb_typeof({x}) = 'string' THEN stratum_try_timestamptz({xt})"
                  " BETWEEN now() - make_interval(days => {n}) AND now() ELSE false END",
