@@ -20,6 +20,7 @@ import psycopg
 from core.anomalies import AnomalyRules, history_of, judge_hour, weekly_ranges
 from core.segment_rules import is_time_based
 from stratum.audiences import evaluate_segment, load_computed_traits, refresh_computed_trait
+from stratum.db.connect import scalar
 from stratum.settings import Settings
 
 log = logging.getLogger("stratum.scheduler")
@@ -37,23 +38,23 @@ def _dynamic_segments(conn: psycopg.Connection, tenant_id: str) -> list[tuple[st
 def upkeep_audiences(conn: psycopg.Connection, settings: Settings) -> None:
     """Computed traits, then dynamic segment membership, for profiles changed since the mark."""
     row = conn.execute("SELECT mark FROM scheduler_marks WHERE name = %s", (UPKEEP_MARK,)).fetchone()
-    if row is None:
-        # First run: creating a definition evaluated every profile changed before it.
-        row = conn.execute("SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
-                           " (SELECT min(updated_at) FROM computed_traits))").fetchone()
+    # First run: creating a definition evaluated every profile changed before it.
+    since = row[0] if row is not None else scalar(
+        conn, "SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
+              " (SELECT min(updated_at) FROM computed_traits))")
     # Transactions older than twice the job timeout are not a worker's batch (RQ would have
     # killed it): an operator's forgotten session must not hold the mark back forever.
-    new_mark = conn.execute(
-        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
+    new_mark = scalar(
+        conn, "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
-        " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,)).fetchone()[0]
-    if row[0] is not None:
+        " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,))
+    if since is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
         for tenant_id, profile_id in conn.execute(
                 "SELECT tenant_id::text, id::text FROM profiles WHERE updated_at >= %s AND updated_at < %s"
                 " AND tenant_id IN (SELECT tenant_id FROM segments WHERE kind = 'dynamic'"
-                " UNION SELECT tenant_id FROM computed_traits)", (row[0], new_mark)):
+                " UNION SELECT tenant_id FROM computed_traits)", (since, new_mark)):
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
             for start in range(0, len(ids), CHUNK_PROFILES):

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from core.webhooks import UNGATED_TOPICS
 from stratum.queue.deliveries import LANES_PUBLISH_S, LANES_TTL_S, lanes_key
@@ -148,10 +149,10 @@ class DeliveryService:
         await recorder
         await self.recorder.flush()
 
-    def lane_states(self) -> dict[str, bytes]:
+    def lane_states(self) -> dict[FieldT, EncodableT]:
         """This process's lanes as /ops shows them: destination id -> JSON."""
         now = time.monotonic()
-        out = {}
+        out: dict[FieldT, EncodableT] = {}
         for did, lane in self.lanes.items():
             breaker = "open" if lane.open_until > now else "half_open" if lane.open_until else "closed"
             out[did] = msgspec.json.encode({"breaker": breaker, "consecutive_failures": lane.consecutive_failures,

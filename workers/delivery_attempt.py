@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -90,12 +91,12 @@ class Outcome:
     gone: bool = False
 
 
-def signing_secrets(stored: str, previous: str | None, rotated_at: datetime | None, secret_key: str,
+def signing_secrets(stored: str, previous: str | None, rotated_at: datetime | None, secret_key: str | None,
                     now: datetime) -> list[str]:
     """The secrets that sign now: the current one, and the previous one within 24 h of a rotation."""
-    out = [open_secret(stored, secret_key)]
+    out = [open_secret(stored, secret_key or "")]
     if previous and rotated_at and now - rotated_at < timedelta(seconds=PREVIOUS_SECRET_GRACE_S):
-        out.append(open_secret(previous, secret_key))
+        out.append(open_secret(previous, secret_key or ""))
     return out
 
 
@@ -122,7 +123,7 @@ def failure(d: Claimed, code: int | None, error: str, retry_after: float | None 
 
 async def consented(pool: AsyncConnectionPool, target: Target, d: Claimed) -> bool:
     """The consent gate of CONTRACT 7, against the profile's current state."""
-    if d.profile_id is None:
+    if d.profile_id is None or target.consent is None:
         return False
     async with pool.connection() as conn:
         rows = await (await conn.execute(_CONSENTS_SQL, (d.profile_id, d.tenant_id, d.tenant_id, target.consent))).fetchall()
@@ -143,7 +144,7 @@ async def checked_address(host: str, port: int, allow_private: bool) -> str:
 
 
 async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_private: bool,
-               observe) -> Outcome:
+               observe: Callable[[float], None]) -> Outcome:
     """POST the message to the checked address with its signatures; the outcome of the answer."""
     host, port = url_port(target.url)
     try:
@@ -153,6 +154,7 @@ async def send(client: httpx.AsyncClient, target: Target, d: Claimed, allow_priv
     parts = urlsplit(target.url)
     ip_host = f"[{address}]" if ":" in address else address
     url = urlunsplit((parts.scheme, f"{ip_host}:{port}", parts.path or "/", parts.query, ""))
+    assert d.body is not None  # rows without a body are skipped before sending (delivery.py)
     body = d.body.encode()
     headers = webhook_headers(d.message_id, int(time.time()), body, target.secrets)
     headers["host"] = parts.netloc.rpartition("@")[2]

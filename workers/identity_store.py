@@ -245,16 +245,16 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
                                 "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
                                for lk in plan.links])),
     )
-    edges = [lk for lk in plan.links if lk.via is not None]
+    edges = [(lk, lk.via) for lk in plan.links if lk.via is not None]
     if edges:
         conn.execute(
             "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
             " SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
             " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
-            (tenant_id, json_rows([{"p": lk.profile_id, "ft": lk.via.type, "fh": lk.via.hash,
+            (tenant_id, json_rows([{"p": lk.profile_id, "ft": via.type, "fh": via.hash,
                                     "tt": lk.identifier.type, "th": lk.identifier.hash,
                                     "lt": link_types[lk.event_index], "e": event_ids[lk.event_index]}
-                                   for lk in edges])),
+                                   for lk, via in edges])),
         )
     for lk in plan.links:
         p = profiles[lk.profile_id]
@@ -275,16 +275,16 @@ def apply_moves(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids:
             (json_rows([{"t": mv.identifier.type, "h": mv.identifier.hash, "p": mv.to_profile,
                          "pr": mv.provisional} for mv in plan.moves]), tenant_id),
         )
-        edges = [mv for mv in plan.moves if mv.via is not None]
-        if edges:
+        moved = [(mv, mv.via) for mv in plan.moves if mv.via is not None]
+        if moved:
             conn.execute(
                 "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type,"
                 " event_id) SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
                 " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
-                (tenant_id, json_rows([{"p": mv.to_profile, "ft": mv.via.type, "fh": mv.via.hash,
+                (tenant_id, json_rows([{"p": mv.to_profile, "ft": via.type, "fh": via.hash,
                                         "tt": mv.identifier.type, "th": mv.identifier.hash,
                                         "lt": link_types[mv.event_index], "e": event_ids[mv.event_index]}
-                                       for mv in edges])),
+                                       for mv, via in moved])),
             )
         for mv in plan.moves:
             t = mv.identifier.type

@@ -85,7 +85,7 @@ def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_id
     subscribed = [r for r in routes if "event.received" in r.topics]
     if not subscribed:
         return []
-    rows = []
+    rows: list[dict] = []
     for e, pid in zip(events, profile_ids, strict=True):
         ev = e.event
         targets = [r for r in subscribed if r.event_names is None or ev.event_name in r.event_names]
@@ -103,7 +103,7 @@ def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_id
 def _consent_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
                       created_at: datetime) -> list[dict]:
     subscribed = [r for r in routes if "consent.updated" in r.topics]
-    rows = []
+    rows: list[dict] = []
     for e, pid in zip(events, profile_ids, strict=True):
         if not subscribed or pid is None or not e.event.consent:
             continue
@@ -125,7 +125,7 @@ def _profile_messages(conn: psycopg.Connection, tenant_id: str, routes: list[Rou
         return []
     ids = {p for p in profile_ids if p is not None} | {m.survivor for m in merges}
     survivors = {m.survivor: m.absorbed for m in merges}
-    rows = []
+    rows: list[dict] = []
     for pid, created, profile in conn.execute(_PROFILES_SQL, (tenant_id, sorted(ids))).fetchall():
         topics = ["profile.created" if created else "profile.updated"]
         if pid in survivors:
