@@ -407,8 +407,8 @@ def _numeric_condition(x: tuple[str, list], op: str, value: Any) -> tuple[str, l
 
 def _consent_condition(node: dict) -> tuple[str, list]:
     # The newer of the type's own state and "all" decides (as destinations gate on consent).
-    granted = ("(SELECT c.granted FROM consents c WHERE c.profile_id = p.id AND c.consent_type IN (%s, 'all')"
-               " ORDER BY c.updated_at DESC LIMIT 1)", [node["consent"]])
+    granted = ("(SELECT c.granted FROM consents c WHERE c.tenant_id = p.tenant_id AND c.profile_id = p.id"
+               " AND c.consent_type IN (%s, 'all') ORDER BY c.updated_at DESC LIMIT 1)", [node["consent"]])
     op = node["op"]
     if op in _PRESENCE_OPS:
         return _fill("{g} IS NOT NULL" if op == "exists" else "{g} IS NULL", g=granted)
