@@ -24,7 +24,8 @@ events partition too; the swap itself only renames indexes and drops or adds con
 (``USING INDEX``, foreign keys ``NOT VALID``), under the ``lock_timeout`` of
 migrations/env.py, in one short transaction; foreign keys are validated afterwards, which
 takes no lock that blocks reads or writes. A failed run can be retried: leftover invalid
-indexes of an interrupted concurrent build are dropped first. Existing rows already
+indexes of an interrupted concurrent build are dropped first, and a run interrupted after
+the swap only validates the foreign keys. Existing rows already
 satisfy the new keys (every old key was unique on its own), except for ``events`` on
 installations where something other than the workers inserted the same event id twice for
 a tenant at the same time: the build of its index then fails and names the duplicates.
@@ -81,7 +82,22 @@ def _build_concurrently(index: str, table: str, columns: str) -> None:
     op.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{index}" ON "{table}" ({columns})')
 
 
+def _swapped() -> bool:
+    """Whether an earlier, interrupted run already committed the swap (only the validation
+    of the foreign keys was left)."""
+    return op.get_bind().execute(text(
+        "SELECT 1 FROM pg_constraint WHERE conname = 'pk_events' AND conrelid = 'events'::regclass")).first() is not None
+
+
 def upgrade() -> None:
+    if not _swapped():
+        _build_and_swap()
+    with op.get_context().autocommit_block():
+        for table, (_, new_fk) in _PROFILE_FKS.items():
+            op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {new_fk}")
+
+
+def _build_and_swap() -> None:
     partitions = _event_partitions()
     with op.get_context().autocommit_block():
         for table, (_, _, columns, _) in _KEYS.items():
@@ -104,10 +120,6 @@ def upgrade() -> None:
         op.execute(f'ALTER TABLE "{part}" ADD CONSTRAINT "{part}_pkey" PRIMARY KEY USING INDEX "{part}_pkey"')
     # Attaches the partitions' primary keys built above instead of building new ones.
     op.execute(f"ALTER TABLE events ADD CONSTRAINT pk_events PRIMARY KEY ({_EVENTS_KEY})")
-
-    with op.get_context().autocommit_block():
-        for table, (_, new_fk) in _PROFILE_FKS.items():
-            op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {new_fk}")
 
 
 def downgrade() -> None:
