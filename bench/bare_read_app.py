@@ -21,10 +21,10 @@ SELECT json_build_object(
                                   '[]') FROM profile_identifiers WHERE profile_id = p.id),
   'consents', (SELECT coalesce(json_object_agg(consent_type, json_build_object('granted', granted,
                                                'updated_at', updated_at, 'source_id', source_id)), '{}')
-               FROM consents WHERE profile_id = p.id),
+               FROM consents WHERE tenant_id = p.tenant_id AND profile_id = p.id),
   'counters', json_build_object('events', p.event_count, 'purchases', p.purchase_count, 'revenue', p.revenue),
   'first_seen', p.first_seen, 'last_seen', p.last_seen, 'merged_from', null)::text
-FROM profile_identifiers k JOIN profiles p ON p.id = k.profile_id
+FROM profile_identifiers k JOIN profiles p ON p.tenant_id = k.tenant_id AND p.id = k.profile_id
 WHERE k.tenant_id = %s AND k.type = 'email' AND k.hash = %s
 """
 

@@ -11,6 +11,7 @@ no events is an ordinary observation of 0, so a source that goes silent is a dro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
@@ -33,18 +34,18 @@ class Judgement:
     kind: str | None  # "drop" | "spike" | None
 
 
-def baseline(history: list[float]) -> tuple[float, float]:
+def baseline(history: Sequence[float]) -> tuple[float, float]:
     """(median, MAD) of the past volumes of one hour of the week."""
     mid = median(history)
     return mid, median(abs(v - mid) for v in history)
 
 
-def _expected_and_scale(history: list[float], rules: AnomalyRules) -> tuple[float, float]:
+def _expected_and_scale(history: Sequence[float], rules: AnomalyRules) -> tuple[float, float]:
     expected, mad = baseline(history)
     return expected, max(MAD_TO_SIGMA * mad, rules.relative_floor * expected, 1.0)
 
 
-def normal_band(history: list[float], rules: AnomalyRules) -> tuple[float, float, float] | None:
+def normal_band(history: Sequence[float], rules: AnomalyRules) -> tuple[float, float, float] | None:
     """(expected, low, high): the volumes an hour can have without being flagged (low never
     below 0); None when the history is shorter than ``rules.min_weeks``."""
     if len(history) < rules.min_weeks:
@@ -53,7 +54,7 @@ def normal_band(history: list[float], rules: AnomalyRules) -> tuple[float, float
     return expected, max(0.0, expected - rules.threshold * scale), expected + rules.threshold * scale
 
 
-def judge_hour(observed: float, history: list[float], rules: AnomalyRules) -> Judgement | None:
+def judge_hour(observed: float, history: Sequence[float], rules: AnomalyRules) -> Judgement | None:
     """Judge one hour; None when the history is shorter than ``rules.min_weeks``."""
     if len(history) < rules.min_weeks:
         return None

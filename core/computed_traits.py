@@ -11,6 +11,7 @@ and ``unique``, false for ``exists``, no value (null) for the others.
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,7 @@ class ComputedTrait:
     property: str | None
     within_days: int
 
-    @property
+    @builtins.property  # ``property`` is a field of this class
     def default(self) -> Any:
         """The value of a profile with no matching event in the window."""
         return {"count": 0, "unique": 0, "exists": False}.get(self.function)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, overload
 
 from core.identifiers import KNOWN_TYPES, PRIORITY, Identifier
 from core.identity_plan import (
@@ -46,7 +47,8 @@ class IdentityRules:
     max_merges: int = 100
 
     @classmethod
-    def from_tenant_settings(cls, settings: Mapping[str, object]) -> IdentityRules:
+    def from_tenant_settings(cls, settings: Mapping[str, Any]) -> IdentityRules:
+        """The rules of a tenant's ``settings`` (decoded JSON, validated when written)."""
         limits = dict(DEFAULT_TYPE_LIMITS)
         limits.update({k: int(v) for k, v in dict(settings.get("type_limits") or {}).items() if k in limits})
         return cls(
@@ -136,6 +138,13 @@ class IdentityPlanner:
     def live(self, key: tuple[str, str]) -> str | None:
         """The profile holding ``key`` now, following merges made earlier in this plan."""
         return self._final(self.owner.get(key))
+
+    @overload
+    def _final(self, pid: str) -> str: ...
+    @overload
+    def _final(self, pid: None) -> None: ...
+    @overload
+    def _final(self, pid: str | None) -> str | None: ...
 
     def _final(self, pid: str | None) -> str | None:
         while pid in self.redirect:
@@ -316,7 +325,8 @@ class IdentityPlanner:
             return None
         first_claim: dict[str, Identifier] = {}  # profile -> the event's strongest identifier on it
         for claim in kept.held:
-            first_claim.setdefault(claim.profile, claim.ident)
+            if claim.profile is not None:  # always, for a held claim
+                first_claim.setdefault(claim.profile, claim.ident)
         if len(first_claim) == 1:
             return kept.held[0].profile
         survivor = min(first_claim, key=lambda p: _survivor_key(self.state[p]))
@@ -357,7 +367,7 @@ class IdentityPlanner:
         via = kept.held[0].ident if kept.held else None
         for claim in kept.new:
             if claim.moving_from is not None:
-                self._move(index, claim, target, via)
+                self._move(index, claim, claim.moving_from, target, via)
             else:
                 self.owner[claim.key] = target
                 s.counts[claim.ident.type] = s.counts.get(claim.ident.type, 0) + 1
@@ -375,9 +385,10 @@ class IdentityPlanner:
         self.state[pid] = self.plan.created[pid] = ProfileState(pid, first_seen, {}, 0, True)
         return pid
 
-    def _move(self, index: int, claim: _Claim, target: str, via: Identifier | None) -> None:
-        """A provisional identifier joins ``target``, no longer provisional (no merge)."""
-        source = self._final(claim.moving_from)
+    def _move(self, index: int, claim: _Claim, moving_from: str, target: str, via: Identifier | None) -> None:
+        """A provisional identifier joins ``target`` from ``moving_from`` (its profile before
+        the event), no longer provisional (no merge)."""
+        source = self._final(moving_from)
         self.plan.confirmed.add(claim.key)
         if source == target:  # its profile joined the event's profile anyway
             self.state[target].provisional.pop(claim.key, None)

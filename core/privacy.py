@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 from urllib.parse import unquote
 
 import msgspec
@@ -256,7 +256,7 @@ def _is_clean(value: Any) -> bool:
     return t is int or t is float or t is bool or value is None
 
 
-_UNSEEN = object()
+_UNSEEN = "\x00unseen"  # a sentinel no key kind can equal; compared with ``is``
 _REDACT = "redact"  # a key whose text holds an email address
 _KEY_KINDS: dict[Any, str | None] = {}
 # The keys of _KEY_KINDS whose kind is None: one C-level superset test clears a whole object.
@@ -377,6 +377,10 @@ def scrub_payload(obj: dict[str, Any], phone_region: str | None) -> dict[str, An
     return scrub_object(_without_secrets(obj), phone_region)
 
 
+@overload
+def redact_text(value: str) -> str: ...
+@overload
+def redact_text(value: None) -> None: ...
 def redact_text(value: str | None) -> str | None:
     """A text field of an event (name, dedupe key, previous id) with email addresses
     redacted; ``value`` itself when it holds none."""
@@ -404,14 +408,16 @@ def scrub_queued_event(event: QueuedEvent, phone_region: str | None) -> QueuedEv
             if identifiers != event.identifiers:
                 changes["identifiers"] = identifiers
             break
-    for name, value in (("properties", event.properties), ("context", event.context)):
-        if (scrubbed := scrub_payload(value, phone_region)) is not value:
+    payloads: tuple[tuple[str, dict[str, Any]], ...] = (("properties", event.properties), ("context", event.context))
+    for name, payload in payloads:
+        if (scrubbed := scrub_payload(payload, phone_region)) is not payload:
             changes[name] = scrubbed
     if event.traits and (scrubbed := scrub_object(event.traits, phone_region)) is not event.traits:
         changes["traits"] = scrubbed
-    for name, value in (("event_name", event.event_name), ("dedupe_key", event.dedupe_key),
-                        ("previous_id", event.previous_id)):
-        if (redacted := redact_text(value)) is not value:
+    texts: tuple[tuple[str, str | None], ...] = (
+        ("event_name", event.event_name), ("dedupe_key", event.dedupe_key), ("previous_id", event.previous_id))
+    for name, text in texts:
+        if (redacted := redact_text(text)) is not text:
             changes[name] = redacted
     # Signed identity claims (raw values with their signatures) are checked by the worker
     # before it scrubs and are never kept: a scrubbed event rests without them, so a replay

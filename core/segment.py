@@ -164,7 +164,7 @@ def screen_segment_event(
     if event_time is None:
         event_time = memo.times[times_key] = _screen_time(msg, batch_sent_at, received_at, max_future_s,
                                                           oldest_event_time)
-    if type(event_time) is tuple:
+    if isinstance(event_time, tuple):
         return Rejection(event_time[0], "timestamp", event_time[1])
 
     ids = memo.ids

@@ -428,8 +428,8 @@ def _numeric_condition(x: tuple[str, list], op: str, value: Any) -> tuple[str, l
 
 def _consent_condition(node: dict) -> tuple[str, list]:
     # The newer of the type's own state and "all" decides (as destinations gate on consent).
-    granted = ("(SELECT c.granted FROM consents c WHERE c.profile_id = p.id AND c.consent_type IN (%s, 'all')"
-               " ORDER BY c.updated_at DESC LIMIT 1)", [node["consent"]])
+    granted = ("(SELECT c.granted FROM consents c WHERE c.tenant_id = p.tenant_id AND c.profile_id = p.id"
+               " AND c.consent_type IN (%s, 'all') ORDER BY c.updated_at DESC LIMIT 1)", [node["consent"]])
     op = node["op"]
     if op in _PRESENCE_OPS:
         return _fill("{g} IS NOT NULL" if op == "exists" else "{g} IS NULL", g=granted)
@@ -480,8 +480,11 @@ def _json_condition(x: tuple[str, list], xt: tuple[str, list], op: str, value: A
         return _fill("NOT coalesce(jsonb_typeof({x}) <> 'null', false)", x=x)
     if op in ("before", "after"):
         sym = "<" if op == "before" else ">"
+        at = parse_time(value)
+        if at is None:  # validation refuses such rules before they are compiled
+            raise ValueError(f"{op} needs an ISO 8601 time, got {value!r}")
         return _fill(f"CASE WHEN jsonb_typeof({{x}}) = 'string' THEN stratum_try_timestamptz({{xt}}) {sym} {{v}}"
-                     " ELSE false END", x=x, xt=xt, v=_param(parse_time(value).isoformat(), "::timestamptz"))
+                     " ELSE false END", x=x, xt=xt, v=_param(at.isoformat(), "::timestamptz"))
     # within_last_days
     return _fill("CASE WHEN jsonb_typeof({x}) = 'string' THEN stratum_try_timestamptz({xt})"
                  " BETWEEN now() - make_interval(days => {n}) AND now() ELSE false END",

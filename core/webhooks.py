@@ -130,12 +130,10 @@ def consent_granted(states: Mapping[str, tuple[bool, datetime]], consent_type: s
     """Whether ``consent_type`` is granted: the newer of its own state and ``all`` decides;
     no recorded state means not granted. ``states`` maps a type to (granted, updated_at)."""
     own, every = states.get(consent_type), states.get("all")
-    if own is None and every is None:
-        return False
+    if every is None:
+        return own is not None and own[0]
     if own is None:
         return every[0]
-    if every is None:
-        return own[0]
     return own[0] if own[1] >= every[1] else every[0]
 
 

@@ -26,7 +26,8 @@ HISTORY_LIMIT = 1000
 MAX_USER_AGENT_CHARS = 512  # kept with every history row; real browsers send under 300
 
 _CURRENT_SQL = """
-SELECT consent_type, granted, updated_at, source_id::text FROM consents WHERE profile_id = %s ORDER BY consent_type
+SELECT consent_type, granted, updated_at, source_id::text FROM consents WHERE tenant_id = %s AND profile_id = %s
+ORDER BY consent_type
 """
 _HISTORY_SQL = """
 SELECT consent_type, granted, recorded_at, source_id::text, event_id::text, ip, user_agent
@@ -35,7 +36,7 @@ FROM consent_history WHERE profile_id = %s ORDER BY recorded_at DESC, id DESC LI
 _UPSERT_SQL = """
 INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)
 SELECT %s, t, %s, g, %s, NULL FROM unnest(%s::text[], %s::boolean[]) AS u(t, g)
-ON CONFLICT (profile_id, consent_type) DO UPDATE
+ON CONFLICT (tenant_id, profile_id, consent_type) DO UPDATE
 SET granted = EXCLUDED.granted, updated_at = EXCLUDED.updated_at, source_id = NULL
 """
 _HISTORY_INSERT_SQL = """
@@ -68,9 +69,9 @@ def checked_user_agent(user_agent: str | None) -> str | None:
     return user_agent
 
 
-async def read_consents(conn: AsyncConnection, profile_id: str) -> Consents:
+async def read_consents(conn: AsyncConnection, tenant_id: str, profile_id: str) -> Consents:
     async with conn.pipeline():
-        current_cur = await conn.execute(_CURRENT_SQL, (profile_id,))
+        current_cur = await conn.execute(_CURRENT_SQL, (tenant_id, profile_id))
         history_cur = await conn.execute(_HISTORY_SQL, (profile_id, HISTORY_LIMIT))
     current, history = await current_cur.fetchall(), await history_cur.fetchall()
     return Consents(
@@ -87,7 +88,8 @@ async def get_consents(request: Request, profile_id: FromPath[str]) -> Consents:
     principal = principal_of(request)
     requested = parse_profile_id(profile_id)
     async with st.pool.connection() as conn:
-        return await read_consents(conn, await resolve_profile_id(conn, principal.tenant_id, requested))
+        return await read_consents(conn, principal.tenant_id,
+                                   await resolve_profile_id(conn, principal.tenant_id, requested))
 
 
 @put("/api/v1/cdp/profiles/{profile_id:str}/consents", guards=[tenant_admin_key], summary="Set consents of a profile (admin key)",
@@ -109,5 +111,6 @@ async def put_consents(request: Request, profile_id: FromPath[str], data: JSONBo
             await conn.execute(_UPSERT_SQL, (live, principal.tenant_id, now, types, granted))
             await conn.execute(_HISTORY_INSERT_SQL, (principal.tenant_id, live, now, ip, user_agent, types, granted))
             # A consent change is a change of the profile, so its updated_at moves too.
-            await conn.execute("UPDATE profiles SET updated_at = now() WHERE id = %s", (live,))
-        return await read_consents(conn, live)
+            await conn.execute("UPDATE profiles SET updated_at = now() WHERE tenant_id = %s AND id = %s",
+                               (principal.tenant_id, live))
+        return await read_consents(conn, principal.tenant_id, live)

@@ -40,12 +40,12 @@ WITH gone AS (
     RETURNING event_id
 ), outcomes AS (
     INSERT INTO event_outcomes (event_id, tenant_id, status) SELECT event_id, %(tenant_id)s, 'erased' FROM gone
-    ON CONFLICT (event_id) DO UPDATE SET status = 'erased', duplicate_of = NULL
+    ON CONFLICT (tenant_id, event_id) DO UPDATE SET status = 'erased', duplicate_of = NULL
     RETURNING 1  -- data-modifying CTEs run whether or not the query reads them
 )
 SELECT count(*) FROM gone
 """
-_CONSENTS_SQL = "DELETE FROM consents WHERE profile_id = ANY(%s::uuid[])"
+_CONSENTS_SQL = "DELETE FROM consents WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])"
 _CONSENT_HISTORY_SQL = "DELETE FROM consent_history WHERE profile_id = ANY(%s::uuid[])"
 _LINKS_SQL = "DELETE FROM identity_links WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])"
 _DECISIONS_SQL = "DELETE FROM identity_decisions WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])"
@@ -74,7 +74,7 @@ async def _delete_rows(conn: AsyncConnection, tenant_id: str, live: str) -> tupl
     ids = [live, *absorbed]
     identifiers = [(t, h) for t, h in await (await conn.execute(_IDENTIFIERS_SQL, (live,))).fetchall()]
     (events,) = await (await conn.execute(_EVENTS_SQL, {"tenant_id": tenant_id, "ids": ids})).fetchone()
-    consents = (await conn.execute(_CONSENTS_SQL, (ids,))).rowcount
+    consents = (await conn.execute(_CONSENTS_SQL, (tenant_id, ids))).rowcount
     await conn.execute(_CONSENT_HISTORY_SQL, (ids,))
     await conn.execute(_LINKS_SQL, (tenant_id, ids))
     await conn.execute(_DECISIONS_SQL, (tenant_id, ids))

@@ -178,7 +178,10 @@ async def ops_status(request: Request) -> OpsStatus:
     st: ReadState = request.app.state.read
     since = _uuid7_floor(time.time() - THROUGHPUT_WINDOW_S)
     async with st.pool.connection() as conn, conn.pipeline():
-        received_cur = await conn.execute("SELECT count(*) FROM event_keys WHERE event_id >= %s", (since,))
+        # Per tenant, so each count is a range of the (tenant_id, event_id) unique index.
+        received_cur = await conn.execute(
+            "SELECT coalesce(sum(n), 0)::bigint FROM tenants t CROSS JOIN LATERAL"
+            " (SELECT count(*) AS n FROM event_keys k WHERE k.tenant_id = t.id AND k.event_id >= %s) c", (since,))
         inserted_cur = await conn.execute(
             "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'event_keys'::regclass")
         tenants_cur = await conn.execute("SELECT id::text, name FROM tenants ORDER BY name, id")

@@ -64,7 +64,7 @@ LEFT JOIN LATERAL (
            array_agg(granted ORDER BY consent_type) AS granted,
            array_agg(updated_at ORDER BY consent_type) AS updated,
            array_agg(source_id::text ORDER BY consent_type) AS sources
-    FROM consents WHERE profile_id = p.id
+    FROM consents WHERE tenant_id = p.tenant_id AND profile_id = p.id
 ) c ON true
 LEFT JOIN LATERAL (SELECT {COMPUTED_SQL} AS computed) ct ON true
 """
@@ -90,7 +90,7 @@ def _document_sql(merged_from: str) -> str:
   'consents', coalesce((
       SELECT json_object_agg(consent_type, json_build_object('granted', granted,
                              'updated_at', {_iso_sql("updated_at")}, 'source_id', source_id::text) ORDER BY consent_type)
-      FROM consents WHERE profile_id = p.id), '{{}}'),
+      FROM consents WHERE tenant_id = p.tenant_id AND profile_id = p.id), '{{}}'),
   'computed', coalesce({COMPUTED_SQL}, '{{}}'::jsonb),
   'counters', json_build_object('events', p.event_count, 'purchases', p.purchase_count, 'revenue', p.revenue::float8),
   'first_seen', {_iso_sql("p.first_seen")}, 'last_seen', {_iso_sql("p.last_seen")},
@@ -109,7 +109,7 @@ WHERE r.id = %s AND r.tenant_id = %s
 # transaction, and a statement sees one snapshot, so no answer is half-merged.
 _BY_IDENTIFIER_SQL = f"""
 SELECT {_document_sql("NULL")}
-FROM profile_identifiers k JOIN profiles p ON p.id = k.profile_id
+FROM profile_identifiers k JOIN profiles p ON p.tenant_id = k.tenant_id AND p.id = k.profile_id
 WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
 """
 

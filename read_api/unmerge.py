@@ -67,7 +67,7 @@ _MERGE_SQL = """
 SELECT m.id, m.survivor_id::text, m.absorbed_id::text, m.trigger_type, m.trigger_hash, m.event_id::text,
        m.snapshot, m.undone_at, r.id IS NOT NULL
 FROM profile_merges m
-LEFT JOIN profiles s ON s.id = m.survivor_id
+LEFT JOIN profiles s ON s.tenant_id = m.tenant_id AND s.id = m.survivor_id
 LEFT JOIN profiles r ON r.id = %(requested)s AND r.tenant_id = m.tenant_id
     AND (r.id IN (m.survivor_id, m.absorbed_id) OR coalesce(r.merged_into, r.id) = coalesce(s.merged_into, s.id))
 WHERE m.tenant_id = %(tenant_id)s AND m.id = %(merge_id)s
@@ -206,7 +206,8 @@ async def _rewrite_sides(conn: AsyncConnection, tenant_id: str, merge: _MergeRow
         " FROM json_to_recordset(%s::json) AS u(id uuid, lc text, tr jsonb, tt jsonb, ec bigint, pc bigint,"
         " rv numeric, ic int, mc int, fs timestamptz, ls timestamptz) WHERE p.id = u.id AND p.tenant_id = %s",
         (json_rows(rows), tenant_id))
-    await conn.execute("DELETE FROM consents WHERE profile_id = ANY(%s::uuid[])", ([s, a],))
+    await conn.execute("DELETE FROM consents WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])",
+                       (tenant_id, [s, a]))
     consents = [{"p": pid, "c": ctype, "g": c["granted"], "t": c["updated_at"], "s": c.get("source_id")}
                 for pid, side in ((s, plan.survivor), (a, plan.absorbed)) for ctype, c in side.consents.items()]
     if consents:

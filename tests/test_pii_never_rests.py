@@ -309,7 +309,8 @@ def _stored(db, tenant_id: str) -> dict:
         " FROM events WHERE tenant_id = %s ORDER BY event_id", (tenant_id,)).fetchall()
     identifiers = db.execute("SELECT type, hash FROM profile_identifiers WHERE tenant_id = %s ORDER BY type, hash",
                              (tenant_id,)).fetchall()
-    profiles = db.execute("SELECT traits, event_count, lifecycle FROM profiles WHERE tenant_id = %s ORDER BY 2",
+    profiles = db.execute("SELECT traits, event_count, lifecycle FROM profiles WHERE tenant_id = %s"
+                          " ORDER BY 2, 3, traits::text",
                           (tenant_id,)).fetchall()
     return {"events": events, "identifiers": identifiers, "profiles": profiles}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from redis import Redis
@@ -113,7 +114,7 @@ def _write(conn: psycopg.Connection, redis: Redis | None, per_tenant: dict[str, 
     for tenant_id, messages in per_tenant.items():
         routes = routes_of(conn, tenant_id)
         listening = _stream_listening(redis, tenant_id)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for topic, message_id, profile_id, data in messages:
             targets = _subscribed(routes, topic)
             if not targets and not listening:

@@ -27,6 +27,7 @@ from stratum.audiences import (
     refresh_computed_trait,
     upkeep_profiles,
 )
+from stratum.db.connect import scalar
 from stratum.settings import Settings
 from workers.audience_emit import segment_topics_heard
 
@@ -43,28 +44,28 @@ def upkeep_audiences(conn: psycopg.Connection, settings: Settings, redis: Redis 
     returns how many profiles were handled. ``redis``: to see live stream listeners (without
     it, membership changes always wait for the emission job)."""
     row = conn.execute("SELECT mark FROM scheduler_marks WHERE name = %s", (UPKEEP_MARK,)).fetchone()
-    if row is None:
-        # First run: creating a definition evaluated every profile changed before it.
-        row = conn.execute("SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
-                           " (SELECT min(updated_at) FROM computed_traits))").fetchone()
+    # First run: creating a definition evaluated every profile changed before it.
+    since = row[0] if row is not None else scalar(
+        conn, "SELECT least((SELECT min(updated_at) FROM segments WHERE kind = 'dynamic'),"
+              " (SELECT min(updated_at) FROM computed_traits))")
     # Transactions older than twice the job timeout are not a worker's batch (RQ would have
     # killed it): an operator's forgotten session must not hold the mark back forever.
-    new_mark = conn.execute(
-        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
+    new_mark = scalar(
+        conn, "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
-        " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,)).fetchone()[0]
+        " AND xact_start > now() - make_interval(secs => %s)))", (2 * settings.job_timeout_s,))
     # The upkeep's own writes are stamped just inside the range it handles, so the next run
     # does not take them for new changes (the segments already saw them, in the same
     # transaction); for exports they count as changed no later than the mark.
     stamp = new_mark - timedelta(microseconds=1)
     handled = 0
-    if row[0] is not None:
+    if since is not None:
         touched: dict[str, list[str]] = defaultdict(list)
         # Only tenants that define something to keep current.
         for tenant_id, profile_id in conn.execute(
                 "SELECT tenant_id::text, id::text FROM profiles WHERE updated_at >= %s AND updated_at < %s"
                 " AND tenant_id IN (SELECT tenant_id FROM segments WHERE kind = 'dynamic'"
-                " UNION SELECT tenant_id FROM computed_traits)", (row[0], new_mark)):
+                " UNION SELECT tenant_id FROM computed_traits)", (since, new_mark)):
             touched[tenant_id].append(profile_id)
         for tenant_id, ids in touched.items():
             handled += len(ids)
@@ -117,8 +118,8 @@ def churn_profiles(conn: psycopg.Connection, settings: Settings) -> None:
         n = conn.execute(
             """
             UPDATE profiles SET lifecycle = 'churned', updated_at = now()
-            WHERE id IN (
-                SELECT p.id FROM profiles p JOIN tenants t ON t.id = p.tenant_id
+            WHERE (tenant_id, id) IN (
+                SELECT p.tenant_id, p.id FROM profiles p JOIN tenants t ON t.id = p.tenant_id
                 WHERE p.merged_into IS NULL AND p.lifecycle <> 'churned'
                   AND p.last_seen < now() - make_interval(days => CASE
                       WHEN jsonb_typeof(t.settings -> 'churn_after_days') = 'number'

@@ -65,10 +65,10 @@ def decision_rows(plan: Plan, event_ids: Sequence[str], event_profiles: Sequence
             known = _REFUSALS.get(str(d.get("kind")))
             if known is None:
                 continue
-            kind, rule = known
+            kind, refusal_rule = known
             id_type = str(d.get("type", ""))
             rows.append({"p": event_profiles[index], "e": event_ids[index], "k": kind,
-                         "i": [{"type": id_type, "hash": d.get("hash")}], "r": rule or f"limit:{id_type}",
+                         "i": [{"type": id_type, "hash": d.get("hash")}], "r": refusal_rule or f"limit:{id_type}",
                          "m": str(d.get("message", ""))})
     return rows
 

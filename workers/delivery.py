@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from core.webhooks import UNGATED_TOPICS, batch_body, batch_message_id
 from stratum.queue.deliveries import LANES_PUBLISH_S, LANES_TTL_S, lanes_key
@@ -172,10 +173,10 @@ class DeliveryService:
         await recorder
         await self.recorder.flush()
 
-    def lane_states(self) -> dict[str, bytes]:
+    def lane_states(self) -> dict[FieldT, EncodableT]:
         """This process's lanes as /ops shows them: destination id -> JSON."""
         now = time.monotonic()
-        out = {}
+        out: dict[FieldT, EncodableT] = {}
         for did, lane in self.lanes.items():
             breaker = "open" if lane.open_until > now else "half_open" if lane.open_until else "closed"
             out[did] = msgspec.json.encode({"breaker": breaker, "consecutive_failures": lane.consecutive_failures,
@@ -215,7 +216,7 @@ class DeliveryService:
     def _start_waiting(self, did: str, lane: Lane) -> None:
         target = self.targets[did]
         while lane.waiting and lane.capacity(self.settings.delivery_max_in_flight, time.monotonic()) > 0:
-            rows = []
+            rows: list[Claimed] = []
             while lane.waiting and len(rows) < target.batch_size:
                 start_by, row = lane.waiting.popleft()
                 if time.monotonic() <= start_by:  # else its lease is nearly over: left for the next claim
@@ -290,14 +291,15 @@ class DeliveryService:
                 outcomes.append(Outcome("skipped", skip_reason="consent"))
             else:
                 outcomes.append(None)
-        sending = [d for d, o in zip(rows, outcomes, strict=True) if o is None]
+        # Rows without a body were skipped above.
+        sending = [(d, d.body) for d, o in zip(rows, outcomes, strict=True) if o is None and d.body is not None]
         if not sending:
-            return outcomes
+            return [o for o in outcomes if o is not None]  # every row was skipped
         if target.batch_size > 1:
-            message_id = batch_message_id(d.message_id for d in sending)
-            body = batch_body(((d.message_id, d.body.encode()) for d in sending), datetime.now(UTC))
+            message_id = batch_message_id(d.message_id for d, _ in sending)
+            body = batch_body(((d.message_id, text.encode()) for d, text in sending), datetime.now(UTC))
         else:
-            message_id, body = sending[0].message_id, sending[0].body.encode()
+            message_id, body = sending[0][0].message_id, sending[0][1].encode()
         answer = await send(self.clients(target.id), target, message_id, body, self.settings.destinations_allow_private,
                             self.metrics.seconds.labels(target.id).observe)
         return [o if o is not None else settle(d, answer) for d, o in zip(rows, outcomes, strict=True)]

@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -41,7 +42,7 @@ RECORD_INTERVAL_S = 0.02
 # The consent states that decide for each requested profile (of its survivor when merged).
 _CONSENTS_SQL = """
 SELECT p.id::text, c.consent_type, c.granted, c.updated_at
-FROM profiles p JOIN consents c ON c.profile_id = coalesce(p.merged_into, p.id)
+FROM profiles p JOIN consents c ON c.tenant_id = p.tenant_id AND c.profile_id = coalesce(p.merged_into, p.id)
 WHERE p.tenant_id = %s AND p.id = ANY(%s::uuid[]) AND c.consent_type IN (%s, 'all')
 """
 _RECORD_SQL = """
@@ -137,7 +138,7 @@ async def consented_profiles(pool: AsyncConnectionPool, target: Target, rows: li
     """The consent gate of CONTRACT 7 for the rows of one request, against the profiles'
     current state: the ids of those whose ``target.consent`` is granted."""
     ids = sorted({d.profile_id for d in rows if d.profile_id is not None})
-    if not ids:
+    if not ids or target.consent is None:
         return set()
     async with pool.connection() as conn:
         found = await (await conn.execute(_CONSENTS_SQL, (rows[0].tenant_id, ids, target.consent))).fetchall()
@@ -161,7 +162,7 @@ async def checked_address(host: str, port: int, allow_private: bool) -> str:
 
 
 async def send(client: httpx.AsyncClient, target: Target, message_id: str, body: bytes, allow_private: bool,
-               observe) -> Outcome:
+               observe: Callable[[float], None]) -> Outcome:
     """POST one request (a message, or a batch) to the checked address with its signatures.
     Returns ``delivered``, ``failed`` (retry to come; ``settle`` decides per row whether it is
     dead) or ``dead`` with ``gone`` (410)."""

@@ -12,6 +12,7 @@ keeps its data until its last attempt fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 
 import msgspec
@@ -25,7 +26,8 @@ from workers import runtime
 log = logging.getLogger(__name__)
 
 
-def scrubbed_payload(payload: object, extra_blocked_of=lambda tenant_id: frozenset()) -> bytes:
+def scrubbed_payload(payload: object,
+                     extra_blocked_of: Callable[[str], frozenset[str]] = lambda tenant_id: frozenset()) -> bytes:
     """The scrubbed form of a ``process_batch`` payload; ``b""`` when it cannot be read.
     ``extra_blocked_of(tenant_id)`` gives the tenant's blocked values."""
     if not isinstance(payload, bytes):

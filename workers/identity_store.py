@@ -91,7 +91,8 @@ WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into
-FROM profiles WHERE id IN (SELECT value::uuid FROM json_array_elements_text(%s::json)) ORDER BY id FOR UPDATE
+FROM profiles WHERE tenant_id = %s AND id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
+ORDER BY id FOR UPDATE
 """
 
 _PROVISIONAL_SQL = """
@@ -103,9 +104,10 @@ WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
 # identifier held outside the snapshot cannot join anything in this batch.
 _APART_SQL = """
 WITH snap AS (SELECT value::uuid AS id FROM json_array_elements_text(%(profiles)s::json)),
-targets AS (SELECT id FROM snap UNION SELECT p.id FROM profiles p JOIN snap ON p.merged_into = snap.id)
+targets AS (SELECT id FROM snap UNION SELECT p.id FROM profiles p JOIN snap ON p.tenant_id = %(tenant_id)s
+                                               AND p.merged_into = snap.id)
 SELECT b.type, b.hash, pi.profile_id::text, coalesce(p.merged_into, p.id)::text
-FROM identity_blocks b JOIN profiles p ON p.id = b.profile_id
+FROM identity_blocks b JOIN profiles p ON p.tenant_id = b.tenant_id AND p.id = b.profile_id
 LEFT JOIN profile_identifiers pi ON pi.tenant_id = b.tenant_id AND pi.type = b.type AND pi.hash = b.hash
 WHERE b.tenant_id = %(tenant_id)s AND (b.profile_id IN (SELECT id FROM targets)
       OR (b.type, b.hash) IN (SELECT t, h FROM json_to_recordset(%(keys)s::json) AS k(t text, h text)))
@@ -142,7 +144,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
         ids_param = json_value(profile_ids)
-        for row in conn.execute(_LOCK_PROFILES_SQL, (ids_param,)).fetchall():
+        for row in conn.execute(_LOCK_PROFILES_SQL, (tenant_id, ids_param)).fetchall():
             if row[10] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
@@ -176,21 +178,24 @@ def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,
     }
 
 
-def _sides_before_merge(conn: psycopg.Connection, plan: Plan
+def _sides_before_merge(conn: psycopg.Connection, tenant_id: str, plan: Plan
                         ) -> tuple[dict[str, list[list[str]]], dict[str, dict[str, dict]], int]:
     """(identifiers, consents of every profile a merge of the plan touches, the consent
     history watermark): read before anything moves. Merges are rare, so two more reads."""
     ids = sorted({p for m in plan.merges for p in (m.survivor, m.absorbed)})
     idents: dict[str, list[list[str]]] = {p: [] for p in ids}
     for pid, t, h in conn.execute("SELECT profile_id::text, type, hash FROM profile_identifiers"
-                                  " WHERE profile_id = ANY(%s::uuid[])", (ids,)).fetchall():
+                                  " WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])", (tenant_id, ids)).fetchall():
         idents[pid].append([t, h])
     consents: dict[str, dict[str, dict]] = {p: {} for p in ids}
     for pid, ctype, granted, at, src in conn.execute(
             "SELECT profile_id::text, consent_type, granted, updated_at, source_id::text FROM consents"
-            " WHERE profile_id = ANY(%s::uuid[])", (ids,)).fetchall():
+            " WHERE tenant_id = %s AND profile_id = ANY(%s::uuid[])", (tenant_id, ids)).fetchall():
         consents[pid][ctype] = {"granted": granted, "updated_at": at.isoformat(), "source_id": src}
-    (mark,) = conn.execute("SELECT coalesce(max(id), 0) FROM consent_history").fetchone()
+    # The tenant's newest history row (ids come from one sequence; the key is (tenant_id, id)).
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM consent_history WHERE tenant_id = %s",
+                       (tenant_id,)).fetchone()
+    mark = int(row[0]) if row is not None else 0
     return idents, consents, mark
 
 
@@ -211,7 +216,7 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     """
     if not plan.merges:
         return
-    idents, consents, consent_mark = _sides_before_merge(conn, plan)
+    idents, consents, consent_mark = _sides_before_merge(conn, tenant_id, plan)
     moves = json_rows([{"a": m.absorbed, "s": m.survivor} for m in plan.merges])
     conn.execute("UPDATE profile_identifiers pi SET profile_id = m.s FROM json_to_recordset(%s::json)"
                  " AS m(a uuid, s uuid) WHERE pi.profile_id = m.a", (moves,))
@@ -223,15 +228,16 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     conn.execute(
         "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
         " SELECT DISTINCT ON (m.s, c.consent_type) m.s, c.consent_type, c.tenant_id, c.granted, c.updated_at,"
-        " c.source_id FROM consents c JOIN json_to_recordset(%s::json) AS m(a uuid, s uuid) ON c.profile_id = m.a"
+        " c.source_id FROM consents c JOIN json_to_recordset(%s::json) AS m(a uuid, s uuid)"
+        " ON c.tenant_id = %s AND c.profile_id = m.a"
         " ORDER BY m.s, c.consent_type, c.updated_at DESC"
-        " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+        " ON CONFLICT (tenant_id, profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
         " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
         " WHERE EXCLUDED.updated_at > consents.updated_at",
-        (moves,),
+        (moves, tenant_id),
     )
     conn.execute("DELETE FROM consents c USING json_to_recordset(%s::json) AS m(a uuid, s uuid)"
-                 " WHERE c.profile_id = m.a", (moves,))
+                 " WHERE c.tenant_id = %s AND c.profile_id = m.a", (moves, tenant_id))
     for table in ("consent_history", "identity_links"):
         conn.execute(f"UPDATE {table} t SET profile_id = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
                      " WHERE t.profile_id = m.a", (moves,))
@@ -239,7 +245,8 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     conn.execute("UPDATE profiles p SET merged_into = m.s FROM json_to_recordset(%s::json) AS m(a uuid, s uuid)"
                  " WHERE p.merged_into = m.a", (moves,))
     conn.execute("UPDATE profiles p SET merged_into = m.s, merged_at = now(), updated_at = now()"
-                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.id = m.a", (moves,))
+                 " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.tenant_id = %s AND p.id = m.a",
+                 (moves, tenant_id))
     audit = []
     for m in plan.merges:
         s, a = profiles[m.survivor], profiles.pop(m.absorbed)
@@ -294,16 +301,16 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
                                 "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
                                for lk in plan.links])),
     )
-    edges = [lk for lk in plan.links if lk.via is not None]
+    edges = [(lk, lk.via) for lk in plan.links if lk.via is not None]
     if edges:
         conn.execute(
             "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
             " SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
             " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
-            (tenant_id, json_rows([{"p": lk.profile_id, "ft": lk.via.type, "fh": lk.via.hash,
+            (tenant_id, json_rows([{"p": lk.profile_id, "ft": via.type, "fh": via.hash,
                                     "tt": lk.identifier.type, "th": lk.identifier.hash,
                                     "lt": link_types[lk.event_index], "e": event_ids[lk.event_index]}
-                                   for lk in edges])),
+                                   for lk, via in edges])),
         )
     for lk in plan.links:
         p = profiles[lk.profile_id]
@@ -324,16 +331,16 @@ def apply_moves(conn: psycopg.Connection, tenant_id: str, plan: Plan, event_ids:
             (json_rows([{"t": mv.identifier.type, "h": mv.identifier.hash, "p": mv.to_profile,
                          "pr": mv.provisional} for mv in plan.moves]), tenant_id),
         )
-        edges = [mv for mv in plan.moves if mv.via is not None]
-        if edges:
+        moved = [(mv, mv.via) for mv in plan.moves if mv.via is not None]
+        if moved:
             conn.execute(
                 "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type,"
                 " event_id) SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
                 " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
-                (tenant_id, json_rows([{"p": mv.to_profile, "ft": mv.via.type, "fh": mv.via.hash,
+                (tenant_id, json_rows([{"p": mv.to_profile, "ft": via.type, "fh": via.hash,
                                         "tt": mv.identifier.type, "th": mv.identifier.hash,
                                         "lt": link_types[mv.event_index], "e": event_ids[mv.event_index]}
-                                       for mv in edges])),
+                                       for mv, via in moved])),
             )
         for mv in plan.moves:
             t = mv.identifier.type

@@ -19,9 +19,11 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from rq import get_current_job
 from rq.job import Job
@@ -46,6 +48,7 @@ from workers.persist import BatchOutcome, persist_tenant_events, record_rejected
 from workers.prepare import PreparedEvent, prepare_event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,7 +86,9 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     if not claimed:
         return persist_payloads([payload], sink)
     try:
-        payloads, job_ids, unreadable = [payload], [None], []
+        payloads = [payload]
+        job_ids: list[str | None] = [None]  # None: the running job's own payload
+        unreadable: list[tuple[str, str]] = []
         for job_id, data in claimed:
             try:
                 payloads.append(layout.payload_of(data))
@@ -94,6 +99,7 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
         # Only now, with everything else stored: a give-back above must find them claimed.
         unreadable += result.pop("unreadable")
         for job_id, reason in unreadable:
+            assert sink is not None  # a job runs under RQ here, so it has a sink
             sink.fail_job(job_id, reason)
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
@@ -142,7 +148,7 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
             unreadable.append((job_id, failure_reason(exc)))
             continue
         config = _with_retry(rt, f"tenant {batch.tenant_id} settings",
-                             lambda b=batch: rt.tenant_config(b.tenant_id, b.source_id))
+                             partial(rt.tenant_config, batch.tenant_id, batch.source_id))
         identity = config.source_identity(batch.source_id, batch.source_type)
         for queued in batch.events:
             try:
@@ -156,7 +162,7 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
     total = BatchOutcome()
     for tenant_id, items in by_tenant.items():
         outcome = persist_isolating(
-            lambda part, t=tenant_id: _persist_with_retry(rt, t, [i.prepared for i in part]), items,
+            partial(_persist_items, rt, tenant_id), items,
             lambda item, exc: isolate(item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
         total = _add_outcomes(total, outcome)
     return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
@@ -193,7 +199,11 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)
 
 
-def _with_retry(rt: runtime.WorkerRuntime, what: str, fn):
+def _persist_items(rt: runtime.WorkerRuntime, tenant_id: str, items: Sequence[_Item]) -> BatchOutcome:
+    return _persist_with_retry(rt, tenant_id, [i.prepared for i in items])
+
+
+def _with_retry(rt: runtime.WorkerRuntime, what: str, fn: Callable[[], T]) -> T:
     """Run ``fn``, retrying transient errors (workers/outages.py) with jittered exponential
     backoff (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database
     restart). When they run out, raise ``ServiceUnavailable``: the worker requeues the job

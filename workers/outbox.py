@@ -38,7 +38,7 @@ SELECT p.id::text, p.created_at = now(), jsonb_build_object(
                              FROM profile_identifiers i WHERE i.profile_id = p.id), '[]'::jsonb),
     'consents', coalesce((SELECT jsonb_object_agg(c.consent_type, jsonb_build_object(
                               'granted', c.granted, 'updated_at', c.updated_at, 'source_id', c.source_id))
-                          FROM consents c WHERE c.profile_id = p.id), '{}'::jsonb),
+                          FROM consents c WHERE c.tenant_id = p.tenant_id AND c.profile_id = p.id), '{}'::jsonb),
     'counters', jsonb_build_object('events', p.event_count, 'purchases', p.purchase_count,
                                    'revenue', p.revenue::float8),
     'first_seen', p.first_seen, 'last_seen', p.last_seen, 'merged_from', NULL)
@@ -90,7 +90,7 @@ def _event_messages(routes: list[Route], events: list[PreparedEvent], profile_id
     subscribed = [r for r in routes if "event.received" in r.topics]
     if not subscribed:
         return []
-    rows = []
+    rows: list[dict] = []
     for e, pid in zip(events, profile_ids, strict=True):
         ev = e.event
         targets = [r for r in subscribed if r.event_names is None or ev.event_name in r.event_names]
@@ -117,7 +117,7 @@ def _event_body(e: PreparedEvent, profile_id: str | None, created_at: datetime) 
 def _consent_messages(routes: list[Route], events: list[PreparedEvent], profile_ids: list[str | None],
                       created_at: datetime) -> list[dict]:
     subscribed = [r for r in routes if "consent.updated" in r.topics]
-    rows = []
+    rows: list[dict] = []
     for e, pid in zip(events, profile_ids, strict=True):
         if not subscribed or pid is None or not e.event.consent:
             continue
@@ -139,7 +139,7 @@ def _profile_messages(conn: psycopg.Connection, tenant_id: str, routes: list[Rou
         return []
     ids = {p for p in profile_ids if p is not None} | {m.survivor for m in merges}
     survivors = {m.survivor: m.absorbed for m in merges}
-    rows = []
+    rows: list[dict] = []
     for pid, created, profile in conn.execute(_PROFILES_SQL, (tenant_id, sorted(ids))).fetchall():
         topics = ["profile.created" if created else "profile.updated"]
         if pid in survivors:

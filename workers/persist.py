@@ -84,7 +84,7 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
             "INSERT INTO event_outcomes (event_id, tenant_id, status, duplicate_of)"
             " SELECT u.e, %s, 'duplicate', k.event_id FROM json_to_recordset(%s::json) AS u(e uuid, k text)"
             " JOIN event_keys k ON k.tenant_id = %s AND k.key_hash = decode(u.k, 'hex') AND k.event_id <> u.e"
-            " ON CONFLICT (event_id) DO NOTHING",
+            " ON CONFLICT (tenant_id, event_id) DO NOTHING",
             (tenant_id, json_rows([{"e": e.event.event_id, "k": e.dedupe_hash.hex()} for e in lost]), tenant_id),
         )
     return [e for e in events if e.event.event_id in won]
@@ -108,7 +108,7 @@ def record_rejected(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
     conn.execute(
         "INSERT INTO event_outcomes (event_id, tenant_id, status, reason)"
         " SELECT u.e, %s, 'rejected', %s FROM json_to_recordset(%s::json) AS u(e uuid)"
-        " ON CONFLICT (event_id) DO NOTHING",
+        " ON CONFLICT (tenant_id, event_id) DO NOTHING",
         (tenant_id, reason, json_rows([{"e": e.event.event_id} for e in events])),
     )
 
@@ -171,9 +171,9 @@ def persist_tenant_events(
 
     owners_touched = touch_identifiers(conn, tenant_id, stale_identifiers(spans, snapshot.seen, touch_granularity))
     if not owners_touched <= profiles.keys():  # not expected: owners of stored identifiers are all loaded
-        conn.execute("UPDATE profiles SET updated_at = now() WHERE id IN"
+        conn.execute("UPDATE profiles SET updated_at = now() WHERE tenant_id = %s AND id IN"
                      " (SELECT value::uuid FROM json_array_elements_text(%s::json))",
-                     (json_value(sorted(owners_touched - profiles.keys())),))
+                     (tenant_id, json_value(sorted(owners_touched - profiles.keys()))))
         owners_touched &= profiles.keys()
 
     _merge_event_traits(fresh, event_profiles, profiles, decisions)
@@ -189,7 +189,7 @@ def persist_tenant_events(
     traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _update_profiles(conn, fresh, event_profiles, profiles, changed, traits_changed)
+    _update_profiles(conn, tenant_id, fresh, event_profiles, profiles, changed, traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
@@ -269,7 +269,7 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         "INSERT INTO consents (profile_id, consent_type, tenant_id, granted, updated_at, source_id)"
         " SELECT DISTINCT ON (p, c) p, c, %s, g, t, s FROM json_to_recordset(%s::json)"
         " AS u(p uuid, c text, g boolean, t timestamptz, s uuid) ORDER BY p, c, t DESC"
-        " ON CONFLICT (profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
+        " ON CONFLICT (tenant_id, profile_id, consent_type) DO UPDATE SET granted = EXCLUDED.granted,"
         " updated_at = EXCLUDED.updated_at, source_id = EXCLUDED.source_id"
         " WHERE EXCLUDED.updated_at >= consents.updated_at",
         (tenant_id, data),
@@ -343,8 +343,9 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
             p.revenue = total
 
 
-def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow], changed: set[str], traits_changed: set[str]) -> None:
+def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
+                     profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
+                     traits_changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it; ``traits``
     and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
     whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
@@ -370,14 +371,15 @@ def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], prof
         conn.execute(
             f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
             f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
-            " WHERE p.id = u.id",
-            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]),),
+            " WHERE p.tenant_id = %s AND p.id = u.id",
+            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]), tenant_id),
         )
     if counters:
         conn.execute(
             f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
-            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}) WHERE p.id = u.id",
-            (json_rows([_profile_counters(r) for r in counters]),),
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS})"
+            " WHERE p.tenant_id = %s AND p.id = u.id",
+            (json_rows([_profile_counters(r) for r in counters]), tenant_id),
         )
 
 

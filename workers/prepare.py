@@ -127,7 +127,8 @@ def _prepare_segment_event(batch: QueuedBatch, queued: QueuedSegmentEvent, extra
         if outcome is None:
             outcome = candidate_outcome(candidate[0], value, region, extra_blocked)
         if outcome.mapped is None:
-            warnings.append(outcome.warning)
+            if outcome.warning is not None:  # always set when nothing maps
+                warnings.append(outcome.warning)
             continue
         if outcome.mapped in mapped:
             continue
@@ -137,7 +138,8 @@ def _prepare_segment_event(batch: QueuedBatch, queued: QueuedSegmentEvent, extra
         resting.append((outcome.mapped[0], outcome.resting))
         ident = outcome.stored
         if ident is None:
-            refused.append(outcome.decision)
+            if outcome.decision is not None:  # always set when nothing is stored
+                refused.append(outcome.decision)
         elif (ident.type, ident.hash) not in seen:
             seen.add((ident.type, ident.hash))
             identifiers.append(ident)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 from redis import Redis
 
-from stratum.db.connect import connect
+from stratum.db.connect import connect, scalar
 from stratum.db.partitions import drop_expired_partitions, prepare_months_ahead
 from stratum.queue import events_queue
 from stratum.queue.liveness import reap_abandoned_jobs
@@ -41,7 +41,7 @@ log = logging.getLogger("stratum.scheduler")
 @dataclass(frozen=True)
 class PeriodicJob:
     name: str
-    run: Callable[[psycopg.Connection, Redis, Settings], None]
+    run: Callable[[psycopg.Connection, Redis, Settings], object]  # what it returns is not used
     period_s: Callable[[Settings], float]
 
 
@@ -91,8 +91,8 @@ def run_job(job: PeriodicJob, settings: Settings, redis: Redis) -> str:
     it) or ``"error"`` (logged)."""
     try:
         with connect(settings.database_url, autocommit=True) as conn:
-            locked = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                  (f"stratum-scheduler:{job.name}",)).fetchone()[0]
+            locked = scalar(conn, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                            (f"stratum-scheduler:{job.name}",))
             if not locked:
                 return "skipped"
             job.run(conn, redis, settings)

@@ -19,10 +19,11 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from redis import Redis
+from redis.client import Pipeline
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -107,12 +108,12 @@ class ResilientWorker(SimpleWorker):
     def register_birth(self) -> None:
         self.until_redis_answers(super().register_birth)
 
-    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         if pipeline is not None:
             return super().heartbeat(timeout, pipeline)
         return self.until_redis_answers(lambda: SimpleWorker.heartbeat(self, timeout))
 
-    def set_state(self, state: str, pipeline=None) -> None:
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         if pipeline is not None:
             return super().set_state(state, pipeline)
         return self.until_redis_answers(lambda: SimpleWorker.set_state(self, state))
@@ -133,7 +134,7 @@ class ResilientWorker(SimpleWorker):
         except REDIS_OUTAGE:  # stopping during an outage: the key expires by itself
             self.log.warning("Worker %s: Redis unreachable, could not record the stop", self.name)
 
-    def handle_exception(self, job: Job, *exc_info) -> None:
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """A job that failed because of an outage is not failed: hand it to ``execute_job``."""
         exc = exc_info[1]
         if isinstance(exc, (ServiceUnavailable, *REDIS_OUTAGE)):

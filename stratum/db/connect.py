@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -11,13 +13,22 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from stratum.settings import libpq_url
 
 
-def connect(database_url: str, **kwargs) -> psycopg.Connection:
+def connect(database_url: str, **kwargs: Any) -> psycopg.Connection:
     return psycopg.connect(libpq_url(database_url), **kwargs)
+
+
+def scalar(conn: psycopg.Connection, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+    """The first column of the one row ``query`` returns (an aggregate, a function call).
+    Raises LookupError when it returns no row."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row from {query[:80]!r}")
+    return row[0]
 
 
 def database_name(database_url: str) -> str:
     params = conninfo_to_dict(libpq_url(database_url))
-    return params.get("dbname") or params.get("user") or "postgres"
+    return str(params.get("dbname") or params.get("user") or "postgres")
 
 
 def create_database_if_missing(database_url: str) -> bool:

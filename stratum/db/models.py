@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
@@ -107,7 +108,7 @@ sources = Table(
 profiles = Table(
     "profiles",
     metadata,
-    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("id", UUID(as_uuid=True), nullable=False),
     Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
     Column("lifecycle", Text, nullable=False, server_default=text("'anonymous'")),
     Column("traits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
@@ -127,6 +128,7 @@ profiles = Table(
     # Computed trait values by name (CONTRACT 8), kept by the scheduler's audience upkeep.
     Column("computed", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("lifecycle IN ('anonymous', 'known', 'customer', 'churned')", name="lifecycle"),
+    PrimaryKeyConstraint("tenant_id", "id"),
     Index("ix_profiles_tenant_id_lifecycle", "tenant_id", "lifecycle"),
     # The audience upkeep reads "profiles changed since the last run" through this index.
     Index("ix_profiles_updated_at", "updated_at"),
@@ -140,20 +142,22 @@ profile_identifiers = Table(
     Column("type", Text, primary_key=True),
     # SHA-256 hex of the normalized value; raw values are never stored.
     Column("hash", Text, primary_key=True),
-    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("profile_id", UUID(as_uuid=True), nullable=False, index=True),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     # Set while only unverified website claims carried the identifier (when one linked it):
     # a trusted event may move it, or displace it at a type limit (CONTRACT 6).
     Column("provisional_since", DateTime(timezone=True)),
     CheckConstraint("type IN ('external_id', 'email', 'phone', 'device_id', 'anonymous_id')", name="type"),
+    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE"),
 )
 
 identity_links = Table(
     "identity_links",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, nullable=False, autoincrement=True),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
     Column("profile_id", UUID(as_uuid=True), nullable=False),
     Column("from_type", Text, nullable=False),
     Column("from_hash", Text, nullable=False),
@@ -168,8 +172,9 @@ identity_links = Table(
 profile_merges = Table(
     "profile_merges",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, nullable=False, autoincrement=True),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
     Column("survivor_id", UUID(as_uuid=True), nullable=False, index=True),
     Column("absorbed_id", UUID(as_uuid=True), nullable=False, index=True),
     Column("trigger_type", Text, nullable=False),
@@ -200,19 +205,22 @@ identity_blocks = Table(
 consents = Table(
     "consents",
     metadata,
-    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
-    Column("consent_type", Text, primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
+    Column("consent_type", Text, nullable=False),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "profile_id", "consent_type"),
     Column("granted", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("source_id", UUID(as_uuid=True)),
+    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE"),
 )
 
 consent_history = Table(
     "consent_history",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, nullable=False, autoincrement=True),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
     Column("profile_id", UUID(as_uuid=True), nullable=False, index=True),
     Column("consent_type", Text, nullable=False),
     Column("granted", Boolean, nullable=False),
@@ -233,8 +241,9 @@ event_keys = Table(
     metadata,
     Column("tenant_id", UUID(as_uuid=True), primary_key=True),
     Column("key_hash", LargeBinary, primary_key=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("event_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant_id", "event_id"),
 )
 
 # Partitioned by month on event_time (PARTITION BY RANGE); partitions are created by the
@@ -262,6 +271,9 @@ events = Table(
     Column("merged_from", ARRAY(UUID(as_uuid=True))),
     Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
     Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
+    # event_time: Postgres requires the partition key in every unique key. After event_id,
+    # so that timelines' keyset pages keep using the profile index above.
+    PrimaryKeyConstraint("tenant_id", "event_id", "event_time"),
     postgresql_partition_by="RANGE (event_time)",
 )
 
@@ -280,9 +292,10 @@ suppressed_identifiers = Table(
 event_outcomes = Table(
     "event_outcomes",
     metadata,
-    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
     Column("status", Text, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "event_id"),
     Column("duplicate_of", UUID(as_uuid=True)),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("reason", Text),  # rejected: the code (event_too_old)
@@ -310,9 +323,10 @@ segment_members = Table(
     metadata,
     Column("tenant_id", UUID(as_uuid=True), primary_key=True),
     Column("segment_id", UUID(as_uuid=True), primary_key=True),
-    Column("profile_id", UUID(as_uuid=True), ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    Column("profile_id", UUID(as_uuid=True), primary_key=True),
     Column("entered_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     ForeignKeyConstraint(["tenant_id", "segment_id"], ["segments.tenant_id", "segments.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE"),
     Index("ix_segment_members_profile_id", "profile_id"),
 )
 
@@ -321,8 +335,9 @@ segment_members = Table(
 segment_events = Table(
     "segment_events",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, nullable=False, autoincrement=True),
     Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
     Column("segment_id", UUID(as_uuid=True), nullable=False),
     Column("profile_id", UUID(as_uuid=True), nullable=False),
     Column("kind", Text, nullable=False),
