@@ -17,9 +17,11 @@ from core.identity import (
     TRUSTED_SOURCE_TYPES,
     EventIdentity,
     IdentityRules,
+    Plan,
     plan_identities,
     summarize_decisions,
 )
+from core.identity_steady import may_be_steady
 from core.profiles import (
     MAX_TRAIT_KEYS,
     MAX_TRAITS_BYTES,
@@ -36,9 +38,8 @@ from workers.identity_store import (
     ProfileRow,
     apply_merges,
     apply_moves,
-    identifiers_of,
     link_identifiers,
-    load_snapshot,
+    load_batch,
     stale_identifiers,
     touch_identifiers,
 )
@@ -137,20 +138,31 @@ def persist_tenant_events(
     if not fresh:
         return out
 
-    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
+    times = [e.state_time for e in fresh]
+    identities = [EventIdentity(e.identifiers, t, _trusted(e), e.verified, e.protect)
+                  for e, t in zip(fresh, times, strict=True)]
+    snapshot = load_batch(conn, tenant_id, [[(i.type, i.hash) for i in e.identifiers] for e in fresh],
+                          [may_be_steady(ident) for ident in identities],
+                          [bool(e.traits or e.traits_once) for e in fresh])
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
+        identities = [dataclasses.replace(ident, identifiers=e.identifiers) if ident.identifiers is not e.identifiers
+                      else ident for ident, e in zip(identities, fresh, strict=True)]
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
     # Website write keys are public: unless a claim is verified, their events may not merge
     # known profiles, and under protect may not claim another profile's identifiers. A website
     # source set to identity_verification = off is treated as a server source (CONTRACT 6).
+    # Steady events are not planned: the planner would leave them on their profile.
+    planned = [i for i in range(len(fresh)) if i not in snapshot.steady]
     plan = plan_identities(
-        [EventIdentity(e.identifiers, e.state_time, _trusted(e), e.verified, e.protect) for e in fresh],
-        snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
+        [identities[i] for i in planned], snapshot.graph,
+        {pid: p.planner_state() for pid, p in profiles.items() if p.steady_identifiers is None}, rules,
         new_profile_id=new_profile_id,
     )
+    if snapshot.steady:
+        plan = _in_batch_order(plan, planned, snapshot.steady, len(fresh))
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                    new=True)
@@ -160,7 +172,7 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    spans = _identifier_spans(fresh)
+    spans = _identifier_spans(fresh, times)
     link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
@@ -196,11 +208,27 @@ def persist_tenant_events(
     return out
 
 
-def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-    """(earliest, latest) state time of each identifier over ``events``."""
+def _in_batch_order(plan: Plan, planned: list[int], steady: dict[int, str], n: int) -> Plan:
+    """``plan`` (made for the events ``planned``, by their batch indexes) with event indexes
+    of the whole batch of ``n`` events, the steady events on their profiles."""
+    plan.links = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.links]
+    plan.merges = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.merges]
+    plan.moves = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.moves]
+    plan.decisions = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.decisions]
+    event_profiles: list[str | None] = [None] * n
+    for i, pid in zip(planned, plan.event_profiles, strict=True):
+        event_profiles[i] = pid
+    for i, pid in steady.items():
+        event_profiles[i] = pid
+    plan.event_profiles = event_profiles
+    return plan
+
+
+def _identifier_spans(events: list[PreparedEvent], times: list[datetime]
+                      ) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """(earliest, latest) state time (``times``, per event) of each identifier over ``events``."""
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for e in events:
-        t = e.state_time
+    for e, t in zip(events, times, strict=True):
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
             lo_hi = spans.get(key)
@@ -390,4 +418,4 @@ _PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric
 
 def _profile_counters(r: ProfileRow) -> dict:
     return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
-            "ic": sum(r.counts.values()), "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
+            "ic": r.identifier_total, "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
