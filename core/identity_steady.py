@@ -12,23 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from core.identifiers import KNOWN_TYPES
-from core.identity_plan import EventIdentity
+from core.identifiers import KNOWN_TYPES, Identifier
 
 Key = tuple[str, str]
 
 
-def may_be_steady(event: EventIdentity) -> bool:
-    """Whether the planner leaves ``event`` alone when all its identifiers sit on one profile
-    (none provisional). An event without identifiers is planned. Under ``protect`` an
+def may_be_steady(identifiers: Sequence[Identifier], trusted: bool, verified: Collection[Key], protect: bool) -> bool:
+    """Whether the planner leaves an event alone when all its ``identifiers`` sit on one
+    profile (none provisional); the other arguments are the event's trust, as in
+    ``EventIdentity``. An event without identifiers is planned. Under ``protect`` an
     unverified website event needs a home on that profile (a verified identifier, or an
     anonymous_id/device_id): its unverified known identifiers are then ordinary matches
     (CONTRACT 6); without one they would be left out, which the planner records."""
-    if not event.identifiers:
+    if not identifiers:
         return False
-    if not (event.protect and not event.trusted):
+    if trusted or not protect:
         return True
-    return any(i.type not in KNOWN_TYPES or (i.type, i.hash) in event.verified for i in event.identifiers)
+    return any(i.type not in KNOWN_TYPES or (i.type, i.hash) in verified for i in identifiers)
 
 
 def steady_events(events_keys: Sequence[Sequence[Key]], eligible: Sequence[bool], owner: Mapping[Key, str],

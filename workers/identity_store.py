@@ -43,7 +43,7 @@ from core.identifiers import KNOWN_TYPES, Identifier
 from core.identity import Plan, ProfileState
 from core.identity_steady import steady_events
 from core.profiles import clamp_revenue, merge_trait_sets
-from stratum.db.params import json_rows, json_value
+from stratum.db.params import array_literal, json_rows, json_value
 
 
 class SnapshotChanged(Exception):
@@ -110,13 +110,14 @@ class Snapshot:
 # (identifier gone and suppressed) or not at all (identifier on a profile, whose row lock
 # then waits for the erasure and finds it gone: SnapshotChanged, retry).
 _GRAPH_SQL = """
-SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.first_seen, pi.last_seen,
-       pi.provisional_since IS NOT NULL
-FROM json_to_recordset(%s::json) AS k(t text, h text)
+SELECT k.n, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.provisional_since IS NOT NULL{times}
+FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(t, h, n)
 LEFT JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
 LEFT JOIN suppressed_identifiers s ON s.tenant_id = %s AND s.type = k.t AND s.hash = k.h
 WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 """
+_GRAPH_ONLY_SQL = _GRAPH_SQL.format(times="")
+_GRAPH_TIMES_SQL = _GRAPH_SQL.format(times=", pi.first_seen, pi.last_seen")
 
 # Traits only where the batch can change them (planned profiles, steady ones whose events
 # carry traits): the others skip sending and parsing their jsonb. ``known`` only for
@@ -149,21 +150,28 @@ class _GraphRead:
     provisional: set[tuple[str, str]]
 
 
-def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> _GraphRead:
-    """Which live profile holds each key, which keys are suppressed by an erasure, the
-    stored keys' (first_seen, last_seen), which stored keys are provisional."""
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]],
+                times: bool = False) -> _GraphRead:
+    """Which live profile holds each key, which keys are suppressed by an erasure, which
+    stored keys are provisional, and with ``times`` the stored keys' (first_seen, last_seen).
+    Rows come back by position in ``keys``: no key text travels back."""
     if not keys:
         return _GraphRead({}, set(), {}, set())
-    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
+    rows = conn.execute(_GRAPH_TIMES_SQL if times else _GRAPH_ONLY_SQL,
+                        (array_literal([t for t, _ in keys]), array_literal([h for _, h in keys]),
+                         tenant_id, tenant_id)).fetchall()
     owner, suppressed, seen, provisional = {}, set(), {}, set()
-    for t, h, pid, supp, fs, ls, prov in rows:
+    for row in rows:
+        key = keys[row[0] - 1]
+        pid = row[1]
         if pid is not None:
-            owner[t, h] = pid
-            seen[t, h] = (fs, ls)
-            if prov:
-                provisional.add((t, h))
-        if supp:
-            suppressed.add((t, h))
+            owner[key] = pid
+            if row[3]:
+                provisional.add(key)
+            if times:
+                seen[key] = (row[4], row[5])
+        if row[2]:
+            suppressed.add(key)
     return _GraphRead(owner, suppressed, seen, provisional)
 
 
@@ -193,7 +201,7 @@ def load_batch(conn: psycopg.Connection, tenant_id: str, events_keys: list[list[
         # locked with merged_into set (checked while locking). A provisional identifier
         # moves under the row lock of the profile it leaves, which we now hold: reading the
         # graph again shows any such move committed before our lock.
-        again = _read_graph(conn, tenant_id, all_keys)
+        again = _read_graph(conn, tenant_id, all_keys, times=True)
         expected = dict(graph.owner)
         expected.update((k, pid) for i, pid in steady.items() for k in events_keys[i])
         if again.owner != expected:

@@ -32,7 +32,7 @@ from core.profiles import (
     next_lifecycle,
     purchase_amount,
 )
-from stratum.db.params import json_rows, json_value
+from stratum.db.params import array_literal, json_rows, json_value
 from workers.decision_log import decision_rows, record_decisions
 from workers.identity_store import (
     ProfileRow,
@@ -71,10 +71,11 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     ordered = sorted(events, key=lambda e: e.dedupe_hash)  # one lock order for concurrent batches
     rows = conn.execute(
         "INSERT INTO event_keys (tenant_id, key_hash, event_id, event_time)"
-        " SELECT %s, decode(k, 'hex'), e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
+        " SELECT %s, decode(k, 'hex'), e, t FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u(k, e, t)"
         " ON CONFLICT DO NOTHING RETURNING event_id::text",
-        (tenant_id, json_rows([{"k": e.dedupe_hash.hex(), "e": e.event.event_id, "t": e.event.event_time}
-                               for e in ordered])),
+        (tenant_id, array_literal([e.dedupe_hash.hex() for e in ordered]),
+         array_literal([e.event.event_id for e in ordered]),
+         array_literal([e.event.event_time.isoformat() for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
     lost = [e for e in events if e.event.event_id not in won]
@@ -139,15 +140,11 @@ def persist_tenant_events(
         return out
 
     times = [e.state_time for e in fresh]
-    identities = [EventIdentity(e.identifiers, t, _trusted(e), e.verified, e.protect)
-                  for e, t in zip(fresh, times, strict=True)]
     snapshot = load_batch(conn, tenant_id, [[(i.type, i.hash) for i in e.identifiers] for e in fresh],
-                          [may_be_steady(ident) for ident in identities],
+                          [may_be_steady(e.identifiers, _trusted(e), e.verified, e.protect) for e in fresh],
                           [bool(e.traits or e.traits_once) for e in fresh])
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
-        identities = [dataclasses.replace(ident, identifiers=e.identifiers) if ident.identifiers is not e.identifiers
-                      else ident for ident, e in zip(identities, fresh, strict=True)]
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
@@ -157,7 +154,8 @@ def persist_tenant_events(
     # Steady events are not planned: the planner would leave them on their profile.
     planned = [i for i in range(len(fresh)) if i not in snapshot.steady]
     plan = plan_identities(
-        [identities[i] for i in planned], snapshot.graph,
+        [EventIdentity(fresh[i].identifiers, times[i], _trusted(fresh[i]), fresh[i].verified, fresh[i].protect)
+         for i in planned], snapshot.graph,
         {pid: p.planner_state() for pid, p in profiles.items() if p.steady_identifiers is None}, rules,
         new_profile_id=new_profile_id,
     )

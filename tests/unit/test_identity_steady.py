@@ -66,7 +66,7 @@ def test_steady_events_are_left_alone_by_the_planner(seed):
     graph = {k: v for k, v in graph.items() if k not in suppressed}
     provisional = {k for p in profiles.values() for k in p.provisional}
     keys = [[(i.type, i.hash) for i in e.identifiers] for e in events]
-    steady = steady_events(keys, [may_be_steady(e) for e in events], graph, provisional, suppressed)
+    steady = steady_events(keys, [may_be_steady(e.identifiers, e.trusted, e.verified, e.protect) for e in events], graph, provisional, suppressed)
 
     counter = itertools.count()
     plan = plan_identities(events, graph, profiles, IdentityRules(), new_profile_id=lambda: f"N{next(counter)}")
@@ -97,8 +97,8 @@ def test_what_is_never_steady():
     assert steady_events([[a]], [False], owner, set(), set()) == {}  # not eligible
     assert steady_events([[]], [True], owner, set(), set()) == {}  # nothing to resolve
     email = Identifier("email", "x", e[1])
-    unverified_only = EventIdentity([email], T0, trusted=False, protect=True)
-    assert not may_be_steady(unverified_only)  # no home: its email would be left out
+    assert not may_be_steady([email], False, frozenset(), True)  # no home: its email would be left out
     anon = Identifier("anonymous_id", "y", a[1])
-    assert may_be_steady(EventIdentity([anon, email], T0, trusted=False, protect=True))
-    assert may_be_steady(EventIdentity([email], T0, trusted=False, verified=frozenset({e}), protect=True))
+    assert may_be_steady([anon, email], False, frozenset(), True)
+    assert may_be_steady([email], False, frozenset({e}), True)
+    assert may_be_steady([email], True, frozenset(), True)
