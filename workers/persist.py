@@ -4,6 +4,7 @@ transaction. Running it twice for the same events changes nothing the second tim
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ _EVENT_COLUMNS = (
 )
 
 _LINK_TYPES = {"alias": "alias", "identify": "identify"}
+
+_key_of = operator.itemgetter(0, 2)  # Identifier -> (type, hash), at C speed
 
 
 @dataclass
@@ -140,7 +143,7 @@ def persist_tenant_events(
         return out
 
     times = [e.state_time for e in fresh]
-    snapshot = load_batch(conn, tenant_id, [[(i.type, i.hash) for i in e.identifiers] for e in fresh],
+    snapshot = load_batch(conn, tenant_id, [list(map(_key_of, e.identifiers)) for e in fresh],
                           [may_be_steady(e.identifiers, _trusted(e), e.verified, e.protect) for e in fresh],
                           [bool(e.traits or e.traits_once) for e in fresh])
     if snapshot.suppressed:
@@ -186,7 +189,7 @@ def persist_tenant_events(
                      (json_value(sorted(owners_touched - profiles.keys())),))
         owners_touched &= profiles.keys()
 
-    _merge_event_traits(fresh, event_profiles, profiles, decisions)
+    _merge_event_traits(fresh, times, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
     _add_revenue(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
@@ -199,7 +202,7 @@ def persist_tenant_events(
     traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _update_profiles(conn, fresh, event_profiles, profiles, changed, traits_changed)
+    _update_profiles(conn, fresh, times, event_profiles, profiles, changed, traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
@@ -227,8 +230,7 @@ def _identifier_spans(events: list[PreparedEvent], times: list[datetime]
     """(earliest, latest) state time (``times``, per event) of each identifier over ``events``."""
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for e, t in zip(events, times, strict=True):
-        for ident in e.identifiers:
-            key = (ident.type, ident.hash)
+        for key in map(_key_of, e.identifiers):
             lo_hi = spans.get(key)
             spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     return spans
@@ -311,6 +313,14 @@ def _copy_text(value: str) -> str:
     return value
 
 
+def _copy_json(value: bytes) -> str:
+    """JSON from msgspec in COPY's text format: msgspec escapes control characters inside
+    strings (a tab is written as the two characters ``\\t``), so only backslashes need
+    doubling."""
+    text = value.decode()
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
 def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                  profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
     """COPY the events in text format, building the lines directly: psycopg's per-row
@@ -323,26 +333,26 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         lines.append("\t".join((
             tenant_id, ev.event_id, ev.event_time.isoformat(), e.received_at.isoformat(), e.source_id,
             pid or "\\N", e.dedupe_hash.hex(), _copy_text(ev.event_type), _copy_text(ev.event_name),
-            _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
-            _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
-            _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",
+            _copy_json(enc(e.properties)), _copy_json(enc(e.context)),
+            _copy_json(enc(list(map(_key_of, e.identifiers)))), str(ev.emq),
+            _copy_json(enc(summarize_decisions(dec))) if dec else "\\N",
         )))
     lines.append("")
     with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
 
 
-def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
+def _merge_event_traits(events: list[PreparedEvent], times: list[datetime], profile_ids: list[str | None],
                         profiles: dict[str, ProfileRow], decisions: list[list[dict]]) -> None:
     """Fold each event's traits into its profile (newest state time per key), before the
     events are written: keys refused by the profile caps are warned on the event itself."""
-    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+    for e, t, pid, dec in zip(events, times, profile_ids, decisions, strict=True):
         if pid is None or not (e.traits or e.traits_once):
             continue
         p = profiles[pid]
-        refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
+        refused = merge_traits(p.traits, p.trait_times, e.traits, t)
         if e.traits_once:  # PostHog $set_once: the oldest state time wins
-            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, e.state_time)
+            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, t)
         if refused:
             # The count only: trait keys are client text and warnings never echo it.
             dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "
@@ -369,23 +379,25 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
             p.revenue = total
 
 
-def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
-                     profiles: dict[str, ProfileRow], changed: set[str], traits_changed: set[str]) -> None:
+def _update_profiles(conn: psycopg.Connection, events: list[PreparedEvent], times: list[datetime],
+                     profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
+                     traits_changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it; ``traits``
     and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
     whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
     touched: set[str] = set(changed)
-    for e, pid in zip(events, profile_ids, strict=True):
+    for e, t, pid in zip(events, times, profile_ids, strict=True):
         if pid is None:
             continue
         p = profiles[pid]
-        ev = e.event
         touched.add(pid)
         p.event_count += 1
-        if is_purchase(ev.event_name):
+        if is_purchase(e.event.event_name):
             p.purchase_count += 1  # revenue: _add_revenue
-        p.first_seen = min(p.first_seen, e.state_time)
-        p.last_seen = max(p.last_seen, e.state_time)
+        if t < p.first_seen:
+            p.first_seen = t
+        if t > p.last_seen:
+            p.last_seen = t
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
