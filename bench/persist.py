@@ -1,7 +1,7 @@
 """The worker's store step alone: CPU microseconds per event of ``persist_tenant_events``
 in the calling process and in its Postgres backend, on the bench traffic, in rounds.
 
-    python -m bench.persist [--events 30000] [--rounds 3] [--chunk 5000]
+    python -m bench.persist [--events 30000] [--rounds 3] [--chunk 5000] [--warm 30000]
 
 The traffic is queued through a real ingest process (as ``bench.workers`` does), then read
 back and prepared once in this process; each round empties the data tables and stores the
@@ -56,29 +56,36 @@ def _prepared(env, n_events: int):
     return rt, tenant_id, events[:n_events]
 
 
-def run(n_events: int, rounds: int, chunk: int) -> list[dict]:
+def _store(conn, tenant_id: str, events: list, chunk: int) -> int:
     from datetime import timedelta
 
     from core.identity import IdentityRules
-    from stratum.db.connect import connect
     from workers.persist import persist_tenant_events
+
+    stored = 0
+    for start in range(0, len(events), chunk):
+        with conn.transaction():
+            stored += persist_tenant_events(conn, tenant_id, events[start:start + chunk], IdentityRules(),
+                                            touch_granularity=timedelta(hours=1)).stored
+    return stored
+
+
+def run(n_events: int, rounds: int, chunk: int, warm: int = 0) -> list[dict]:
+    from stratum.db.connect import connect
     from workers.worker import tune_garbage_collection
 
-    env = _queue_traffic(n_events, seed=1)
+    env = _queue_traffic(n_events + warm, seed=1)
     tune_garbage_collection()  # as a worker process does at start
-    rt, tenant_id, events = _prepared(env, n_events)
+    rt, tenant_id, events = _prepared(env, n_events + warm)
     conn = connect(env.database_url, autocommit=True)
     backend = conn.info.backend_pid
     out = []
     for _ in range(rounds):
         conn.execute(f"TRUNCATE {', '.join(_TABLES)} CASCADE")
+        _store(conn, tenant_id, events[:warm], chunk)  # people seen before (not timed)
         conn.execute("VACUUM ANALYZE")  # every round starts from the same table state
-        stored = 0
         py0, pg0, wall0 = time.process_time(), _backend_cpu_s(backend), time.perf_counter()
-        for start in range(0, len(events), chunk):
-            with conn.transaction():
-                stored += persist_tenant_events(conn, tenant_id, events[start:start + chunk], IdentityRules(),
-                                                touch_granularity=timedelta(hours=1)).stored
+        stored = _store(conn, tenant_id, events[warm:], chunk)
         py, pg, wall = time.process_time() - py0, _backend_cpu_s(backend) - pg0, time.perf_counter() - wall0
         out.append({"stored": stored, "python_us": py / stored * 1e6, "postgres_us": pg / stored * 1e6,
                     "wall_s": wall})
@@ -92,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=30_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=5_000)
+    ap.add_argument("--warm", type=int, default=0, metavar="N",
+                    help="store N events of the same traffic first, untimed: the timed events then come mostly "
+                         "from people already known (the steady state)")
     args = ap.parse_args(argv)
-    runs = run(args.events, args.rounds, args.chunk)
+    runs = run(args.events, args.rounds, args.chunk, args.warm)
     rows = [("round", "stored", "store CPU us/event: python / postgres (wall s)")]
     rows += [(str(n + 1), str(r["stored"]), f"{r['python_us']:.1f} / {r['postgres_us']:.1f} ({r['wall_s']:.2f})")
              for n, r in enumerate(runs)]
