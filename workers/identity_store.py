@@ -334,14 +334,17 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     if not plan.links:
         return
     # clock_timestamp(): provisional links made later in the batch rank as more recent
+    rows = []
+    for lk in plan.links:
+        lo, hi = spans[lk.identifier.type, lk.identifier.hash]
+        rows.append((lk.identifier.type, lk.identifier.hash, lk.profile_id, lo.isoformat(), hi.isoformat(),
+                     "t" if lk.provisional else "f"))
+    # unnest keeps the plan's order: later provisional links get later clock_timestamp()s
     conn.execute(
         "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen, provisional_since)"
-        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END"
-        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, fs timestamptz, ls timestamptz, pr boolean)",
-        (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
-                                "fs": spans[lk.identifier.type, lk.identifier.hash][0],
-                                "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
-                               for lk in plan.links])),
+        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END FROM unnest(%s::text[], %s::text[],"
+        " %s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::boolean[]) AS u(t, h, p, fs, ls, pr)",
+        (tenant_id, *(array_literal(column) for column in zip(*rows, strict=True))),
     )
     edges = [lk for lk in plan.links if lk.via is not None]
     if edges:
@@ -419,12 +422,15 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     ``updated_at`` (it writes them back anyway)."""
     if not seen:
         return set()
+    ordered = sorted(seen.items())
     rows = conn.execute(
         "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
-        " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
+        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) AS u(t, h, fs, ls)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
         " RETURNING pi.profile_id::text",
-        (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
+        (array_literal([k[0] for k, _ in ordered]), array_literal([k[1] for k, _ in ordered]),
+         array_literal([v[0].isoformat() for _, v in ordered]), array_literal([v[1].isoformat() for _, v in ordered]),
+         tenant_id),
     ).fetchall()
     return {r[0] for r in rows}
 
