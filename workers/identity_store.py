@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 
-from core.identifiers import KNOWN_TYPES, Identifier
+from core.identifiers import KNOWN_TYPES
 from core.identity import Plan, ProfileState
 from core.identity_steady import steady_events
 from core.profiles import clamp_revenue, merge_trait_sets
@@ -433,7 +433,3 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
          tenant_id),
     ).fetchall()
     return {r[0] for r in rows}
-
-
-def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:
-    return {(i.type, i.hash) for ids in events_identifiers for i in ids}
