@@ -1,34 +1,19 @@
 """Loading the identity graph snapshot and applying a plan, inside the caller's transaction.
 
-Concurrency protocol (any number of workers, READ COMMITTED), ``load_batch``:
-0. read, without locks, which live profile holds each identifier of the batch; the
-   *steady* events (core/identity_steady.py: every identifier on one live profile, none
-   provisional or suppressed, that profile touched by no other event of the batch) skip
-   steps 1 and the planner; every other event is *planned*;
-1. take a transaction-level advisory lock per identifier of the planned events, in sorted
-   order, so two workers never create or link the same identifier at once, and read the
-   graph of those identifiers again under the locks;
-2. lock the profile rows FOR UPDATE in id order: the planned events' profiles and the
-   steady events' ones together, in one statement (a merge locks both sides, so it cannot
-   race a link to the absorbed profile); if a planned identifier now sits on a steady
-   profile, raise ``SnapshotChanged`` (the split no longer holds);
+Concurrency protocol (any number of workers, READ COMMITTED):
+1. take a transaction-level advisory lock per identifier of the batch, in sorted order,
+   so two workers never create or link the same identifier at once;
+2. read which profiles hold those identifiers and lock those profile rows FOR UPDATE in
+   id order (a merge locks both sides, so it cannot race a link to the absorbed profile);
 3. if a locked profile turns out merged or erased meanwhile (a merge holds the absorbed
-   profile's lock; erasure deletes it under the same lock), raise ``SnapshotChanged`` and
-   the whole transaction is retried;
-4. read the graph of every identifier again once the profiles are locked: besides merges,
-   a provisional identifier can move (or be displaced at a type limit) to another profile,
-   under the row lock of the profile it leaves but without the advisory lock of an
-   identifier outside that batch. Every change to a steady identifier (a merge, a move, an
-   erasure) is made under the row lock of the profile it leaves, which we now hold, so this
-   read shows any that committed since step 0, and none can happen before we commit. Any
-   difference (a steady identifier elsewhere than in step 0, a planned one elsewhere than
-   in step 1) means the snapshot is stale: ``SnapshotChanged`` again.
-A steady event's identifiers are not advisory-locked: nothing creates or links them (they
-are stored), and whoever moves one needs its profile's row lock, held here until commit.
-5. unmerge blocks (``identity_blocks``) naming a planned identifier or a planned profile
-   are read once the profiles are locked: an unmerge writes its block holding the
-   survivor's row lock, so a batch that could join the two again sees it (steady events
-   join nothing).
+   profile's lock), raise ``SnapshotChanged`` and the whole transaction is retried;
+4. read the graph again once the profiles are locked: besides merges, a provisional
+   identifier can move (or be displaced at a type limit) to another profile, under the row
+   lock of the profile it leaves but without the advisory lock of an identifier outside that
+   batch, so a difference means the snapshot is stale: ``SnapshotChanged`` again.
+5. unmerge blocks (``identity_blocks``) are read once the profiles are locked: an unmerge
+   writes its block holding the survivor's row lock, so a batch that could join the two
+   again sees it.
 All locks are taken in one global order (advisory keys, then profile ids), so waits
 cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
 The read API's unmerge (read_api/unmerge.py) takes the same locks in the same order.
@@ -43,11 +28,10 @@ from typing import Any
 
 import psycopg
 
-from core.identifiers import KNOWN_TYPES
+from core.identifiers import KNOWN_TYPES, Identifier
 from core.identity import Apart, Plan, ProfileState
-from core.identity_steady import steady_events
 from core.profiles import clamp_revenue, merge_trait_sets
-from stratum.db.params import array_literal, json_rows, json_value
+from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
 
 
@@ -71,11 +55,6 @@ class ProfileRow:
     new: bool = False
     # provisional identifiers (type, hash) -> rank (microseconds since the epoch of the link)
     provisional: dict[tuple[str, str], int] = field(default_factory=dict)
-    # A steady profile (only steady events, core/identity_steady.py) gains no identifier in
-    # the batch, so its counts are not loaded: its stored identifier_count stands, and
-    # whether it holds a known identifier is read only when its lifecycle depends on it.
-    steady_identifiers: int | None = None
-    steady_known: bool = False
 
     def planner_state(self) -> ProfileState:
         return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new,
@@ -83,15 +62,7 @@ class ProfileRow:
 
     @property
     def known(self) -> bool:
-        if self.steady_identifiers is not None:
-            return self.steady_known
         return any(self.counts.get(t, 0) > 0 for t in KNOWN_TYPES)
-
-    @property
-    def identifier_total(self) -> int:
-        if self.steady_identifiers is not None:
-            return self.steady_identifiers
-        return sum(self.counts.values())
 
 
 @dataclass
@@ -104,34 +75,24 @@ class Snapshot:
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
     # identifiers an unmerge split from a profile of the snapshot, or carried by the batch
     apart: list[Apart] = field(default_factory=list)
-    # event index -> profile of the batch's steady events (not planned)
-    steady: dict[int, str] = field(default_factory=dict)
 
 
 # One statement, so one snapshot: an erasure committing meanwhile is seen either whole
 # (identifier gone and suppressed) or not at all (identifier on a profile, whose row lock
 # then waits for the erasure and finds it gone: SnapshotChanged, retry).
 _GRAPH_SQL = """
-SELECT k.n, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.provisional_since IS NOT NULL{times}
-FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(t, h, n)
+SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.first_seen, pi.last_seen
+FROM json_to_recordset(%s::json) AS k(t text, h text)
 LEFT JOIN profile_identifiers pi ON pi.tenant_id = %s AND pi.type = k.t AND pi.hash = k.h
 LEFT JOIN suppressed_identifiers s ON s.tenant_id = %s AND s.type = k.t AND s.hash = k.h
 WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 """
-_GRAPH_ONLY_SQL = _GRAPH_SQL.format(times="")
-_GRAPH_TIMES_SQL = _GRAPH_SQL.format(times=", pi.first_seen, pi.last_seen")
 
-# Traits only where the batch can change them (planned profiles, steady ones whose events
-# carry traits): the others skip sending and parsing their jsonb. ``known`` only for
-# steady churned profiles, the one lifecycle that is re-derived from what a profile holds.
 _LOCK_PROFILES_SQL = """
-SELECT id::text, lifecycle, CASE WHEN t THEN traits END, CASE WHEN t THEN trait_times END, event_count,
-       purchase_count, revenue, merge_count, first_seen, last_seen, merged_into, identifier_count,
-       CASE WHEN s AND lifecycle = 'churned' THEN EXISTS (
-           SELECT 1 FROM profile_identifiers pi WHERE pi.profile_id = p.id AND pi.type = ANY(%s)) END
-FROM profiles p JOIN json_to_recordset(%s::json) AS u(i uuid, t boolean, s boolean) ON p.id = u.i
-WHERE p.tenant_id = %s
-ORDER BY id FOR UPDATE OF p
+SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
+       first_seen, last_seen, merged_into
+FROM profiles WHERE tenant_id = %s AND id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
+ORDER BY id FOR UPDATE
 """
 
 _PROVISIONAL_SQL = """
@@ -158,114 +119,51 @@ WHERE profile_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))
 """
 
 
-@dataclass
-class _GraphRead:
-    owner: dict[tuple[str, str], str]
-    suppressed: set[tuple[str, str]]
-    seen: dict[tuple[str, str], tuple[datetime, datetime]]
-    provisional: set[tuple[str, str]]
-
-
-def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]],
-                times: bool = False) -> _GraphRead:
-    """Which live profile holds each key, which keys are suppressed by an erasure, which
-    stored keys are provisional, and with ``times`` the stored keys' (first_seen, last_seen).
-    Rows come back by position in ``keys``: no key text travels back."""
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]
+                ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]],
+                           dict[tuple[str, str], tuple[datetime, datetime]]]:
+    """(which live profile holds each key, which keys are suppressed by an erasure, the
+    stored keys' (first_seen, last_seen))."""
     if not keys:
-        return _GraphRead({}, set(), {}, set())
-    rows = conn.execute(_GRAPH_TIMES_SQL if times else _GRAPH_ONLY_SQL,
-                        (array_literal([t for t, _ in keys]), array_literal([h for _, h in keys]),
-                         tenant_id, tenant_id)).fetchall()
-    owner, suppressed, seen, provisional = {}, set(), {}, set()
-    for row in rows:
-        key = keys[row[0] - 1]
-        pid = row[1]
-        if pid is not None:
-            owner[key] = pid
-            if row[3]:
-                provisional.add(key)
-            if times:
-                seen[key] = (row[4], row[5])
-        if row[2]:
-            suppressed.add(key)
-    return _GraphRead(owner, suppressed, seen, provisional)
+        return {}, set(), {}
+    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
+    graph = {(t, h): pid for t, h, pid, *_ in rows if pid is not None}
+    seen = {(t, h): (fs, ls) for t, h, pid, _, fs, ls in rows if pid is not None}
+    return graph, {(t, h) for t, h, _, suppressed, *_ in rows if suppressed}, seen
 
 
-def load_batch(conn: psycopg.Connection, tenant_id: str, events_keys: list[list[tuple[str, str]]],
-               eligible: list[bool], with_traits: list[bool]) -> Snapshot:
-    """Find the batch's steady events, lock what the others need, lock every profile the
-    batch writes; return the snapshot (protocol: the module docstring).
-
-    ``events_keys``: each event's (type, hash) identifiers; ``eligible``:
-    ``core.identity_steady.may_be_steady`` per event; ``with_traits``: the event carries
-    traits. Raises SnapshotChanged when the graph moved meanwhile (retry the transaction).
-    """
-    all_keys = sorted({k for keys in events_keys for k in keys})
-    first = _read_graph(conn, tenant_id, all_keys)
-    steady = steady_events(events_keys, eligible, first.owner, first.provisional, first.suppressed)
-    planned_keys = sorted({k for i, keys in enumerate(events_keys) if i not in steady for k in keys})
-    graph = _lock_identifiers(conn, tenant_id, planned_keys)
-    steady_profiles = set(steady.values())
-    if not steady_profiles.isdisjoint(graph.owner.values()):
-        raise SnapshotChanged("an identifier moved onto a steady profile")
-    planned_profiles = set(graph.owner.values())
-    traits_for = planned_profiles | {pid for i, pid in steady.items() if with_traits[i]}
-    profiles = _lock_profiles(conn, tenant_id, sorted(planned_profiles | steady_profiles), traits_for, steady_profiles)
-    if steady_profiles or planned_profiles:
+def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
+    """Lock the batch's identifiers and the profiles holding them; return the graph."""
+    keys = sorted(identifiers)
+    locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
+    if locks:
+        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
+                     (json_value(locks),))
+    graph, suppressed, seen = _read_graph(conn, tenant_id, keys)
+    profile_ids = sorted(set(graph.values()))
+    profiles: dict[str, ProfileRow] = {}
+    if profile_ids:
+        ids_param = json_value(profile_ids)
+        for row in conn.execute(_LOCK_PROFILES_SQL, (tenant_id, ids_param)).fetchall():
+            if row[10] is not None:
+                raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
+            profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                          row[8], row[9])
         # Only a merge moves an identifier between profiles, and a merge holds the absorbed
         # profile's row lock: a profile read before a concurrent merge committed is now
-        # locked with merged_into set (checked while locking). A provisional identifier
-        # moves under the row lock of the profile it leaves, which we now hold: reading the
-        # graph again shows any such move committed before our lock.
-        again = _read_graph(conn, tenant_id, all_keys, times=True)
-        expected = dict(graph.owner)
-        expected.update((k, pid) for i, pid in steady.items() for k in events_keys[i])
-        if again.owner != expected:
+        # locked with merged_into set (checked above). Erasure deletes the row.
+        if len(profiles) != len(profile_ids):
+            raise SnapshotChanged("a profile was erased while locking")
+        if _read_graph(conn, tenant_id, keys)[0] != graph:
             raise SnapshotChanged("an identifier moved while locking")
-        graph = _GraphRead(graph.owner, graph.suppressed, again.seen, graph.provisional)
-    if planned_profiles:
-        ids_param = json_value(sorted(planned_profiles))
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
         for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
             profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
     apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
-        "profiles": json_value(sorted(planned_profiles)), "tenant_id": tenant_id,
-        "keys": json_rows([{"t": t, "h": h} for t, h in planned_keys])}).fetchall()] if planned_keys else []
-    return Snapshot(graph.owner, profiles, graph.suppressed, graph.seen, apart, steady)
-
-
-def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> _GraphRead:
-    """Take the advisory lock of each key (sorted) and read their graph under the locks
-    (a read from before the locks may miss a link committed while we waited)."""
-    if not keys:
-        return _GraphRead({}, set(), {}, set())
-    locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
-    conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
-                 (json_value(locks),))
-    return _read_graph(conn, tenant_id, keys)
-
-
-def _lock_profiles(conn: psycopg.Connection, tenant_id: str, ids: list[str], traits_for: set[str],
-                   steady: set[str]) -> dict[str, ProfileRow]:
-    """Lock the profile rows in id order; raise SnapshotChanged if one was merged away or
-    erased meanwhile."""
-    if not ids:
-        return {}
-    param = json_rows([{"i": pid, "t": pid in traits_for, "s": pid in steady} for pid in ids])
-    profiles: dict[str, ProfileRow] = {}
-    for row in conn.execute(_LOCK_PROFILES_SQL, (list(KNOWN_TYPES), param, tenant_id)).fetchall():
-        if row[10] is not None:
-            raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
-        p = ProfileRow(row[0], row[1], row[2] if row[2] is not None else {}, row[3] if row[3] is not None else {},
-                       row[4], row[5], row[6], row[7], row[8], row[9])
-        if row[0] in steady:
-            p.steady_identifiers = row[11]
-            p.steady_known = bool(row[12])
-        profiles[row[0]] = p
-    if len(profiles) != len(ids):
-        raise SnapshotChanged("a profile was erased while locking")
-    return profiles
+        "profiles": json_value(profile_ids), "tenant_id": tenant_id,
+        "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
+    return Snapshot(graph, profiles, suppressed, seen, apart)
 
 
 def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,
@@ -394,17 +292,14 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     if not plan.links:
         return
     # clock_timestamp(): provisional links made later in the batch rank as more recent
-    rows = []
-    for lk in plan.links:
-        lo, hi = spans[lk.identifier.type, lk.identifier.hash]
-        rows.append((lk.identifier.type, lk.identifier.hash, lk.profile_id, lo.isoformat(), hi.isoformat(),
-                     "t" if lk.provisional else "f"))
-    # unnest keeps the plan's order: later provisional links get later clock_timestamp()s
     conn.execute(
         "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen, provisional_since)"
-        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END FROM unnest(%s::text[], %s::text[],"
-        " %s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::boolean[]) AS u(t, h, p, fs, ls, pr)",
-        (tenant_id, *(array_literal(column) for column in zip(*rows, strict=True))),
+        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END"
+        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, fs timestamptz, ls timestamptz, pr boolean)",
+        (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
+                                "fs": spans[lk.identifier.type, lk.identifier.hash][0],
+                                "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
+                               for lk in plan.links])),
     )
     edges = [(lk, lk.via) for lk in plan.links if lk.via is not None]
     if edges:
@@ -482,14 +377,15 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     ``updated_at`` (it writes them back anyway)."""
     if not seen:
         return set()
-    ordered = sorted(seen.items())
     rows = conn.execute(
         "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
-        " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) AS u(t, h, fs, ls)"
+        " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
         " RETURNING pi.profile_id::text",
-        (array_literal([k[0] for k, _ in ordered]), array_literal([k[1] for k, _ in ordered]),
-         array_literal([v[0].isoformat() for _, v in ordered]), array_literal([v[1].isoformat() for _, v in ordered]),
-         tenant_id),
+        (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:
+    return {(i.type, i.hash) for ids in events_identifiers for i in ids}

@@ -4,7 +4,6 @@ transaction. Running it twice for the same events changes nothing the second tim
 from __future__ import annotations
 
 import dataclasses
-import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +17,9 @@ from core.identity import (
     TRUSTED_SOURCE_TYPES,
     EventIdentity,
     IdentityRules,
-    Plan,
     plan_identities,
     summarize_decisions,
 )
-from core.identity_steady import may_be_steady
 from core.profiles import (
     MAX_TRAIT_KEYS,
     MAX_TRAITS_BYTES,
@@ -33,14 +30,15 @@ from core.profiles import (
     next_lifecycle,
     purchase_amount,
 )
-from stratum.db.params import array_literal, json_rows, json_value
+from stratum.db.params import json_rows, json_value
 from workers.decision_log import decision_rows, record_decisions
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
     apply_moves,
+    identifiers_of,
     link_identifiers,
-    load_batch,
+    load_snapshot,
     stale_identifiers,
     touch_identifiers,
 )
@@ -55,8 +53,6 @@ _EVENT_COLUMNS = (
 )
 
 _LINK_TYPES = {"alias": "alias", "identify": "identify"}
-
-_key_of = operator.itemgetter(0, 2)  # Identifier -> (type, hash), at C speed
 
 
 @dataclass
@@ -74,11 +70,10 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     ordered = sorted(events, key=lambda e: e.dedupe_hash)  # one lock order for concurrent batches
     rows = conn.execute(
         "INSERT INTO event_keys (tenant_id, key_hash, event_id, event_time)"
-        " SELECT %s, decode(k, 'hex'), e, t FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[]) AS u(k, e, t)"
+        " SELECT %s, decode(k, 'hex'), e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
         " ON CONFLICT DO NOTHING RETURNING event_id::text",
-        (tenant_id, array_literal([e.dedupe_hash.hex() for e in ordered]),
-         array_literal([e.event.event_id for e in ordered]),
-         array_literal([e.event.event_time.isoformat() for e in ordered])),
+        (tenant_id, json_rows([{"k": e.dedupe_hash.hex(), "e": e.event.event_id, "t": e.event.event_time}
+                               for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
     lost = [e for e in events if e.event.event_id not in won]
@@ -142,10 +137,7 @@ def persist_tenant_events(
     if not fresh:
         return out
 
-    times = [e.state_time for e in fresh]
-    snapshot = load_batch(conn, tenant_id, [list(map(_key_of, e.identifiers)) for e in fresh],
-                          [may_be_steady(e.identifiers, _trusted(e), e.verified, e.protect) for e in fresh],
-                          [bool(e.traits or e.traits_once) for e in fresh])
+    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
@@ -154,16 +146,11 @@ def persist_tenant_events(
     # Website write keys are public: unless a claim is verified, their events may not merge
     # known profiles, and under protect may not claim another profile's identifiers. A website
     # source set to identity_verification = off is treated as a server source (CONTRACT 6).
-    # Steady events are not planned: the planner would leave them on their profile.
-    planned = [i for i in range(len(fresh)) if i not in snapshot.steady]
     plan = plan_identities(
-        [EventIdentity(fresh[i].identifiers, times[i], _trusted(fresh[i]), fresh[i].verified, fresh[i].protect)
-         for i in planned], snapshot.graph,
-        {pid: p.planner_state() for pid, p in profiles.items() if p.steady_identifiers is None}, rules,
+        [EventIdentity(e.identifiers, e.state_time, _trusted(e), e.verified, e.protect) for e in fresh],
+        snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
         new_profile_id=new_profile_id, apart=snapshot.apart,
     )
-    if snapshot.steady:
-        plan = _in_batch_order(plan, planned, snapshot.steady, len(fresh))
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                    new=True)
@@ -173,7 +160,7 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    spans = _identifier_spans(fresh, times)
+    spans = _identifier_spans(fresh)
     link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
@@ -189,7 +176,7 @@ def persist_tenant_events(
                      (tenant_id, json_value(sorted(owners_touched - profiles.keys()))))
         owners_touched &= profiles.keys()
 
-    _merge_event_traits(fresh, times, event_profiles, profiles, decisions)
+    _merge_event_traits(fresh, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
     _add_revenue(fresh, event_profiles, profiles, decisions)
     _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
@@ -202,35 +189,20 @@ def persist_tenant_events(
     traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _update_profiles(conn, tenant_id, fresh, times, event_profiles, profiles, changed, traits_changed)
+    _update_profiles(conn, tenant_id, fresh, event_profiles, profiles, changed, traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
 
 
-def _in_batch_order(plan: Plan, planned: list[int], steady: dict[int, str], n: int) -> Plan:
-    """``plan`` (made for the events ``planned``, by their batch indexes) with event indexes
-    of the whole batch of ``n`` events, the steady events on their profiles."""
-    plan.links = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.links]
-    plan.merges = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.merges]
-    plan.moves = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.moves]
-    plan.decisions = [dataclasses.replace(x, event_index=planned[x.event_index]) for x in plan.decisions]
-    event_profiles: list[str | None] = [None] * n
-    for i, pid in zip(planned, plan.event_profiles, strict=True):
-        event_profiles[i] = pid
-    for i, pid in steady.items():
-        event_profiles[i] = pid
-    plan.event_profiles = event_profiles
-    return plan
-
-
-def _identifier_spans(events: list[PreparedEvent], times: list[datetime]
-                      ) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-    """(earliest, latest) state time (``times``, per event) of each identifier over ``events``."""
+def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """(earliest, latest) state time of each identifier over ``events``."""
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for e, t in zip(events, times, strict=True):
-        for key in map(_key_of, e.identifiers):
+    for e in events:
+        t = e.state_time
+        for ident in e.identifiers:
+            key = (ident.type, ident.hash)
             lo_hi = spans.get(key)
             spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     return spans
@@ -313,14 +285,6 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _copy_json(value: bytes) -> str:
-    """JSON from msgspec in COPY's text format: msgspec escapes control characters inside
-    strings (a tab is written as the two characters ``\\t``), so only backslashes need
-    doubling."""
-    text = value.decode()
-    return text.replace("\\", "\\\\") if "\\" in text else text
-
-
 def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                  profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
     """COPY the events in text format, building the lines directly: psycopg's per-row
@@ -333,26 +297,26 @@ def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepared
         lines.append("\t".join((
             tenant_id, ev.event_id, ev.event_time.isoformat(), e.received_at.isoformat(), e.source_id,
             pid or "\\N", e.dedupe_hash.hex(), _copy_text(ev.event_type), _copy_text(ev.event_name),
-            _copy_json(enc(e.properties)), _copy_json(enc(e.context)),
-            _copy_json(enc(list(map(_key_of, e.identifiers)))), str(ev.emq),
-            _copy_json(enc(summarize_decisions(dec))) if dec else "\\N",
+            _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
+            _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
+            _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",
         )))
     lines.append("")
     with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
 
 
-def _merge_event_traits(events: list[PreparedEvent], times: list[datetime], profile_ids: list[str | None],
+def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
                         profiles: dict[str, ProfileRow], decisions: list[list[dict]]) -> None:
     """Fold each event's traits into its profile (newest state time per key), before the
     events are written: keys refused by the profile caps are warned on the event itself."""
-    for e, t, pid, dec in zip(events, times, profile_ids, decisions, strict=True):
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
         if pid is None or not (e.traits or e.traits_once):
             continue
         p = profiles[pid]
-        refused = merge_traits(p.traits, p.trait_times, e.traits, t)
+        refused = merge_traits(p.traits, p.trait_times, e.traits, e.state_time)
         if e.traits_once:  # PostHog $set_once: the oldest state time wins
-            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, t)
+            refused += merge_traits_once(p.traits, p.trait_times, e.traits_once, e.state_time)
         if refused:
             # The count only: trait keys are client text and warnings never echo it.
             dec.append({"kind": "warning", "message": f"{len(refused)} trait key(s) refused: profile traits are "
@@ -379,25 +343,24 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
             p.revenue = total
 
 
-def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], times: list[datetime],
+def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
                      profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
                      traits_changed: set[str]) -> None:
     """Write back every profile whose events, identifiers or merges changed it; ``traits``
     and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
     whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
     touched: set[str] = set(changed)
-    for e, t, pid in zip(events, times, profile_ids, strict=True):
+    for e, pid in zip(events, profile_ids, strict=True):
         if pid is None:
             continue
         p = profiles[pid]
+        ev = e.event
         touched.add(pid)
         p.event_count += 1
-        if is_purchase(e.event.event_name):
+        if is_purchase(ev.event_name):
             p.purchase_count += 1  # revenue: _add_revenue
-        if t < p.first_seen:
-            p.first_seen = t
-        if t > p.last_seen:
-            p.last_seen = t
+        p.first_seen = min(p.first_seen, e.state_time)
+        p.last_seen = max(p.last_seen, e.state_time)
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
@@ -411,13 +374,12 @@ def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prep
             " WHERE p.tenant_id = %s AND p.id = u.id",
             (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]), tenant_id),
         )
-    if counters:  # the most rows of the batch's writes: array literals, as for the hottest statements
+    if counters:
         conn.execute(
-            f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET} FROM unnest(%s::uuid[], %s::text[], %s::bigint[],"
-            " %s::bigint[], %s::numeric[], %s::int[], %s::int[], %s::timestamptz[], %s::timestamptz[])"
-            " AS u(id, lc, ec, pc, rv, ic, mc, fs, ls) WHERE p.tenant_id = %s AND p.id = u.id",
-            [*(array_literal(column) for column in zip(*(_profile_counter_tokens(r) for r in counters), strict=True)),
-             tenant_id],
+            f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
+            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS})"
+            " WHERE p.tenant_id = %s AND p.id = u.id",
+            (json_rows([_profile_counters(r) for r in counters]), tenant_id),
         )
 
 
@@ -428,13 +390,6 @@ _PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric
                              " ls timestamptz")
 
 
-def _profile_counter_tokens(r: ProfileRow) -> tuple[str, ...]:
-    """``_profile_counters`` as array-literal tokens (a Decimal's ``str`` may use exponent
-    notation, which numeric input accepts)."""
-    return (r.id, r.lifecycle, str(r.event_count), str(r.purchase_count), str(r.revenue), str(r.identifier_total),
-            str(r.merge_count), r.first_seen.isoformat(), r.last_seen.isoformat())
-
-
 def _profile_counters(r: ProfileRow) -> dict:
     return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
-            "ic": r.identifier_total, "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
+            "ic": sum(r.counts.values()), "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
