@@ -16,6 +16,7 @@ bench/results/workers.json.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -26,7 +27,9 @@ from bench.common import create_source, prepare, table, wait_http, write_results
 from bench.costs import CostMeter, wait_cpu_s
 from bench.traffic import TrafficGenerator
 
-INGEST_PORT = 18110
+# Several checkouts may run benchmarks on one machine: a port taken by another's ingest
+# process would answer 401 to this run's write key.
+INGEST_PORT = int(os.environ.get("STRATUM_BENCH_INGEST_PORT", "18110"))
 
 
 def _post_all(port: int, write_key: str, batches: list[bytes]) -> None:
