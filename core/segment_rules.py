@@ -459,7 +459,10 @@ def _json_condition(x: tuple[str, list], xt: tuple[str, list], op: str, value: A
         return _fill("CASE WHEN jsonb_typeof({x}) = 'string' THEN {xt} COLLATE \"C\" BETWEEN {lo} AND {hi}"
                      " ELSE false END", x=x, xt=xt, lo=_param(value[0], "::text"), hi=_param(value[1], "::text"))
     if op in ("in", "not_in"):
-        sql, params = _fill("{x} IN (SELECT jsonb_array_elements({v}))", x=x, v=_json(value))
+        # An array parameter, not IN (SELECT jsonb_array_elements(..)): that subquery is a
+        # SubPlan, which keeps the whole statement (the profile scan and the semi joins of
+        # every EXISTS condition beside it) out of a parallel plan.
+        sql, params = _fill("{x} = ANY({v})", x=x, v=_param([json.dumps(v) for v in value], "::jsonb[]"))
         return (sql if op == "in" else f"NOT coalesce({sql}, false)"), params
     if op in ("contains", "not_contains"):
         if isinstance(value, str):
