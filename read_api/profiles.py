@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from litestar import Request, get
+from litestar import MediaType, Request, Response, get
 from litestar.params import FromPath, FromQuery
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -114,6 +114,15 @@ WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
 """
 
 _decode_profile = msgspec.json.Decoder(Profile).decode
+_encode_profile = msgspec.json.Encoder().encode
+
+
+def profile_response(profile: Profile) -> Response[Profile]:
+    """The PROFILE as the JSON response, encoded here: the same bytes and the same
+    OpenAPI schema as returning the struct, without Litestar's per-response serializer
+    lookup and encoder set-up (about 5-15 us per lookup, docs/PERFORMANCE.md)."""
+    # The body is the encoded Profile; the type names what it encodes, for the OpenAPI schema.
+    return cast("Response[Profile]", Response(_encode_profile(profile), media_type=MediaType.JSON))
 
 
 @dataclass
@@ -208,9 +217,9 @@ def identifier_hash_from_query(identifier_type: str | None, identifier_value: st
 @get("/api/v1/cdp/profiles/{profile_id:str}", before_request=tenant_key_before_request, summary="A profile by id",
      description="A merged-away id answers with the surviving profile, `merged_from` set to the requested id.",
      responses=errors_for(401, 403, 404, 503))
-async def get_profile(request: Request, profile_id: FromPath[str]) -> Profile:
+async def get_profile(request: Request, profile_id: FromPath[str]) -> Response[Profile]:
     st: ReadState = request.app.state.read
-    return await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id))
+    return profile_response(await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id)))
 
 
 @get("/api/v1/cdp/profiles", before_request=tenant_key_before_request,
@@ -224,7 +233,7 @@ async def find_profile(
     identifier_value: FromQuery[str | None] = None,
     identifier_hash: FromQuery[str | None] = None,
     phone_region: FromQuery[str | None] = None,
-) -> Profile:
+) -> Response[Profile]:
     st: ReadState = request.app.state.read
     key = identifier_hash_from_query(identifier_type, identifier_value, identifier_hash, phone_region)
-    return await load_profile_by_identifier(st.pool, principal_of(request).tenant_id, *key)
+    return profile_response(await load_profile_by_identifier(st.pool, principal_of(request).tenant_id, *key))

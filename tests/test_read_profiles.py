@@ -161,6 +161,12 @@ def test_lookups_render_a_profile_exactly_as_exports_do(ingest_client, read_clie
     from_rows = msgspec.json.decode(msgspec.json.encode(profile_from_row(row).profile))
     assert profile == from_rows
     assert profile["consents"]["email"]["granted"] is True and len(profile["identifiers"]) == 2
+    # To the byte, by identifier and by id: the routes encode the struct themselves.
+    expected = msgspec.json.encode(profile_from_row(row).profile)
+    for r in (profile_by(read_client, tenant.api_key, "email", "iso@example.com"),
+              _get(read_client, tenant.api_key, profile["id"])):
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.content == expected
 
 
 def test_lookups_check_the_key_before_the_query(read_client, tenant):
