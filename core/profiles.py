@@ -122,15 +122,21 @@ class _TraitBudget:
         self.traits, self.max_keys, self.max_bytes = traits, max_keys, max_bytes
         self.size = _traits_bytes(traits)
 
-    def fits(self, key: str, value: Any) -> int | None:
-        """The new size if ``key`` may take ``value``, else None."""
+    def set(self, times: dict[str, str], key: str, value: Any, stamp: str) -> bool:
+        """Set ``key`` to ``value`` stamped ``stamp`` if the caps allow it; False (nothing
+        changed) when they refuse it."""
         if key not in self.traits and len(self.traits) >= self.max_keys:
-            return None
+            return False
         old = _entry_bytes(key, self.traits[key]) if key in self.traits else 0
         new_size = self.size - old + _entry_bytes(key, value)
         # A change that does not grow the JSON is always allowed (a profile stored over the
         # cap before it existed can still be updated).
-        return new_size if new_size <= max(self.max_bytes, self.size) else None
+        if new_size > max(self.max_bytes, self.size):
+            return False
+        self.size = new_size
+        self.traits[key] = value
+        times[key] = stamp
+        return True
 
 
 def merge_traits(
@@ -151,13 +157,8 @@ def merge_traits(
             continue
         if budget is None:  # most events fit easily: only measure when something changes
             budget = _TraitBudget(traits, max_keys, max_bytes)
-        new_size = budget.fits(key, value)
-        if new_size is None:
+        if not budget.set(times, key, value, stamp):
             refused.append(key)
-            continue
-        budget.size = new_size
-        traits[key] = value
-        times[key] = stamp
     return refused
 
 
@@ -174,13 +175,8 @@ def merge_trait_sets(
         stamp = other_times.get(key, "")
         if key in traits and times.get(key, "") >= stamp:
             continue
-        new_size = budget.fits(key, value)
-        if new_size is None:
+        if not budget.set(times, key, value, stamp):
             refused.append(key)
-            continue
-        budget.size = new_size
-        traits[key] = value
-        times[key] = stamp
     return refused
 
 
@@ -218,11 +214,6 @@ def merge_traits_once(
                 continue
         if budget is None:
             budget = _TraitBudget(traits, max_keys, max_bytes)
-        new_size = budget.fits(key, value)
-        if new_size is None:
+        if not budget.set(times, key, value, stamp):
             refused.append(key)
-            continue
-        budget.size = new_size
-        traits[key] = value
-        times[key] = stamp
     return refused
