@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,45 +128,57 @@ def _write(conn: psycopg.Connection, redis: Redis | None, per_tenant: dict[str, 
     return written
 
 
-def emit_segment_events(conn: psycopg.Connection, redis: Redis | None = None) -> int:
-    """Emit every pending membership change, a batch per transaction; returns how many
-    outbox rows were written. The caller's connection must not be inside a transaction."""
+# A claimed row as (tenant id, (topic, message id, profile id or None, data)), or None to skip it.
+_Message = tuple[str, tuple[str, str, str | None, dict[str, Any]]]
+
+
+def _emit_claimed(conn: psycopg.Connection, redis: Redis | None, claim_sql: str,
+                  message_of: Callable[[tuple], _Message | None]) -> int:
+    """Claim pending rows a batch per transaction (``claim_sql`` marks them emitted), write
+    their messages to the outbox in that transaction, publish the live stream's after it;
+    returns how many outbox rows were written. The connection must not be inside a
+    transaction."""
     written = 0
     while True:
         stream: dict[str, list[str]] = defaultdict(list)
         with conn.transaction():
-            claimed = conn.execute(_CLAIM_SEGMENT_EVENTS_SQL, (EMIT_BATCH,)).fetchall()
+            claimed = conn.execute(claim_sql, (EMIT_BATCH,)).fetchall()
             per_tenant: dict[str, list] = defaultdict(list)
-            for event_id, tenant_id, segment_id, profile_id, kind, at, name, live in sorted(claimed):
-                if not live:
-                    continue
-                data = {"segment_id": segment_id, "segment_name": name, "profile_id": profile_id,
-                        "at": at.astimezone(UTC).isoformat()}
-                per_tenant[tenant_id].append((f"segment.{kind}", segment_message_id(event_id), profile_id, data))
+            for row in sorted(claimed):
+                if (message := message_of(row)) is not None:
+                    per_tenant[message[0]].append(message[1])
             written += _write(conn, redis, per_tenant, stream)
         _publish(redis, stream)
         if len(claimed) < EMIT_BATCH:
             return written
+
+
+def _segment_message(row: tuple) -> _Message | None:
+    event_id, tenant_id, segment_id, profile_id, kind, at, name, live = row
+    if not live:
+        return None
+    data = {"segment_id": segment_id, "segment_name": name, "profile_id": profile_id,
+            "at": at.astimezone(UTC).isoformat()}
+    return tenant_id, (f"segment.{kind}", segment_message_id(event_id), profile_id, data)
+
+
+def _anomaly_message(row: tuple) -> _Message:
+    tenant_id, source_id, hour, kind, observed, expected, score = row
+    data = {"source_id": source_id, "hour": hour.astimezone(UTC).isoformat(), "observed": observed,
+            "expected": expected, "score": score, "kind": kind}
+    return tenant_id, ("anomaly.detected", anomaly_message_id(source_id, hour, kind), None, data)
+
+
+def emit_segment_events(conn: psycopg.Connection, redis: Redis | None = None) -> int:
+    """Emit every pending membership change, a batch per transaction; returns how many
+    outbox rows were written. The caller's connection must not be inside a transaction."""
+    return _emit_claimed(conn, redis, _CLAIM_SEGMENT_EVENTS_SQL, _segment_message)
 
 
 def emit_anomalies(conn: psycopg.Connection, redis: Redis | None = None) -> int:
     """Emit every anomaly not emitted yet (once per (source, hour, kind); later updates of
     its figures send nothing); returns how many outbox rows were written."""
-    written = 0
-    while True:
-        stream: dict[str, list[str]] = defaultdict(list)
-        with conn.transaction():
-            claimed = conn.execute(_CLAIM_ANOMALIES_SQL, (EMIT_BATCH,)).fetchall()
-            per_tenant: dict[str, list] = defaultdict(list)
-            for tenant_id, source_id, hour, kind, observed, expected, score in sorted(claimed):
-                data = {"source_id": source_id, "hour": hour.astimezone(UTC).isoformat(), "observed": observed,
-                        "expected": expected, "score": score, "kind": kind}
-                per_tenant[tenant_id].append(("anomaly.detected", anomaly_message_id(source_id, hour, kind), None,
-                                              data))
-            written += _write(conn, redis, per_tenant, stream)
-        _publish(redis, stream)
-        if len(claimed) < EMIT_BATCH:
-            return written
+    return _emit_claimed(conn, redis, _CLAIM_ANOMALIES_SQL, _anomaly_message)
 
 
 def emit_audience_messages(conn: psycopg.Connection, redis: Redis | None = None) -> None:
