@@ -12,9 +12,8 @@ from core.event_time import oldest_event_time
 from core.intake import Accepted, Rejection, intake_native_event
 from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body, decode_envelope
-from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import new_event_id, pending_of
+from ingest_api.pipeline import check_batch_size, new_event_id, pending_of
 from ingest_api.state import IngestState, authenticate_request
 
 
@@ -46,11 +45,7 @@ async def _process(st: IngestState, request: Request, source: Source, envelope: 
                    received_at: datetime) -> Response:
     settings = st.settings
     n = len(envelope.events)
-    if n == 0:
-        raise BadRequest("events must hold at least one event", code="empty_batch")
-    if n > settings.max_events_per_request:
-        raise PayloadTooLarge(f"{n} events; at most {settings.max_events_per_request} per request",
-                              code="too_many_events")
+    check_batch_size(n, settings.max_events_per_request, "events")
 
     outcomes: list[Accepted | Rejection] = []
     oldest = oldest_event_time(received_at, settings.retention_months)

@@ -20,8 +20,16 @@ from core.intake import Accepted
 from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, encode_batch_header, encode_event
 from ingest_api.auth import Source
 from ingest_api.enqueue import BatchEnqueuer, PendingEvent
-from ingest_api.errors import RateLimited, Unavailable
+from ingest_api.errors import BadRequest, PayloadTooLarge, RateLimited, Unavailable
 
+
+def check_batch_size(n: int, max_events: int, field: str) -> None:
+    """Every ingest route's bounds on one request's events: 400 ``empty_batch`` for none,
+    413 ``too_many_events`` past ``max_events`` (``field``: how the route names its list)."""
+    if n == 0:
+        raise BadRequest(f"{field} must hold at least one event", code="empty_batch")
+    if n > max_events:
+        raise PayloadTooLarge(f"{n} events; at most {max_events} per request", code="too_many_events")
 
 def new_event_id() -> str:
     """A time-ordered UUID (v7): event ids sort by arrival."""

@@ -31,9 +31,9 @@ from ingest_api.auth import Source, check_origin
 from ingest_api.body import decode_body, decode_envelope
 from ingest_api.deadletter import store_rejections
 from ingest_api.enqueue import PendingEvent
-from ingest_api.errors import BadRequest, PayloadTooLarge
+from ingest_api.errors import BadRequest
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import new_event_id, pending_event
+from ingest_api.pipeline import check_batch_size, new_event_id, pending_event
 from ingest_api.state import IngestState, authenticate_request
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -104,12 +104,7 @@ async def _handle(request: Request) -> Response:
 async def _process(st: IngestState, request: Request, source: Source, raws: list[msgspec.Raw],
                    sent_at: str | None, historical: bool, received_at: datetime) -> Response:
     settings = st.settings
-    n = len(raws)
-    if n == 0:
-        raise BadRequest("batch must hold at least one event", code="empty_batch")
-    if n > settings.max_events_per_request:
-        raise PayloadTooLarge(f"{n} events; at most {settings.max_events_per_request} per request",
-                              code="too_many_events")
+    check_batch_size(len(raws), settings.max_events_per_request, "batch")
     pending: list[PendingEvent] = []
     rejected: list[tuple[int, Rejection, bytes]] = []
     oldest = oldest_event_time(received_at, settings.retention_months)

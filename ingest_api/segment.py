@@ -25,7 +25,7 @@ from ingest_api.deadletter import store_rejections
 from ingest_api.enqueue import PendingEvent
 from ingest_api.errors import BadRequest, PayloadTooLarge
 from ingest_api.idempotency import idempotent
-from ingest_api.pipeline import dedupe_marker, new_event_id
+from ingest_api.pipeline import check_batch_size, dedupe_marker, new_event_id
 from ingest_api.state import IngestState, authenticate_request
 
 
@@ -112,12 +112,7 @@ async def _process(st: IngestState, request: Request, source: Source, path_type:
                    raws: list[msgspec.Raw], sent_at: str | None, ctx: dict | None, integ: dict | None,
                    received_at: datetime, shared_bytes: int) -> Response:
     settings = st.settings
-    n = len(raws)
-    if n == 0:
-        raise BadRequest("batch must hold at least one event", code="empty_batch")
-    if n > settings.max_events_per_request:
-        raise PayloadTooLarge(f"{n} events; at most {settings.max_events_per_request} per request",
-                              code="too_many_events")
+    check_batch_size(len(raws), settings.max_events_per_request, "batch")
 
     pending: list[PendingEvent] = []
     rejected: list[tuple[int, Rejection, bytes]] = []
