@@ -129,7 +129,9 @@ profiles = Table(
     Column("computed", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint("lifecycle IN ('anonymous', 'known', 'customer', 'churned')", name="lifecycle"),
     PrimaryKeyConstraint("tenant_id", "id"),
-    Index("ix_profiles_tenant_id_lifecycle", "tenant_id", "lifecycle"),
+    # Not (tenant_id, lifecycle): the foreign key check on (tenant_id, id) must only ever
+    # match the primary key (migration 0013).
+    Index("ix_profiles_lifecycle_tenant_id", "lifecycle", "tenant_id"),
     # The audience upkeep reads "profiles changed since the last run" through this index.
     Index("ix_profiles_updated_at", "updated_at"),
     Index("ix_profiles_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
