@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import msgspec
 import psycopg
 
 from core.identity import (
@@ -18,7 +17,6 @@ from core.identity import (
     EventIdentity,
     IdentityRules,
     plan_identities,
-    summarize_decisions,
 )
 from core.profiles import (
     MAX_TRAIT_KEYS,
@@ -32,6 +30,7 @@ from core.profiles import (
 )
 from stratum.db.params import json_rows, json_value
 from workers.decision_log import decision_rows, record_decisions
+from workers.event_rows import EVENT_COLUMNS, copy_line
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
@@ -44,13 +43,6 @@ from workers.identity_store import (
 )
 from workers.outbox import write_outbox
 from workers.prepare import PreparedEvent
-
-_json = msgspec.json.Encoder()
-
-_EVENT_COLUMNS = (
-    "tenant_id, event_id, event_time, received_at, source_id, profile_id, dedupe_key, event_type,"
-    " event_name, properties, context, identifiers, emq, decisions"
-)
 
 _LINK_TYPES = {"alias": "alias", "identify": "identify"}
 
@@ -179,7 +171,7 @@ def persist_tenant_events(
     _merge_event_traits(fresh, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
     _add_revenue(fresh, event_profiles, profiles, decisions)
-    _copy_events(conn, tenant_id, fresh, event_profiles, decisions)
+    _copy_events(conn, fresh, event_profiles, decisions)
     _record_consents(conn, tenant_id, fresh, event_profiles)
     # Owners of touched identifiers are written back with the others (their updated_at
     # moves), instead of by a second UPDATE of the same rows.
@@ -276,33 +268,12 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
     )
 
 
-def _copy_text(value: str) -> str:
-    """A value in COPY's text format (backslash, tab and line breaks escaped)."""
-    if "\\" in value:
-        value = value.replace("\\", "\\\\")
-    if "\t" in value or "\n" in value or "\r" in value:
-        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value
-
-
-def _copy_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
-                 profile_ids: list[str | None], decisions: list[list[dict]]) -> None:
-    """COPY the events in text format, building the lines directly: psycopg's per-row
-    formatter was a large share of the worker's time. Decision lists are stored summarized
-    past ``MAX_EVENT_DECISIONS`` entries."""
-    enc = _json.encode
-    lines = []
-    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
-        ev = e.event
-        lines.append("\t".join((
-            tenant_id, ev.event_id, ev.event_time.isoformat(), e.received_at.isoformat(), e.source_id,
-            pid or "\\N", e.dedupe_hash.hex(), _copy_text(ev.event_type), _copy_text(ev.event_name),
-            _copy_text(enc(e.properties).decode()), _copy_text(enc(e.context).decode()),
-            _copy_text(enc([[i.type, i.hash] for i in e.identifiers]).decode()), str(ev.emq),
-            _copy_text(enc(summarize_decisions(dec)).decode()) if dec else "\\N",
-        )))
+def _copy_events(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
+                 decisions: list[list[dict]]) -> None:
+    """COPY the events: each prepared row completed with its profile and decisions."""
+    lines = [copy_line(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)]
     lines.append("")
-    with conn.cursor().copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+    with conn.cursor().copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
         copy.write("\n".join(lines).encode())
 
 

@@ -25,6 +25,7 @@ from core.privacy import redact_text, scrub_object, scrub_payload, scrub_pii, sc
 from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import segment_parts
+from workers.event_rows import copy_prefix
 from workers.runtime import SourceIdentity
 
 
@@ -59,6 +60,12 @@ class PreparedEvent:
         """SHA-256 of the event's dedupe key in its source's scope (core.dedupe): the key
         under which ``event_keys`` holds it; its hex is what ``events.dedupe_key`` stores."""
         return dedupe_digest(dedupe_scope(self.source_type, self.source_id), self.event.dedupe_key)
+
+    @cached_property
+    def copy_prefix(self) -> str:
+        """Its ``events`` COPY row up to the columns the transaction decides
+        (workers/event_rows.py). A copy made with ``dataclasses.replace`` builds its own."""
+        return copy_prefix(self)
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(),
                   identity: SourceIdentity | None = None) -> list[PreparedEvent]:
@@ -171,10 +178,12 @@ def _prepared(batch: QueuedBatch, ev: QueuedEvent, identifiers: list[Identifier]
     if identity.protect:
         decisions.extend({"kind": "warning", "message": w}
                          for w in unverified_warnings(((i.type, i.hash) for i in identifiers), verified, refused))
-    return PreparedEvent(
+    prepared = PreparedEvent(
         event=ev, tenant_id=batch.tenant_id, source_id=batch.source_id, source_type=batch.source_type,
         received_at=batch.received_at, identifiers=identifiers,
         properties=ev.properties, context=ev.context, traits=ev.traits, decisions=decisions,
         verified=frozenset(verified & seen) if verified else frozenset(), protect=identity.protect,
         traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
     )
+    _ = prepared.copy_prefix  # built now, before the batch's transaction holds any lock
+    return prepared
