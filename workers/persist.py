@@ -342,18 +342,22 @@ def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         conn.execute(
             f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
             f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
-            " WHERE p.tenant_id = %s AND p.id = u.id",
-            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]), tenant_id),
+            f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
+            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]), tenant_id,
+             json_value([r.id for r in with_traits])),
         )
     if counters:
         conn.execute(
             f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
             f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS})"
-            " WHERE p.tenant_id = %s AND p.id = u.id",
-            (json_rows([_profile_counters(r) for r in counters]), tenant_id),
+            f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
+            (json_rows([_profile_counters(r) for r in counters]), tenant_id, json_value([r.id for r in counters])),
         )
 
 
+# The rows to write, as an index condition: never a scan of the tenant's profiles
+# (workers/identity_store.py, above _GRAPH_SQL).
+_IDS = "ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))"
 _PROFILE_COUNTERS_SET = ("lifecycle = u.lc, event_count = u.ec, purchase_count = u.pc, revenue = u.rv,"
                          " identifier_count = u.ic, merge_count = u.mc, first_seen = u.fs, last_seen = u.ls,"
                          " updated_at = now()")
