@@ -389,14 +389,17 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     ``updated_at`` (it writes them back anyway)."""
     if not seen:
         return set()
-    rows = conn.execute(
+    rows = json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())])
+    owners = conn.execute(
         "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
         " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
+        # the keys as an index condition: a probe per (type, hash), never the tenant's rows
+        " AND pi.type = ANY(%s::text[]) AND pi.hash = ANY(ARRAY(SELECT r->>'h' FROM json_array_elements(%s::json) r))"
         " RETURNING pi.profile_id::text",
-        (json_rows([{"t": k[0], "h": k[1], "fs": v[0], "ls": v[1]} for k, v in sorted(seen.items())]), tenant_id),
+        (rows, tenant_id, sorted({t for t, _ in seen}), rows),
     ).fetchall()
-    return {r[0] for r in rows}
+    return {r[0] for r in owners}
 
 
 def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:

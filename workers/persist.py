@@ -147,7 +147,8 @@ def persist_tenant_events(
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                    new=True)
     out.profiles_created = len(plan.created)
-    _insert_profiles(conn, tenant_id, [profiles[p] for p in plan.created])
+    # New profiles are inserted once, with their final values, by _write_profiles: the
+    # foreign keys to them are checked at commit (migration 0014).
     ids = [e.event.event_id for e in fresh]
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
@@ -181,7 +182,7 @@ def persist_tenant_events(
     traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _update_profiles(conn, tenant_id, fresh, event_profiles, profiles, changed, traits_changed)
+    _write_profiles(conn, tenant_id, fresh, event_profiles, profiles, changed | plan.created.keys(), traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
@@ -220,18 +221,6 @@ def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str
         out.append(dataclasses.replace(e, identifiers=[i for i in e.identifiers if (i.type, i.hash) not in suppressed],
                                        decisions=[*e.decisions, *notes]))
     return out
-
-
-def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
-    if not rows:
-        return
-    conn.execute(
-        "INSERT INTO profiles (id, tenant_id, first_seen, last_seen)"
-        " SELECT u.id, %s, u.ts, u.ts FROM json_to_recordset(%s::json) AS u(id uuid, ts timestamptz)",
-        (tenant_id, json_rows([{"id": r.id, "ts": r.first_seen} for r in rows])),
-    )
-    for r in rows:
-        r.new = False
 
 
 def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
@@ -314,12 +303,13 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
             p.revenue = total
 
 
-def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
-                     profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
-                     traits_changed: set[str]) -> None:
-    """Write back every profile whose events, identifiers or merges changed it; ``traits``
-    and ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those
-    whose traits changed), so the others skip encoding and re-parsing their trait jsonb."""
+def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
+                    profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
+                    traits_changed: set[str]) -> None:
+    """Insert the plan's new profiles and write back every stored profile whose events,
+    identifiers or merges changed it (``changed`` holds both); ``traits`` and
+    ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those whose
+    traits changed), so the others skip encoding and re-parsing their trait jsonb."""
     touched: set[str] = set(changed)
     for e, pid in zip(events, profile_ids, strict=True):
         if pid is None:
@@ -336,8 +326,9 @@ def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prep
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
     rows = [profiles[pid] for pid in sorted(touched)]
-    with_traits = [r for r in rows if r.id in traits_changed]
-    counters = [r for r in rows if r.id not in traits_changed]
+    _insert_profiles(conn, tenant_id, [r for r in rows if r.new])
+    with_traits = [r for r in rows if not r.new and r.id in traits_changed]
+    counters = [r for r in rows if not r.new and r.id not in traits_changed]
     if with_traits:
         conn.execute(
             f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
@@ -353,6 +344,20 @@ def _update_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prep
             f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
             (json_rows([_profile_counters(r) for r in counters]), tenant_id, json_value([r.id for r in counters])),
         )
+
+
+def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
+    if not rows:
+        return
+    conn.execute(
+        "INSERT INTO profiles (tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
+        " merge_count, first_seen, last_seen, traits, trait_times)"
+        " SELECT %s, u.id, u.lc, u.ec, u.pc, u.rv, u.ic, u.mc, u.fs, u.ls, u.tr, u.tt"
+        f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)",
+        (tenant_id, json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in rows])),
+    )
+    for r in rows:
+        r.new = False
 
 
 # The rows to write, as an index condition: never a scan of the tenant's profiles

@@ -151,7 +151,8 @@ profile_identifiers = Table(
     # a trusted event may move it, or displace it at a type limit (CONTRACT 6).
     Column("provisional_since", DateTime(timezone=True)),
     CheckConstraint("type IN ('external_id', 'email', 'phone', 'device_id', 'anonymous_id')", name="type"),
-    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE",
+                         deferrable=True, initially="DEFERRED"),  # checked at commit (0014)
 )
 
 identity_links = Table(
@@ -214,7 +215,8 @@ consents = Table(
     Column("granted", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("source_id", UUID(as_uuid=True)),
-    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE",
+                         deferrable=True, initially="DEFERRED"),  # checked at commit (0014)
 )
 
 consent_history = Table(
