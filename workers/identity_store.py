@@ -97,6 +97,15 @@ LEFT JOIN LATERAL (SELECT tenant_id FROM suppressed_identifiers
 WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 """
 
+# How many of the batch's keys are held, once the profiles are locked, by another profile
+# than the snapshot says (``p``; null: held by none): any means the snapshot is stale.
+_GRAPH_MOVED_SQL = """
+SELECT count(*) FROM json_to_recordset(%s::json) AS k(t text, h text, p uuid)
+LEFT JOIN LATERAL (SELECT profile_id FROM profile_identifiers
+                   WHERE tenant_id = %s AND type = k.t AND hash = k.h LIMIT 1) pi ON true
+WHERE pi.profile_id IS DISTINCT FROM k.p
+"""
+
 _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into
@@ -164,7 +173,8 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
         # locked with merged_into set (checked above). Erasure deletes the row.
         if len(profiles) != len(profile_ids):
             raise SnapshotChanged("a profile was erased while locking")
-        if _read_graph(conn, tenant_id, keys)[0] != graph:
+        expected = json_rows([{"t": t, "h": h, "p": graph.get((t, h))} for t, h in keys])
+        if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
             raise SnapshotChanged("an identifier moved while locking")
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
