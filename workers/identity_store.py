@@ -404,10 +404,8 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
         "UPDATE profile_identifiers pi SET first_seen = least(pi.first_seen, u.fs), last_seen = greatest(pi.last_seen, u.ls)"
         " FROM json_to_recordset(%s::json) AS u(t text, h text, fs timestamptz, ls timestamptz)"
         " WHERE pi.tenant_id = %s AND pi.type = u.t AND pi.hash = u.h AND (pi.first_seen > u.fs OR pi.last_seen < u.ls)"
-        # the keys as an index condition: a probe per (type, hash), never the tenant's rows
-        " AND pi.type = ANY(%s::text[]) AND pi.hash = ANY(ARRAY(SELECT r->>'h' FROM json_array_elements(%s::json) r))"
         " RETURNING pi.profile_id::text",
-        (rows, tenant_id, sorted({t for t, _ in seen}), rows),
+        (rows, tenant_id),
     ).fetchall()
     return {r[0] for r in owners}
 
