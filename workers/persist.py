@@ -326,9 +326,10 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
     rows = [profiles[pid] for pid in sorted(touched)]
+    stored = [r for r in rows if not r.new]
     _insert_profiles(conn, tenant_id, [r for r in rows if r.new])
-    with_traits = [r for r in rows if not r.new and r.id in traits_changed]
-    counters = [r for r in rows if not r.new and r.id not in traits_changed]
+    with_traits = [r for r in stored if r.id in traits_changed]
+    counters = [r for r in stored if r.id not in traits_changed]
     if with_traits:
         conn.execute(
             f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
