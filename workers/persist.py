@@ -335,7 +335,7 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
             f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
             f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
             f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
-            (json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in with_traits]), tenant_id,
+            (json_rows([_profile_with_traits(r) for r in with_traits]), tenant_id,
              json_value([r.id for r in with_traits])),
         )
     if counters:
@@ -355,7 +355,7 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
         " merge_count, first_seen, last_seen, traits, trait_times)"
         " SELECT %s, u.id, u.lc, u.ec, u.pc, u.rv, u.ic, u.mc, u.fs, u.ls, u.tr, u.tt"
         f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)",
-        (tenant_id, json_rows([{**_profile_counters(r), "tr": r.traits, "tt": r.trait_times} for r in rows])),
+        (tenant_id, json_rows([_profile_with_traits(r) for r in rows])),
     )
     for r in rows:
         r.new = False
@@ -369,6 +369,10 @@ _PROFILE_COUNTERS_SET = ("lifecycle = u.lc, event_count = u.ec, purchase_count =
                          " updated_at = now()")
 _PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric, ic int, mc int, fs timestamptz,"
                              " ls timestamptz")
+
+
+def _profile_with_traits(r: ProfileRow) -> dict:
+    return {**_profile_counters(r), "tr": r.traits, "tt": r.trait_times}
 
 
 def _profile_counters(r: ProfileRow) -> dict:
