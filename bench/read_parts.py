@@ -21,7 +21,7 @@ import msgspec
 
 from core.identifiers import _normalize, normalize_identifier
 from read_api.auth import KeyDirectory
-from read_api.autocommit import fetch_one
+from read_api.autocommit import fetch_one, statement_pool
 from read_api.profiles import (
     _BY_IDENTIFIER_SQL,
     _decode_profile,
@@ -38,10 +38,7 @@ def _cpu_us(fn, n: int) -> float:
 
 
 async def _measure(database_url: str, tenant_id: str, api_key: str, emails: list[str], n: int) -> dict:
-    from psycopg_pool import AsyncConnectionPool
-
-    async with AsyncConnectionPool(libpq_url(database_url), min_size=1, max_size=1,
-                                   kwargs={"options": "-c TimeZone=UTC"}) as pool:
+    async with statement_pool(libpq_url(database_url), 1, 1) as pool:
         keys = KeyDirectory(pool)
         await keys.lookup(api_key)
         t0 = time.process_time()

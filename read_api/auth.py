@@ -18,6 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from psycopg_pool import AsyncConnectionPool
 
+from read_api.autocommit import fetch_one
 from read_api.errors import Forbidden, Unauthorized
 from stratum.keys import hash_key
 
@@ -37,6 +38,9 @@ class Principal:
 
 
 class KeyDirectory:
+    """API keys by hash, cached per process; ``pool`` serves single statements
+    (``read_api.autocommit``: one round trip per lookup)."""
+
     def __init__(self, pool: AsyncConnectionPool, ttl_s: float = MAX_CACHE_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
@@ -53,14 +57,8 @@ class KeyDirectory:
         # The expiry counts from before the query, so an entry is never trusted for longer
         # than ttl_s after the snapshot it was read from.
         expires = self._clock() + self.ttl_s
-        async with self._pool.connection() as conn:
-            await conn.set_autocommit(True)  # one round trip, no BEGIN/COMMIT
-            try:
-                row = await (await conn.execute(
-                    "SELECT id::text, role, tenant_id::text, operator_id::text FROM api_keys"
-                    " WHERE key_hash = %s AND revoked_at IS NULL", (digest,))).fetchone()
-            finally:
-                await conn.set_autocommit(False)
+        row = await fetch_one(self._pool, "SELECT id::text, role, tenant_id::text, operator_id::text FROM api_keys"
+                                          " WHERE key_hash = %s AND revoked_at IS NULL", (digest,))
         principal = Principal(*row) if row else None
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -219,7 +219,7 @@ def identifier_hash_from_query(identifier_type: str | None, identifier_value: st
      responses=errors_for(401, 403, 404, 503))
 async def get_profile(request: Request, profile_id: FromPath[str]) -> Response[Profile]:
     st: ReadState = request.app.state.read
-    return profile_response(await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id)))
+    return profile_response(await load_profile(st.statements, principal_of(request).tenant_id, parse_profile_id(profile_id)))
 
 
 @get("/api/v1/cdp/profiles", before_request=tenant_key_before_request,
@@ -236,4 +236,4 @@ async def find_profile(
 ) -> Response[Profile]:
     st: ReadState = request.app.state.read
     key = identifier_hash_from_query(identifier_type, identifier_value, identifier_hash, phone_region)
-    return profile_response(await load_profile_by_identifier(st.pool, principal_of(request).tenant_id, *key))
+    return profile_response(await load_profile_by_identifier(st.statements, principal_of(request).tenant_id, *key))
