@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get
+from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -27,6 +27,7 @@ from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import IDENTIFIER_TYPES, normalize_identifier
 from read_api.auth import principal_of, tenant_key_before_request
 from read_api.autocommit import fetch_one
+from read_api.encoded_response import EncodedJSONResponse
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.schemas import ConsentState, Counters, Profile, ProfileIdentifier, iso
@@ -120,9 +121,8 @@ _encode_profile = msgspec.json.Encoder().encode
 def profile_response(profile: Profile) -> Response[Profile]:
     """The PROFILE as the JSON response, encoded here: the same bytes and the same
     OpenAPI schema as returning the struct, without Litestar's per-response serializer
-    lookup and encoder set-up (about 5-15 us per lookup, docs/PERFORMANCE.md)."""
-    # The body is the encoded Profile; the type names what it encodes, for the OpenAPI schema.
-    return cast("Response[Profile]", Response(_encode_profile(profile), media_type=MediaType.JSON))
+    lookup, encoder set-up and header assembly (read_api/encoded_response.py)."""
+    return EncodedJSONResponse(_encode_profile(profile))
 
 
 @dataclass
