@@ -57,7 +57,17 @@ class EncodedJSONResponse(Response[T]):
     __slots__ = ()
 
     def __init__(self, body: bytes) -> None:
-        super().__init__(body, media_type=MediaType.JSON)  # type: ignore[arg-type]  # T is what the body encodes
+        # What Response.__init__(body, media_type=MediaType.JSON) sets, without its general
+        # handling of headers, cookies and encoders (tests/unit/test_encoded_response.py
+        # compares every slot).
+        self.content = body  # type: ignore[assignment]  # T names what the body encodes
+        self.background = None
+        self.cookies = []
+        self.encoding = "utf-8"
+        self.headers = {}
+        self.media_type = MediaType.JSON
+        self.status_code = None
+        self.response_type_encoders = {}
 
     def to_asgi_response(
         self,

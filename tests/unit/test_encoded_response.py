@@ -35,6 +35,14 @@ def test_the_encoded_body_sends_the_messages_of_litestars_json_response():
                                                       (b"content-length", str(len(BODY)).encode())]
 
 
+def test_the_response_holds_what_litestars_json_response_holds():
+    from litestar import Response
+
+    general = Response(BODY, media_type=MediaType.JSON)
+    slots = [slot for cls in type(general).__mro__ for slot in getattr(cls, "__slots__", ())]
+    assert slots and {s: getattr(EncodedJSONResponse(BODY), s) for s in slots} == {s: getattr(general, s) for s in slots}
+
+
 def test_a_plain_200_takes_the_short_path():
     asgi = EncodedJSONResponse(BODY).to_asgi_response(None, None, cookies=[], headers={},  # type: ignore[arg-type]
                                                       media_type="application/json", status_code=200)
