@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
+import pytest
 from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 from test_read_support import auth, event, ingest_and_drain, profile_by
@@ -55,3 +57,23 @@ def test_lookups_and_keys_are_served_from_the_statement_pool(ingest_client, read
     assert read_client.get(f"/api/v1/cdp/profiles/{pid}/events", headers=auth(tenant.api_key)).status_code == 200
     assert st.statements.get_stats()["requests_num"] >= before + 3
     assert st.statements is not st.pool
+
+
+def test_a_connection_reuses_one_cursor_and_recovers_from_a_failed_statement(settings, db):
+    async def run() -> tuple[tuple, tuple, bool]:
+        pool = statement_pool(libpq_url(settings.database_url), 1, 1)
+        await pool.open()
+        try:
+            first = await fetch_one(pool, "SELECT %s::int + 1", (1,))
+            async with pool.connection() as conn:
+                cursor = conn.statement_cursor()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await fetch_one(pool, "SELECT 1 / %s::int", (0,))
+            again = await fetch_one(pool, "SELECT %s::int + 1", (41,))
+            async with pool.connection() as conn:
+                return first, again, conn.statement_cursor() is cursor
+        finally:
+            await pool.close()
+
+    first, again, same_cursor = asyncio.run(run())
+    assert first == (2,) and again == (42,) and same_cursor
