@@ -21,10 +21,10 @@ import msgspec
 
 from core.identifiers import _normalize, normalize_identifier
 from read_api.auth import KeyDirectory
-from read_api.autocommit import fetch_one
+from read_api.autocommit import fetch_one, statement_pool
 from read_api.profiles import (
     _BY_IDENTIFIER_SQL,
-    _decode_profile,
+    _decode_document,
     identifier_hash_from_query,
 )
 from stratum.settings import libpq_url
@@ -38,10 +38,7 @@ def _cpu_us(fn, n: int) -> float:
 
 
 async def _measure(database_url: str, tenant_id: str, api_key: str, emails: list[str], n: int) -> dict:
-    from psycopg_pool import AsyncConnectionPool
-
-    async with AsyncConnectionPool(libpq_url(database_url), min_size=1, max_size=1,
-                                   kwargs={"options": "-c TimeZone=UTC"}) as pool:
+    async with statement_pool(libpq_url(database_url), 1, 1) as pool:
         keys = KeyDirectory(pool)
         await keys.lookup(api_key)
         t0 = time.process_time()
@@ -57,7 +54,7 @@ async def _measure(database_url: str, tenant_id: str, api_key: str, emails: list
             docs.append((await fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, *hashes[i % len(hashes)])))[0])
         query_cpu_us = (time.process_time() - cpu0) / n * 1e6
         query_wall_us = (time.perf_counter() - wall0) / n * 1e6
-    profiles = [_decode_profile(d) for d in docs]
+    profiles = [_decode_document(d) for d in docs]
     return {
         "auth_key_cache_hit": round(auth_us, 1),
         "normalize_and_hash_first_sight": round(_cpu_us(
@@ -66,7 +63,7 @@ async def _measure(database_url: str, tenant_id: str, api_key: str, emails: list
             lambda i: normalize_identifier("email", emails[i % len(emails)]), n), 1),
         "statement_client_cpu": round(query_cpu_us, 1),
         "statement_round_trip_wall": round(query_wall_us, 1),
-        "decode_document_to_struct": round(_cpu_us(lambda i: _decode_profile(docs[i]), n), 1),
+        "decode_document_to_struct": round(_cpu_us(lambda i: _decode_document(docs[i]), n), 1),
         "encode_struct_to_json": round(_cpu_us(lambda i: msgspec.json.encode(profiles[i]), n), 1),
         "document_bytes": len(docs[0]),
     }

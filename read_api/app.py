@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from core.errors import StratumError
 from read_api.anomalies import list_anomalies
 from read_api.auth import KeyDirectory
+from read_api.autocommit import statement_pool
 from read_api.computed_traits import COMPUTED_TRAIT_ROUTES
 from read_api.consents import get_consents, put_consents
 from read_api.deliveries import DELIVERY_ROUTES
@@ -128,10 +129,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = AsyncConnectionPool(libpq_url(settings.database_url), min_size=settings.db_pool_min,
                                    max_size=settings.db_pool_max, open=False,
                                    kwargs={"options": "-c TimeZone=UTC"}, configure=_configure_connection)
+        statements = statement_pool(libpq_url(settings.database_url), settings.db_pool_min, settings.db_pool_max,
+                                    configure=_configure_connection)
         await pool.open()
+        await statements.open()
         redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        app.state.read = ReadState(settings, pool, redis, KeyDirectory(pool, settings.read_key_cache_ttl_s),
-                                   metrics_,
+        app.state.read = ReadState(settings, pool, statements, redis,
+                                   KeyDirectory(statements, settings.read_key_cache_ttl_s), metrics_,
                                    export_slots=ExportSlots(redis, settings.export_max_per_tenant,
                                                             settings.export_lease_s))
         try:
@@ -141,6 +145,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if hub is not None:
                 await hub.close()
             await redis.aclose()
+            await statements.close()
             await pool.close()
 
     return Litestar(

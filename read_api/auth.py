@@ -1,10 +1,16 @@
 """Tenant and operator API keys (``Authorization: Bearer KEY``), looked up by hash.
 
 Lookups (found or not) are served from memory for ``ttl_s`` (``STRATUM_READ_KEY_CACHE_TTL_S``,
-default and maximum 1 s), so a request costs a SHA-256 and a dict probe, and a key costs
+default and maximum 1 s), so a request costs a dict probe, and a key costs one SHA-256 and
 one indexed query per process per TTL. Revocation is effective everywhere within the TTL:
 every entry expires at most ``ttl_s`` after it was read, and a revoked key is never read
 back as valid (CONTRACT section 3: within one second).
+
+The memory cache is keyed by the key as sent, so a hit needs no SHA-256 (which cost a
+lookup more than the rest of the key check, docs/PERFORMANCE.md). A key is held there only
+as long as its entry lives (at most ``ttl_s``, and the cache is emptied past 10,000
+entries), in this process's memory, like the request that carried it; it is never written
+anywhere, and the database only ever sees its hash.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from psycopg_pool import AsyncConnectionPool
 
+from read_api.autocommit import fetch_one
 from read_api.errors import Forbidden, Unauthorized
 from stratum.keys import hash_key
 
@@ -37,6 +44,9 @@ class Principal:
 
 
 class KeyDirectory:
+    """API keys read by hash, cached per process (see the module docstring); ``pool``
+    serves single statements (``read_api.autocommit``: one round trip per lookup)."""
+
     def __init__(self, pool: AsyncConnectionPool, ttl_s: float = MAX_CACHE_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
@@ -46,25 +56,18 @@ class KeyDirectory:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def lookup(self, key: str) -> Principal | None:
-        digest = hash_key(key)
-        hit = self._cache.get(digest)
+        hit = self._cache.get(key)
         if hit is not None and hit[0] > self._clock():
             return hit[1]
         # The expiry counts from before the query, so an entry is never trusted for longer
         # than ttl_s after the snapshot it was read from.
         expires = self._clock() + self.ttl_s
-        async with self._pool.connection() as conn:
-            await conn.set_autocommit(True)  # one round trip, no BEGIN/COMMIT
-            try:
-                row = await (await conn.execute(
-                    "SELECT id::text, role, tenant_id::text, operator_id::text FROM api_keys"
-                    " WHERE key_hash = %s AND revoked_at IS NULL", (digest,))).fetchone()
-            finally:
-                await conn.set_autocommit(False)
+        row = await fetch_one(self._pool, "SELECT id::text, role, tenant_id::text, operator_id::text FROM api_keys"
+                                          " WHERE key_hash = %s AND revoked_at IS NULL", (hash_key(key),))
         principal = Principal(*row) if row else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (expires, principal)
+        self._cache[key] = (expires, principal)
         return principal
 
     async def authenticate(self, request: ASGIConnection) -> Principal:

@@ -137,7 +137,7 @@ async def profile_events(
     params["profile_id"] = parse_profile_id(profile_id)
     # One statement in autocommit: one round trip and one snapshot (profile -> survivor ->
     # page), so a merge or erasure is never half-seen.
-    rows = await fetch_all(st.pool, PAGE_AFTER_CURSOR_SQL if cursor else PAGE_SQL, params)
+    rows = await fetch_all(st.statements, PAGE_AFTER_CURSOR_SQL if cursor else PAGE_SQL, params)
     if not rows:
         raise NotFound(f"no profile {profile_id}")
     rows = [r[1:] for r in rows if r[1] is not None]
@@ -159,7 +159,7 @@ async def event_status(request: Request, event_id: FromPath[str]) -> EventStatus
         eid = uuid.UUID(event_id)
     except ValueError:
         raise NotFound(f"no event {event_id}") from None
-    row = await fetch_one(st.pool, _STATUS_SQL, {"id": eid, "tenant": principal.tenant_id})
+    row = await fetch_one(st.statements, _STATUS_SQL, {"id": eid, "tenant": principal.tenant_id})
     if row is None:
         raise NotFound(f"no stored event {event_id}; an event still queued is not visible until a worker "
                        "stores it (usually within seconds)")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get
+from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -27,6 +28,7 @@ from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.identifiers import IDENTIFIER_TYPES, normalize_identifier
 from read_api.auth import principal_of, tenant_key_before_request
 from read_api.autocommit import fetch_one
+from read_api.encoded_response import EncodedJSONResponse
 from read_api.errors import BadRequest, NotFound
 from read_api.openapi import errors_for
 from read_api.schemas import ConsentState, Counters, Profile, ProfileIdentifier, iso
@@ -70,30 +72,30 @@ LEFT JOIN LATERAL (SELECT {COMPUTED_SQL} AS computed) ct ON true
 """
 
 
-def _iso_sql(column: str) -> str:
-    """SQL rendering a timestamptz exactly as ``schemas.iso`` does (Python's isoformat in
-    UTC: microseconds only when non-zero), whatever the session's time zone."""
-    # '.000000' can only be the fraction, so one to_char and a replace do it.
-    return f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') || '+00:00'"
-
-
 def _document_sql(merged_from: str) -> str:
     """The PROFILE of ``p`` as one JSON text, built by Postgres in the statement that finds
     it (identifiers by the index on profile_id, consents by their primary key), so the
-    process decodes one string into the ``Profile`` struct instead of walking rows."""
+    process decodes one string into the ``Profile`` struct instead of walking rows.
+
+    Timestamps are Postgres's own JSON rendering in the session's zone (UTC on the read
+    API's pools): '2026-01-02T03:04:06.12345+00:00', the fraction without trailing zeros.
+    ``_decode_document`` brings them to the API's form; rendering that form in SQL
+    (to_char, replace, concatenation: eight expressions per document, set up again on
+    every execution) cost more Postgres time than the rest of the statement's difference
+    from a bare lookup (docs/PERFORMANCE.md)."""
     return f"""json_build_object(
   'id', p.id::text, 'lifecycle', p.lifecycle, 'traits', p.traits,
   'identifiers', coalesce((
-      SELECT json_agg(json_build_object('type', type, 'hash', hash, 'first_seen', {_iso_sql("first_seen")},
-                                        'last_seen', {_iso_sql("last_seen")}) ORDER BY first_seen, type, hash)
+      SELECT json_agg(json_build_object('type', type, 'hash', hash, 'first_seen', first_seen,
+                                        'last_seen', last_seen) ORDER BY first_seen, type, hash)
       FROM profile_identifiers WHERE profile_id = p.id), '[]'),
   'consents', coalesce((
       SELECT json_object_agg(consent_type, json_build_object('granted', granted,
-                             'updated_at', {_iso_sql("updated_at")}, 'source_id', source_id::text) ORDER BY consent_type)
+                             'updated_at', updated_at, 'source_id', source_id::text) ORDER BY consent_type)
       FROM consents WHERE tenant_id = p.tenant_id AND profile_id = p.id), '{{}}'),
   'computed', coalesce({COMPUTED_SQL}, '{{}}'::jsonb),
   'counters', json_build_object('events', p.event_count, 'purchases', p.purchase_count, 'revenue', p.revenue::float8),
-  'first_seen', {_iso_sql("p.first_seen")}, 'last_seen', {_iso_sql("p.last_seen")},
+  'first_seen', p.first_seen, 'last_seen', p.last_seen,
   'merged_from', {merged_from})::text"""
 
 
@@ -114,15 +116,42 @@ WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
 """
 
 _decode_profile = msgspec.json.Decoder(Profile).decode
+
+# The API's form of a UTC timestamp (Python's isoformat): 25 characters without a
+# fraction, 32 with six digits of it.
+_API_TIME_LENGTHS = (25, 32)
+
+
+def api_time(ts: str) -> str:
+    """A timestamp as Postgres renders it in JSON, in the API's form (``schemas.iso``): a
+    fraction of six digits or none, and a UTC offset. Postgres drops a fraction's trailing
+    zeros ('...:06.12345+00:00' for 123450 us); any offset other than +00:00 (a session
+    outside UTC) is converted."""
+    if len(ts) in _API_TIME_LENGTHS and ts.endswith("+00:00"):
+        return ts
+    return iso(datetime.fromisoformat(ts))
+
+
+def _decode_document(doc: str) -> Profile:
+    """The ``Profile`` of a document built by ``_document_sql``, its timestamps in the API's form."""
+    profile = _decode_profile(doc)
+    profile.first_seen = api_time(profile.first_seen)
+    profile.last_seen = api_time(profile.last_seen)
+    for ident in profile.identifiers:
+        ident.first_seen = api_time(ident.first_seen)
+        ident.last_seen = api_time(ident.last_seen)
+    for consent in profile.consents.values():
+        consent.updated_at = api_time(consent.updated_at)
+    return profile
+
 _encode_profile = msgspec.json.Encoder().encode
 
 
 def profile_response(profile: Profile) -> Response[Profile]:
     """The PROFILE as the JSON response, encoded here: the same bytes and the same
     OpenAPI schema as returning the struct, without Litestar's per-response serializer
-    lookup and encoder set-up (about 5-15 us per lookup, docs/PERFORMANCE.md)."""
-    # The body is the encoded Profile; the type names what it encodes, for the OpenAPI schema.
-    return cast("Response[Profile]", Response(_encode_profile(profile), media_type=MediaType.JSON))
+    lookup, encoder set-up and header assembly (read_api/encoded_response.py)."""
+    return EncodedJSONResponse(_encode_profile(profile))
 
 
 @dataclass
@@ -176,7 +205,7 @@ async def load_profile(pool: AsyncConnectionPool, tenant_id: str, profile_id: uu
     row = await fetch_one(pool, _BY_ID_SQL, (profile_id, tenant_id))
     if row is None:
         raise NotFound(f"no profile {profile_id}")
-    return _decode_profile(row[0])
+    return _decode_document(row[0])
 
 
 async def load_profile_by_identifier(pool: AsyncConnectionPool, tenant_id: str, id_type: str,
@@ -185,7 +214,7 @@ async def load_profile_by_identifier(pool: AsyncConnectionPool, tenant_id: str, 
     row = await fetch_one(pool, _BY_IDENTIFIER_SQL, (tenant_id, id_type, id_hash))
     if row is None:
         raise NotFound(f"no profile holds this {id_type}")
-    return _decode_profile(row[0])
+    return _decode_document(row[0])
 
 
 def identifier_hash_from_query(identifier_type: str | None, identifier_value: str | None,
@@ -219,7 +248,7 @@ def identifier_hash_from_query(identifier_type: str | None, identifier_value: st
      responses=errors_for(401, 403, 404, 503))
 async def get_profile(request: Request, profile_id: FromPath[str]) -> Response[Profile]:
     st: ReadState = request.app.state.read
-    return profile_response(await load_profile(st.pool, principal_of(request).tenant_id, parse_profile_id(profile_id)))
+    return profile_response(await load_profile(st.statements, principal_of(request).tenant_id, parse_profile_id(profile_id)))
 
 
 @get("/api/v1/cdp/profiles", before_request=tenant_key_before_request,
@@ -236,4 +265,4 @@ async def find_profile(
 ) -> Response[Profile]:
     st: ReadState = request.app.state.read
     key = identifier_hash_from_query(identifier_type, identifier_value, identifier_hash, phone_region)
-    return profile_response(await load_profile_by_identifier(st.pool, principal_of(request).tenant_id, *key))
+    return profile_response(await load_profile_by_identifier(st.statements, principal_of(request).tenant_id, *key))

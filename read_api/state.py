@@ -16,7 +16,10 @@ from stratum.settings import Settings
 @dataclass
 class ReadState:
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: AsyncConnectionPool  # transactions (psycopg's default mode)
+    # Single statements in autocommit mode: lookups, timelines, event status, API keys
+    # (read_api/autocommit.py).
+    statements: AsyncConnectionPool
     redis: Redis
     keys: KeyDirectory
     metrics: ReadMetrics = field(default_factory=ReadMetrics)

@@ -180,3 +180,22 @@ def test_lookups_check_the_key_before_the_query(read_client, tenant):
     r = read_client.get("/api/v1/cdp/profiles/not-a-uuid")
     assert r.status_code == 401 and r.json()["code"] == "missing_api_key"
     assert _get(read_client, tenant.api_key, "not-a-uuid").status_code == 404
+
+
+@pytest.mark.parametrize("session_zone", ["UTC", "America/St_Johns"])
+def test_timestamps_from_postgres_json_reach_the_api_form(db, session_zone):
+    """Lookups take timestamps as Postgres renders them in JSON (the fraction without its
+    trailing zeros) and bring them to the API's form (read_api/profiles.py: api_time),
+    the same text Python's isoformat gives for the value Postgres returns, outside UTC too."""
+    from read_api.profiles import api_time
+    from read_api.schemas import iso
+
+    values = ["2026-01-02 03:04:05+00", "2026-01-02 03:04:06.12345+00", "2026-01-02 03:04:06.1+00",
+              "2026-01-02 03:04:06.000001+00", "2026-01-02 03:04:06.999999+00", "2000-02-29 23:59:59.5+00",
+              "1970-01-01 00:00:00+00", "9999-12-31 23:59:59.99999+00", "2026-07-01 12:00:00.25+02"]
+    db.execute(f"SET LOCAL TimeZone = '{session_zone}'")
+    rows = db.execute("SELECT t, to_json(t) #>> '{}' FROM unnest(%s::timestamptz[]) t", (values,)).fetchall()
+    for value, rendered in rows:
+        assert api_time(rendered) == iso(value), rendered
+    # Postgres's rendering differs from the API's for some of these (so the test has teeth).
+    assert any(rendered != iso(value) for value, rendered in rows)
