@@ -7,13 +7,16 @@ Postgres included in the wall time), decoding the document into the ``Profile`` 
 and encoding it for the wire. What a served lookup costs beyond their sum is the HTTP
 server and the framework (routing, the auth hook, parameters, middleware, the response);
 ``measure_framework`` calls the read API and the bare endpoint as ASGI apps in this
-process, without sockets, so their difference is the framework's share alone.
+process, without sockets, taking turns request by request, so their difference is the
+framework's share alone and survives the machine changing speed under them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import statistics
 import time
 import uuid
 
@@ -90,41 +93,69 @@ async def _asgi_get(app, path: str, query: str, headers: list[tuple[bytes, bytes
     return sent[0]["status"]
 
 
-async def _asgi_cpu_us(app, path: str, queries: list[str], headers: list[tuple[bytes, bytes]], n: int) -> float:
-    inbox: asyncio.Queue = asyncio.Queue()
-    outbox: asyncio.Queue = asyncio.Queue()
-    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-                                       inbox.get, outbox.put))
-    await inbox.put({"type": "lifespan.startup"})
-    assert (await outbox.get())["type"] == "lifespan.startup.complete"
-    try:
-        for q in queries[:200]:
-            assert await _asgi_get(app, path, q, headers) == 200
-        t0 = time.process_time()
-        for i in range(n):
-            await _asgi_get(app, path, queries[i % len(queries)], headers)
-        return (time.process_time() - t0) / n * 1e6
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await lifespan
+class _Lifespan:
+    """An ASGI app's lifespan, started and stopped around the measurement."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                                 self.inbox.get, self.outbox.put))
+        await self.inbox.put({"type": "lifespan.startup"})
+        assert (await self.outbox.get())["type"] == "lifespan.startup.complete"
+        return self.app
+
+    async def __aexit__(self, *exc) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.task
+
+
+async def _interleaved_cpu_us(targets: dict, n: int, blocks: int) -> dict[str, list[float]]:
+    """Thread CPU microseconds per lookup of each target (name -> (app, path, queries,
+    headers)), the targets taking turns request by request in one event loop (the order
+    reversed every other turn), so a change in the machine's speed, common on a shared
+    machine, falls on all of them alike. One mean per block of ``n // blocks`` turns."""
+    per_block: dict[str, list[float]] = {name: [] for name in targets}
+    async with contextlib.AsyncExitStack() as stack:
+        for app, *_ in targets.values():
+            await stack.enter_async_context(_Lifespan(app))
+        for app, path, queries, headers in targets.values():
+            for q in queries[:200]:
+                assert await _asgi_get(app, path, q, headers) == 200
+        turns = list(targets.items())
+        for block in range(blocks):
+            spent = dict.fromkeys(targets, 0.0)
+            for i in range(n // blocks):
+                for name, (app, path, queries, headers) in (turns if i % 2 == 0 else turns[::-1]):
+                    t0 = time.thread_time()
+                    await _asgi_get(app, path, queries[(block * n + i) % len(queries)], headers)
+                    spent[name] += time.thread_time() - t0
+            for name in targets:
+                per_block[name].append(spent[name] / (n // blocks) * 1e6)
+    return per_block
 
 
 def measure_framework(database_url: str, redis_url: str, tenant_id: str, api_key: str, emails: list[str],
-                      n: int = 2000, repeats: int = 3) -> dict:
+                      n: int = 6000, blocks: int = 10) -> dict:
     """CPU microseconds per lookup of the read API and of the bare endpoint called in
-    process (no sockets, same database), the minimum of ``repeats`` alternating runs."""
+    process (no sockets, same database), interleaved request by request
+    (``_interleaved_cpu_us``): the mean of each, and the median over blocks of the
+    difference (read API - bare)."""
     from bench.bare_read_app import create_app as create_bare
     from read_api.app import create_app as create_read
     from stratum.settings import Settings
 
     os.environ.update(BENCH_DATABASE_URL=libpq_url(database_url), BENCH_TENANT_ID=tenant_id)
-    read_queries = [f"identifier_type=email&identifier_value={e}" for e in emails]
-    bare_queries = [f"identifier_value={e}" for e in emails]
-    auth = [(b"authorization", f"Bearer {api_key}".encode())]
-    settings = Settings(database_url=database_url, redis_url=redis_url)
-    bare, read = [], []
-    for _ in range(repeats):
-        bare.append(asyncio.run(_asgi_cpu_us(create_bare(), "/lookup", bare_queries, [], n)))
-        read.append(asyncio.run(_asgi_cpu_us(create_read(settings), "/api/v1/cdp/profiles", read_queries, auth, n)))
-    return {"bare_in_process": round(min(bare), 1), "read_api_in_process": round(min(read), 1),
-            "framework_difference": round(min(read) - min(bare), 1)}
+    targets = {
+        "bare": (create_bare(), "/lookup", [f"identifier_value={e}" for e in emails], []),
+        "read": (create_read(Settings(database_url=database_url, redis_url=redis_url)), "/api/v1/cdp/profiles",
+                 [f"identifier_type=email&identifier_value={e}" for e in emails],
+                 [(b"authorization", f"Bearer {api_key}".encode())]),
+    }
+    cpu = asyncio.run(_interleaved_cpu_us(targets, n, blocks))
+    return {"bare_in_process": round(statistics.mean(cpu["bare"]), 1),
+            "read_api_in_process": round(statistics.mean(cpu["read"]), 1),
+            "framework_difference": round(statistics.median(r - b for r, b in zip(cpu["read"], cpu["bare"], strict=True)), 1)}

@@ -4,8 +4,8 @@ Litestar turns a returned ``Response`` into the ASGI response it sends through
 ``Response.to_asgi_response``: it merges the route's headers and cookies, looks up a
 serializer and builds ``ASGIResponse``'s header container one ``setdefault`` at a time.
 For a body that is already bytes, with nothing to merge, all of that yields the same two
-headers (``content-type: application/json`` and the length), and it cost more per lookup
-than the key check and the JSON encoding together (docs/PERFORMANCE.md). This response
+headers (``content-type: application/json`` and the length), and it cost a lookup about
+as much as the whole key check (docs/PERFORMANCE.md). This response
 builds those two headers directly; the ASGI messages are still sent by ``ASGIResponse``
 itself, and anything else (route headers or cookies, a background task, another status,
 HEAD) takes Litestar's general path unchanged.
@@ -39,7 +39,7 @@ class EncodedJSONBody(ASGIResponse):
 
     __slots__ = ()
 
-    def __init__(self, body: bytes) -> None:  # noqa: D107 - the class says it
+    def __init__(self, body: bytes) -> None:
         self.body = body
         self.status_code = 200
         self.content_length = len(body)

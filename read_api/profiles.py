@@ -80,9 +80,8 @@ def _document_sql(merged_from: str) -> str:
     Timestamps are Postgres's own JSON rendering in the session's zone (UTC on the read
     API's pools): '2026-01-02T03:04:06.12345+00:00', the fraction without trailing zeros.
     ``_decode_document`` brings them to the API's form; rendering that form in SQL
-    (to_char, replace, concatenation: eight expressions per document, set up again on
-    every execution) cost more Postgres time than the rest of the statement's difference
-    from a bare lookup (docs/PERFORMANCE.md)."""
+    (to_char, replace, concatenation for eight values, set up again on every execution)
+    was most of the statement's Postgres time above a bare lookup's (docs/PERFORMANCE.md)."""
     return f"""json_build_object(
   'id', p.id::text, 'lifecycle', p.lifecycle, 'traits', p.traits,
   'identifiers', coalesce((
@@ -116,6 +115,7 @@ WHERE k.tenant_id = %s AND k.type = %s AND k.hash = %s
 """
 
 _decode_profile = msgspec.json.Decoder(Profile).decode
+_encode_profile = msgspec.json.Encoder().encode
 
 # The API's form of a UTC timestamp (Python's isoformat): 25 characters without a
 # fraction, 32 with six digits of it.
@@ -143,8 +143,6 @@ def _decode_document(doc: str) -> Profile:
     for consent in profile.consents.values():
         consent.updated_at = api_time(consent.updated_at)
     return profile
-
-_encode_profile = msgspec.json.Encoder().encode
 
 
 def profile_response(profile: Profile) -> Response[Profile]:
