@@ -145,6 +145,7 @@ def worker_runtime(settings):
     rt = runtime.install(runtime.WorkerRuntime(settings))
     yield rt
     rt.reset_connection()
+    rt.reset_side_connection()
 
 
 @pytest.fixture

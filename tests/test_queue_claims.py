@@ -152,3 +152,35 @@ def test_status_counts_claimed_jobs_as_started(settings, redis_conn):
     Coalescer(redis_conn).claim(queue_key(settings.queue_name), owner, 30, FULL_BATCH)
     counts = queue_status(settings, redis_conn)["queues"][settings.queue_name]
     assert (counts["queued"], counts["started"]) == (1, 2)  # the owner itself is not in a registry here
+
+
+def test_a_later_round_claims_a_full_budget_without_the_owner(settings, redis_conn):
+    """A job's next round (workers/jobs.py) takes up to the whole budget: the running job's
+    own events were stored by its first round."""
+    queue = events_queue(redis_conn, settings.queue_name)
+    owner, queued = _start(settings, redis_conn, [1000] * 11)
+    coalescer = Coalescer(redis_conn)
+    first = coalescer.claim(queue.key, owner, 5000, FULL_BATCH)
+    second = coalescer.claim(queue.key, owner, 5000, FULL_BATCH, with_owner=False)
+    third = coalescer.claim(queue.key, owner, 5000, FULL_BATCH, with_owner=False)
+    assert [len(first), len(second), len(third)] == [4, 5, 1]
+    assert [j for j, _ in first + second + third] == queued
+    assert redis_conn.scard(claimed_key(owner)) == 10
+
+
+def test_a_finished_round_leaves_the_claim_and_is_never_given_back(settings, redis_conn):
+    """Once a round committed, its jobs are deleted (a failed one keeps its hash for the
+    failed registry) and leave the claim; a later failure gives back only the rest."""
+    queue = events_queue(redis_conn, settings.queue_name)
+    owner, queued = _start(settings, redis_conn, [10] * 7)
+    coalescer = Coalescer(redis_conn)
+    first = [j for j, _ in coalescer.claim(queue.key, owner, 30, FULL_BATCH)]
+    second = [j for j, _ in coalescer.claim(queue.key, owner, 30, FULL_BATCH, with_owner=False)]
+    assert (first, second) == (queued[:2], queued[2:5])
+    coalescer.finish_round(owner, first, stored=first[:1])  # first[1]: failed, kept for the registry
+    assert not redis_conn.exists(job_key(first[0]))
+    assert redis_conn.exists(job_key(first[1]))
+    assert redis_conn.smembers(claimed_key(owner)) == {j.encode() for j in second}
+    assert redis_conn.hget(CLAIM_OWNERS_KEY, owner) == queue.key.encode(), "the claim stays open for the next round"
+    assert coalescer.give_back(queue.key, owner) == 3
+    assert sorted(queue.job_ids[:3]) == sorted(second) and queue.job_ids[3:] == queued[5:]

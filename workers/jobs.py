@@ -20,7 +20,8 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -60,6 +61,28 @@ class _Item:
     queued: QueuedEvent | QueuedSegmentEvent
 
 
+@dataclass
+class _Round:
+    """Queued batches decoded and prepared, ready for their transactions (one per tenant).
+
+    ``job_ids``: the coalesced jobs the round holds (the running job's own payload is not
+    one of them); ``unreadable``: (job id, reason) of those whose batch could not be read;
+    ``isolated``: events that became failed jobs of their own, here or in a transaction."""
+
+    job_ids: list[str] = field(default_factory=list)
+    by_tenant: dict[str, list[_Item]] = field(default_factory=lambda: defaultdict(list))
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    isolated: int = 0
+
+    def isolate(self, sink: FailedEventSink | None, batch: QueuedBatch,
+                queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
+        if sink is None:
+            raise exc
+        sink.record(failed_event_payload(batch, queued, tenant_blocked_values(batch.tenant_id)), failure_reason(exc),
+                    event_id=queued.event_id)
+        self.isolated += 1
+
+
 def process_batch(payload: bytes) -> dict[str, int]:
     """RQ job: persist one queued batch (msgpack ``QueuedBatch``), coalesced with the next
     queued batches when there are any (stratum/queue/claims.py). Exactly once: running it again
@@ -73,6 +96,13 @@ def process_batch(payload: bytes) -> dict[str, int]:
 
 
 def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
+    """The job's own batch and what it coalesces, in rounds of at most
+    ``worker_coalesce_max_events`` events: while one round's transactions run, the
+    preparing thread claims and prepares the next (decoding, mapping, normalizing and
+    hashing are half of the worker's Python), so the worker's Python and its Postgres
+    backend work at the same time. Each round's jobs are deleted once it committed; up to
+    ``worker_rounds_per_job`` rounds run while the queue holds more, none started after a
+    quarter of the job timeout or once a warm shutdown was asked for."""
     job = get_current_job()
     sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 0:
@@ -81,36 +111,71 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     coalescer = Coalescer(job.connection)
     queue_key = layout.queue_key(job.origin)
     # Counted in events; a job that does not say how many it holds counts as a full batch.
-    claimed = coalescer.claim(queue_key, job.id, rt.settings.worker_coalesce_max_events,
-                              rt.settings.max_events_per_request)
+    claim = partial(coalescer.claim, queue_key, job.id, rt.settings.worker_coalesce_max_events,
+                    rt.settings.max_events_per_request)
+    claimed = claim()
     if not claimed:
         return persist_payloads([payload], sink)
+    totals = {"stored": 0, "duplicates": 0, "profiles_created": 0, "merges": 0, "isolated": 0, "coalesced_jobs": 0,
+              "rounds": 0}
+    ahead: Future[_Round] | None = None
     try:
-        payloads = [payload]
-        job_ids: list[str | None] = [None]  # None: the running job's own payload
-        unreadable: list[tuple[str, str]] = []
-        for job_id, data in claimed:
-            try:
-                payloads.append(layout.payload_of(data))
-                job_ids.append(job_id)
-            except Exception as exc:  # not even a job of ours
-                unreadable.append((job_id, failure_reason(exc)))
-        result = persist_payloads(payloads, sink, job_ids=job_ids)
-        # Only now, with everything else stored: a give-back above must find them claimed.
-        unreadable += result.pop("unreadable")
-        for job_id, reason in unreadable:
-            assert sink is not None  # a job runs under RQ here, so it has a sink
-            sink.fail_job(job_id, reason)
+        rnd = _prepare_round(rt, [payload, *_payloads_of(claimed)], sink, [None, *(i for i, _ in claimed)])
+        deadline = time.monotonic() + rt.settings.job_timeout_s / 4
+        while True:
+            if (totals["rounds"] + 1 < rt.settings.worker_rounds_per_job and time.monotonic() < deadline
+                    and not rt.stop_requested):
+                ahead = rt.preparer().submit(_claim_and_prepare, rt, claim, sink)
+            _persist_round(rt, rnd, sink, coalescer, job.id, totals)
+            if ahead is None:
+                break
+            rnd, ahead = ahead.result(), None
+            if not rnd.job_ids:
+                break
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
-        # The claimed batches go back untouched, for whichever job runs next.
+        # The claimed batches not yet stored go back untouched, for whichever job runs next.
+        if ahead is not None:
+            with contextlib.suppress(BaseException):
+                ahead.result()  # its claims are recorded before they go back
         with contextlib.suppress(*REDIS_OUTAGE):
             coalescer.give_back(queue_key, job.id)
         raise
-    failed = {job_id for job_id, _ in unreadable}
-    coalescer.finish(job.id, [job_id for job_id, _ in claimed if job_id not in failed])
-    result["coalesced_jobs"] = len(claimed)
-    return result
+    coalescer.finish(job.id, [])
+    return totals
+
+
+def _payloads_of(claimed: list[tuple[str, bytes]]) -> list[bytes | Exception]:
+    out: list[bytes | Exception] = []
+    for _, data in claimed:
+        try:
+            out.append(layout.payload_of(data))
+        except Exception as exc:  # not even a job of ours
+            out.append(exc)
+    return out
+
+
+def _claim_and_prepare(rt: runtime.WorkerRuntime, claim: Callable[..., list[tuple[str, bytes]]],
+                       sink: FailedEventSink | None) -> _Round:
+    """The next round (the preparing thread): claimed jobs, prepared; empty when none are queued."""
+    claimed = claim(with_owner=False)
+    return _prepare_round(rt, _payloads_of(claimed), sink, [i for i, _ in claimed], side=True)
+
+
+def _persist_round(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None, coalescer: Coalescer,
+                   owner_job_id: str, totals: dict[str, int]) -> None:
+    """Store a round, then fail its unreadable jobs and delete the others (only now, with
+    everything else stored: a give-back before must find them claimed)."""
+    outcome = _persist_prepared(rt, rnd, sink)
+    for job_id, reason in rnd.unreadable:
+        assert sink is not None  # a job runs under RQ here, so it has a sink
+        sink.fail_job(job_id, reason)
+    failed = {job_id for job_id, _ in rnd.unreadable}
+    coalescer.finish_round(owner_job_id, rnd.job_ids, [j for j in rnd.job_ids if j not in failed])
+    for key, n in (("stored", outcome.stored), ("duplicates", outcome.duplicates),
+                   ("profiles_created", outcome.profiles_created), ("merges", outcome.merges),
+                   ("isolated", rnd.isolated), ("coalesced_jobs", len(rnd.job_ids)), ("rounds", 1)):
+        totals[key] += n
 
 
 def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEventSink | None:
@@ -127,28 +192,30 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
     a payload that cannot be read, raises. Returns counts, plus ``unreadable``: (job id,
     reason) of the coalesced jobs whose batch could not be read, for the caller to fail."""
     rt = runtime.current()
-    by_tenant: dict[str, list[_Item]] = defaultdict(list)
-    unreadable: list[tuple[str, str]] = []
-    isolated = 0
+    rnd = _prepare_round(rt, payloads, sink, job_ids or [None] * len(payloads))
+    total = _persist_prepared(rt, rnd, sink)
+    return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
+            "merges": total.merges, "isolated": rnd.isolated, "unreadable": rnd.unreadable}
 
-    def isolate(batch: QueuedBatch, queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
-        nonlocal isolated
-        if sink is None:
-            raise exc
-        sink.record(failed_event_payload(batch, queued, tenant_blocked_values(batch.tenant_id)), failure_reason(exc),
-                    event_id=queued.event_id)
-        isolated += 1
 
-    for job_id, raw in zip(job_ids or [None] * len(payloads), payloads, strict=True):
+def _prepare_round(rt: runtime.WorkerRuntime, payloads: Sequence[bytes | Exception], sink: FailedEventSink | None,
+                   job_ids: Sequence[str | None], *, side: bool = False) -> _Round:
+    """Decode and prepare ``payloads`` (an Exception: a job whose data could not be read).
+    ``side``: on the preparing thread, which reads tenant settings on its own connection."""
+    rnd = _Round(job_ids=[j for j in job_ids if j is not None])
+    for job_id, raw in zip(job_ids, payloads, strict=True):
         try:
+            if isinstance(raw, Exception):
+                raise raw
             batch = decode_batch(raw)
         except Exception as exc:
             if sink is None or job_id is None:
                 raise
-            unreadable.append((job_id, failure_reason(exc)))
+            rnd.unreadable.append((job_id, failure_reason(exc)))
             continue
         config = _with_retry(rt, f"tenant {batch.tenant_id} settings",
-                             partial(rt.tenant_config, batch.tenant_id, batch.source_id))
+                             partial(rt.tenant_config, batch.tenant_id, batch.source_id, side=side),
+                             reset=rt.reset_side_connection if side else rt.reset_connection)
         identity = config.source_identity(batch.source_id, batch.source_type)
         for queued in batch.events:
             try:
@@ -156,17 +223,20 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
             except Exception as exc:
                 if not caused_by_data(exc):
                     raise
-                isolate(batch, queued, exc)
+                rnd.isolate(sink, batch, queued, exc)
                 continue
-            by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued))
+            rnd.by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued))
+    return rnd
+
+
+def _persist_prepared(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None) -> BatchOutcome:
     total = BatchOutcome()
-    for tenant_id, items in by_tenant.items():
+    for tenant_id, items in rnd.by_tenant.items():
         outcome = persist_isolating(
             partial(_persist_items, rt, tenant_id), items,
-            lambda item, exc: isolate(item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
+            lambda item, exc: rnd.isolate(sink, item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
         total = _add_outcomes(total, outcome)
-    return {"stored": total.stored, "duplicates": total.duplicates, "profiles_created": total.profiles_created,
-            "merges": total.merges, "isolated": isolated, "unreadable": unreadable}
+    return total
 
 
 def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
@@ -203,7 +273,8 @@ def _persist_items(rt: runtime.WorkerRuntime, tenant_id: str, items: Sequence[_I
     return _persist_with_retry(rt, tenant_id, [i.prepared for i in items])
 
 
-def _with_retry(rt: runtime.WorkerRuntime, what: str, fn: Callable[[], T]) -> T:
+def _with_retry(rt: runtime.WorkerRuntime, what: str, fn: Callable[[], T],
+                reset: Callable[[], None] | None = None) -> T:
     """Run ``fn``, retrying transient errors (workers/outages.py) with jittered exponential
     backoff (50 ms doubling up to 2 s; the default 10 attempts ride out a ~10 s database
     restart). When they run out, raise ``ServiceUnavailable``: the worker requeues the job
@@ -216,7 +287,7 @@ def _with_retry(rt: runtime.WorkerRuntime, what: str, fn: Callable[[], T]) -> T:
             if not is_transient(exc) or isinstance(exc, ServiceUnavailable):
                 raise
             if connection_lost(exc):
-                rt.reset_connection()  # the connection itself is gone
+                (reset or rt.reset_connection)()  # the connection itself is gone
             if n == attempts:
                 raise ServiceUnavailable(f"{what}: {failure_reason(exc)}, {attempts} attempts") from exc
             delay = min(2.0, 0.05 * 2 ** (n - 1)) * (0.5 + random.random())

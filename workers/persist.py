@@ -22,11 +22,9 @@ from core.profiles import (
     MAX_TRAIT_KEYS,
     MAX_TRAITS_BYTES,
     add_revenue,
-    is_purchase,
     merge_traits,
     merge_traits_once,
     next_lifecycle,
-    purchase_amount,
 )
 from stratum.db.params import json_rows, json_value
 from workers.decision_log import decision_rows, record_decisions
@@ -289,10 +287,10 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
     amount that cannot be summed, or a total that would no longer fit ``profiles.revenue``,
     is left out with a warning in the event's ``decisions``."""
     for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
-        if pid is None or not is_purchase(e.event.event_name):
+        amount = e.purchase
+        if pid is None or amount is None:
             continue
         p = profiles[pid]
-        amount = purchase_amount(e.properties)
         if amount.warning:
             dec.append({"kind": "warning", "message": amount.warning})
         total = add_revenue(p.revenue, amount.amount)
@@ -315,10 +313,9 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
         if pid is None:
             continue
         p = profiles[pid]
-        ev = e.event
         touched.add(pid)
         p.event_count += 1
-        if is_purchase(ev.event_name):
+        if e.purchase is not None:
             p.purchase_count += 1  # revenue: _add_revenue
         p.first_seen = min(p.first_seen, e.state_time)
         p.last_seen = max(p.last_seen, e.state_time)

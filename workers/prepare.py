@@ -22,6 +22,7 @@ from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
 from core.identity_signature import SignedClaim, check_claims, unverified_warnings
 from core.privacy import redact_text, scrub_object, scrub_payload, scrub_pii, scrub_queued_event
+from core.profiles import PurchaseAmount, is_purchase, purchase_amount
 from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import segment_parts
@@ -49,11 +50,16 @@ class PreparedEvent:
     protect: bool = False
     traits_once: dict[str, Any] = field(default_factory=dict)  # PostHog $set_once
 
-    @property
+    @cached_property
     def state_time(self) -> datetime:
         """``min(event_time, received_at)``: what traits, consents and first/last seen are
         ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)."""
         return state_time(self.event.event_time, self.received_at)
+
+    @cached_property
+    def purchase(self) -> PurchaseAmount | None:
+        """What the event adds to its profile's revenue when it is a purchase (None: it is not)."""
+        return purchase_amount(self.properties) if is_purchase(self.event.event_name) else None
 
     @cached_property
     def dedupe_hash(self) -> bytes:
@@ -185,5 +191,7 @@ def _prepared(batch: QueuedBatch, ev: QueuedEvent, identifiers: list[Identifier]
         verified=frozenset(verified & seen) if verified else frozenset(), protect=identity.protect,
         traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
     )
-    _ = prepared.copy_prefix  # built now, before the batch's transaction holds any lock
+    # Built now, before the batch's transaction holds any lock (and, for a job's next
+    # round, on the preparing thread while the current round's transaction runs).
+    _ = prepared.copy_prefix, prepared.state_time, prepared.purchase
     return prepared

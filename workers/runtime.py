@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -59,18 +60,35 @@ FROM sources WHERE tenant_id = %s
 
 @dataclass
 class WorkerRuntime:
+    """``connection()`` is the job's own (its transactions); the preparing thread, which
+    prepares a job's next round while the current one's transaction runs
+    (workers/jobs.py), reads tenant settings on ``side_connection()``, opened on first use."""
+
     settings: Settings
     _conn: psycopg.Connection | None = None
+    _side: psycopg.Connection | None = None
+    _preparer: ThreadPoolExecutor | None = None
     known_partitions: set[date] = field(default_factory=set)
+    # A warm shutdown was asked for: a running job starts no further round
+    stop_requested: bool = False
     _tenants: dict[str, tuple[float, TenantConfig]] = field(default_factory=dict)
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            # autocommit: each unit of work opens its own explicit transaction block
-            self._conn = connect(self.settings.database_url, autocommit=True)
-            # jsonb columns (profile traits) decoded by msgspec: several times faster
-            set_json_loads(msgspec.json.decode, self._conn)
+            self._conn = self._connect()
         return self._conn
+
+    def side_connection(self) -> psycopg.Connection:
+        if self._side is None or self._side.closed or self._side.broken:
+            self._side = self._connect()
+        return self._side
+
+    def _connect(self) -> psycopg.Connection:
+        # autocommit: each unit of work opens its own explicit transaction block
+        conn = connect(self.settings.database_url, autocommit=True)
+        # jsonb columns (profile traits) decoded by msgspec: several times faster
+        set_json_loads(msgspec.json.decode, conn)
+        return conn
 
     def reset_connection(self) -> None:
         if self._conn is not None:
@@ -79,15 +97,30 @@ class WorkerRuntime:
             finally:
                 self._conn = None
 
-    def tenant_config(self, tenant_id: str, source_id: str | None = None) -> TenantConfig:
+    def reset_side_connection(self) -> None:
+        if self._side is not None:
+            try:
+                self._side.close()
+            finally:
+                self._side = None
+
+    def preparer(self) -> ThreadPoolExecutor:
+        """The one thread that prepares a job's next round."""
+        if self._preparer is None:
+            self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        return self._preparer
+
+    def tenant_config(self, tenant_id: str, source_id: str | None = None, *,
+                      side: bool = False) -> TenantConfig:
         """The tenant's identity rules and its sources' identity settings, cached for
         ``TENANT_CACHE_TTL_S``. A ``source_id`` the cached copy does not know (a source
-        created since) reloads it, so a new source's secret verifies from its first event."""
+        created since) reloads it, so a new source's secret verifies from its first event.
+        ``side``: read on the side connection (the preparing thread)."""
         now = time.monotonic()
         hit = self._tenants.get(tenant_id)
         if hit and hit[0] > now and (source_id is None or source_id in hit[1].sources):
             return hit[1]
-        conn = self.connection()
+        conn = self.side_connection() if side else self.connection()
         row = conn.execute("SELECT settings FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
         settings = row[0] if row else {}
         config = TenantConfig(
@@ -133,6 +166,7 @@ def install(runtime: WorkerRuntime) -> WorkerRuntime:
     global _runtime
     if _runtime is not None and _runtime is not runtime:
         _runtime.reset_connection()
+        _runtime.reset_side_connection()
     _runtime = runtime
     return runtime
 

@@ -124,6 +124,12 @@ class ResilientWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         self.until_redis_answers(super().run_maintenance_tasks)
 
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """Warm shutdown: the running job finishes its current round (and the one prepared
+        ahead) instead of all of its rounds (workers/jobs.py)."""
+        runtime.current().stop_requested = True
+        super().request_stop(signum, frame)
+
     def set_shutdown_requested_date(self) -> None:
         with contextlib.suppress(*REDIS_OUTAGE):  # runs in the signal handler: never block there
             super().set_shutdown_requested_date()

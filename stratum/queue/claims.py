@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 # KEYS: 1 queue list, 2 claimed set of the running job, 3 job hash of the running job,
 #       4 claim owners hash
 # ARGV: 1 max events of the running job and its claims, 2 running job id, 3 job key prefix,
-#       4 name of the event count in a job's meta, 5 events counted for a job without one
+#       4 name of the event count in a job's meta, 5 events counted for a job without one,
+#       6 '1' when the running job's own events count against the budget (its first round)
 # Returns: flat {job_id, data, ...} of the jobs claimed (only jobs still holding data)
 _CLAIM = r"""
 local function events_of(meta)
@@ -50,7 +51,8 @@ local function events_of(meta)
   end
   return math.max(1, tonumber(ARGV[5]))
 end
-local budget = tonumber(ARGV[1]) - events_of(redis.call('HGET', KEYS[3], 'meta'))
+local budget = tonumber(ARGV[1])
+if ARGV[6] == '1' then budget = budget - events_of(redis.call('HGET', KEYS[3], 'meta')) end
 local out = {}
 while budget > 0 do
   local id = redis.call('LINDEX', KEYS[1], 0)
@@ -109,10 +111,10 @@ class Coalescer:
         self._claim = connection.register_script(_CLAIM)
 
     def claim(self, queue_key: str, owner_job_id: str, max_events: int,
-              unknown_job_events: int) -> list[tuple[str, bytes]]:
+              unknown_job_events: int, *, with_owner: bool = True) -> list[tuple[str, bytes]]:
         """Take queued jobs for ``owner_job_id`` from the head of the queue while its own
-        events and those of the jobs taken stay within ``max_events``; returns (job id, job
-        data) in queue order.
+        events (unless ``with_owner`` is false: a later round of the same job) and those of
+        the jobs taken stay within ``max_events``; returns (job id, job data) in queue order.
 
         Events are counted from each job's ``meta`` (``layout.job_meta``, written by the
         ingest script); a job without the count (written by RQ directly) counts as
@@ -121,7 +123,8 @@ class Coalescer:
         if max_events <= 0:
             return []
         flat = self._claim(keys=[queue_key, claimed_key(owner_job_id), job_key(owner_job_id), CLAIM_OWNERS_KEY],
-                           args=[max_events, owner_job_id, JOB_KEY_PREFIX, EVENT_COUNT_META, unknown_job_events])
+                           args=[max_events, owner_job_id, JOB_KEY_PREFIX, EVENT_COUNT_META, unknown_job_events,
+                                 "1" if with_owner else "0"])
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def finish(self, owner_job_id: str, job_ids: list[str]) -> None:
@@ -131,6 +134,18 @@ class Coalescer:
                 pipe.delete(job_key(job_id))
             pipe.delete(claimed_key(owner_job_id))
             pipe.hdel(CLAIM_OWNERS_KEY, owner_job_id)
+            pipe.execute()
+
+    def finish_round(self, owner_job_id: str, job_ids: list[str], stored: list[str]) -> None:
+        """One round's claimed jobs are done (``stored``: those persisted, deleted; the
+        others were failed and keep their hash): they leave the claim, which stays open
+        for the job's next round."""
+        if not job_ids:
+            return
+        with self._redis.pipeline(transaction=True) as pipe:
+            for job_id in stored:
+                pipe.delete(job_key(job_id))
+            pipe.srem(claimed_key(owner_job_id), *job_ids)
             pipe.execute()
 
     def give_back(self, queue_key: str, owner_job_id: str) -> int:

@@ -1,0 +1,129 @@
+"""A job runs rounds back to back (workers/jobs.py): while one round's transaction runs,
+the preparing thread claims and prepares the next. Every event is stored once, each
+round's jobs are deleted once it committed, and a failure gives back only what no round
+committed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from rq.registry import FailedJobRegistry
+
+from stratum.queue import events_queue
+from stratum.queue.layout import CLAIM_OWNERS_KEY, job_key
+from workers import jobs
+from workers.outages import ServiceUnavailable
+
+
+def _post(client, tenant, prefix: str, n: int) -> list[str]:
+    events = [{"event_name": "Viewed", "event_time": datetime.now(UTC).isoformat(),
+               "identifiers": [{"type": "external_id", "value": f"{prefix}-{i % 13}"}]} for i in range(n)]
+    r = client.post("/api/v1/cdp/events", json={"events": events},
+                    headers={"Authorization": f"Bearer {tenant.write_key}"})
+    assert r.status_code == 202, r.text
+    return [x["event_id"] for x in r.json()["results"]]
+
+
+@pytest.fixture
+def small_rounds(settings, worker_runtime):
+    """Rounds of at most 40 events (two batches of 20), at most 3 per job."""
+    worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=3)
+    return worker_runtime
+
+
+def _queue_batches(ingest_client, tenant, n_batches: int) -> list[str]:
+    ids: list[str] = []
+    for b in range(n_batches):
+        ids += _post(ingest_client, tenant, f"r{b}", 20)
+    return ids
+
+
+def test_a_job_runs_rounds_and_stores_everything_once(ingest_client, tenant, drain, db, redis_conn, settings,
+                                                      small_rounds, monkeypatch):
+    rounds: list[int] = []
+    real = jobs._persist_round
+
+    def counting(rt, rnd, *args):
+        rounds.append(sum(len(items) for items in rnd.by_tenant.values()))
+        return real(rt, rnd, *args)
+
+    monkeypatch.setattr(jobs, "_persist_round", counting)
+    ids = _queue_batches(ingest_client, tenant, 9)  # 180 events: 40 + 40 + 40, then a second job
+    assert drain() == 0
+    assert rounds == [40, 40, 40, 40, 20], "rounds of 40 events, at most three per job"
+    stored = db.execute("SELECT event_id::text FROM events").fetchall()
+    assert sorted(r[0] for r in stored) == sorted(ids)
+    assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 180
+    assert redis_conn.keys("stratum:claimed:*") == [] and not redis_conn.exists(CLAIM_OWNERS_KEY)
+    assert events_queue(redis_conn, settings.queue_name).count == 0
+
+
+def test_one_round_per_job_prepares_nothing_ahead(ingest_client, tenant, drain, db, settings, worker_runtime,
+                                                  monkeypatch):
+    worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=1)
+    sides: list[bool] = []
+    real = jobs._prepare_round
+    monkeypatch.setattr(jobs, "_prepare_round", lambda *a, side=False, **kw: sides.append(side) or real(*a, side=side, **kw))
+    _queue_batches(ingest_client, tenant, 5)
+    assert drain() == 0
+    assert sides == [False, False, False], "three jobs of one round each, all prepared on the job's thread"
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 100
+
+
+def test_an_outage_in_a_later_round_gives_back_only_what_was_not_stored(
+        ingest_client, tenant, db, redis_conn, settings, small_rounds, monkeypatch):
+    """Round 2's transaction fails: round 1 stays stored and its coalesced job deleted;
+    round 2's jobs and the round prepared ahead go back to the queue, with the running job
+    itself (RQ requeues it; its events, stored by round 1, are duplicates when it runs
+    again), and a later run stores the rest exactly once."""
+    from workers.worker import build_worker
+
+    calls = {"n": 0}
+    real = jobs._persist_prepared
+
+    def failing_second(rt, rnd, sink):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ServiceUnavailable("database unreachable (test)")
+        return real(rt, rnd, sink)
+
+    monkeypatch.setattr(jobs, "_persist_prepared", failing_second)
+    ids = _queue_batches(ingest_client, tenant, 8)
+    queue = events_queue(redis_conn, settings.queue_name)
+    all_jobs = list(queue.job_ids)
+    worker = build_worker(settings, redis_conn)
+    monkeypatch.setattr(worker, "until_database_answers", lambda: None)
+    worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 40, "round 1 committed"
+    assert not redis_conn.exists(job_key(all_jobs[1])), "round 1's coalesced job is deleted"
+    assert sorted(queue.job_ids) == sorted([all_jobs[0], *all_jobs[2:]]), "everything else is queued again"
+    assert redis_conn.keys("stratum:claimed:*") == []
+
+    monkeypatch.setattr(jobs, "_persist_prepared", real)
+    build_worker(settings, redis_conn).work(burst=True, logging_level="WARNING")
+    assert FailedJobRegistry(queue=queue).count == 0
+    stored = [r[0] for r in db.execute("SELECT event_id::text FROM events").fetchall()]
+    assert sorted(stored) == sorted(ids)
+    assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 160, "nothing counted twice"
+
+
+def test_a_warm_shutdown_starts_no_further_round(ingest_client, tenant, drain, db, settings, small_rounds,
+                                                 monkeypatch):
+    """SIGTERM while a round runs (ResilientWorker.request_stop sets the flag): the job
+    stores that round and the one already prepared ahead, and claims nothing more."""
+    sides: list[bool] = []
+    real_prepare, real_persist = jobs._prepare_round, jobs._persist_round
+    monkeypatch.setattr(jobs, "_prepare_round",
+                        lambda *a, side=False, **kw: sides.append(side) or real_prepare(*a, side=side, **kw))
+
+    def stop_during_first(rt, *args):
+        rt.stop_requested = True
+        return real_persist(rt, *args)
+
+    monkeypatch.setattr(jobs, "_persist_round", stop_during_first)
+    _queue_batches(ingest_client, tenant, 9)
+    assert drain() == 0
+    # job 1: its own round, then the one prepared ahead; the three jobs after: one round each
+    assert sides == [False, True, False, False, False]
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 180
