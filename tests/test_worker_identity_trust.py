@@ -3,12 +3,14 @@ keys cannot fill a profile, caps): website events carrying a customer's identifi
 change that customer, provisional identifiers move or are displaced with their flag kept in
 profile_identifiers, and decision lists stay bounded.
 
-Real Postgres. Until the ingest side sets them from signatures, the two prepared-event
-fields (``verified``, ``protect``) are set here on the output of ``prepare_batch``.
+Real Postgres. The two prepared-event fields (``verified``, ``protect``) are set here on
+a copy of ``prepare_batch``'s output (``dataclasses.replace``, which derives the event's
+planner view again) instead of from signatures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -44,8 +46,8 @@ class Store:
         batch = QueuedBatch(QUEUE_FORMAT_VERSION, self.tenant.id, self.tenant.source_id,
                             "server" if source == "server" else "website", "US", T0, "req", None, None, [event])
         [prepared] = prepare_batch(batch)
-        prepared.verified = frozenset(key(*raw) for raw in signed)
-        prepared.protect = source == "website"
+        prepared = dataclasses.replace(prepared, verified=frozenset(key(*raw) for raw in signed),
+                                       protect=source == "website")
         with self.db.transaction():
             persist_tenant_events(self.db, self.tenant.id, [prepared], IdentityRules())
         return eid

@@ -57,12 +57,14 @@ class ProfileRow:
     provisional: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def planner_state(self) -> ProfileState:
-        return ProfileState(self.id, self.first_seen, dict(self.counts), self.merge_count, self.new,
-                            dict(self.provisional))
+        """The planner's view; it shares this row's dicts, which the planner never changes
+        (it works on copies, core/identity.py)."""
+        return ProfileState(self.id, self.first_seen, self.counts, self.merge_count, self.new, self.provisional)
 
     @property
     def known(self) -> bool:
-        return any(self.counts.get(t, 0) > 0 for t in KNOWN_TYPES)
+        counts = self.counts
+        return any(counts.get(t, 0) > 0 for t in KNOWN_TYPES) if counts else False
 
 
 @dataclass

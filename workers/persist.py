@@ -13,8 +13,6 @@ from decimal import Decimal
 import psycopg
 
 from core.identity import (
-    TRUSTED_SOURCE_TYPES,
-    EventIdentity,
     IdentityRules,
     plan_identities,
 )
@@ -133,11 +131,9 @@ def persist_tenant_events(
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Website write keys are public: unless a claim is verified, their events may not merge
-    # known profiles, and under protect may not claim another profile's identifiers. A website
-    # source set to identity_verification = off is treated as a server source (CONTRACT 6).
+    # Each event's trust is decided when it is prepared (PreparedEvent.identity).
     plan = plan_identities(
-        [EventIdentity(e.identifiers, e.state_time, _trusted(e), e.verified, e.protect) for e in fresh],
+        [e.identity for e in fresh],
         snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
         new_profile_id=new_profile_id, apart=snapshot.apart,
     )
@@ -197,10 +193,6 @@ def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tupl
             lo_hi = spans.get(key)
             spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
     return spans
-
-
-def _trusted(e: PreparedEvent) -> bool:
-    return e.source_type in TRUSTED_SOURCE_TYPES or (e.source_type == "website" and not e.protect)
 
 
 def _drop_suppressed(events: list[PreparedEvent], suppressed: set[tuple[str, str]]) -> list[PreparedEvent]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from core.dedupe import dedupe_digest, dedupe_scope
@@ -20,6 +19,7 @@ from core.emq import emq_score
 from core.errors import BlockedIdentifier, InvalidIdentifier
 from core.event_time import state_time
 from core.identifiers import Identifier, normalize_identifier
+from core.identity import TRUSTED_SOURCE_TYPES, EventIdentity
 from core.identity_signature import SignedClaim, check_claims, unverified_warnings
 from core.privacy import redact_text, scrub_object, scrub_payload, scrub_pii, scrub_queued_event
 from core.profiles import PurchaseAmount, is_purchase, purchase_amount
@@ -50,28 +50,35 @@ class PreparedEvent:
     protect: bool = False
     traits_once: dict[str, Any] = field(default_factory=dict)  # PostHog $set_once
 
-    @cached_property
-    def state_time(self) -> datetime:
-        """``min(event_time, received_at)``: what traits, consents and first/last seen are
-        ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)."""
-        return state_time(self.event.event_time, self.received_at)
+    # Derived once, here (``__post_init__``, which a ``dataclasses.replace`` copy runs again):
+    # before the batch's transaction holds any lock, and for a job's next round on the
+    # preparing thread while the current round's transaction runs.
+    #: ``min(event_time, received_at)``: what traits, consents and first/last seen are
+    #: ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)
+    state_time: datetime = field(init=False)
+    #: what the event adds to its profile's revenue when it is a purchase (None: it is not)
+    purchase: PurchaseAmount | None = field(init=False)
+    #: SHA-256 of the event's dedupe key in its source's scope (core.dedupe): the key under
+    #: which ``event_keys`` holds it; its hex is what ``events.dedupe_key`` stores
+    dedupe_hash: bytes = field(init=False)
+    #: its ``events`` COPY row up to the columns the transaction decides (workers/event_rows.py)
+    copy_prefix: str = field(init=False)
+    #: what the identity planner reads of it
+    identity: EventIdentity = field(init=False)
 
-    @cached_property
-    def purchase(self) -> PurchaseAmount | None:
-        """What the event adds to its profile's revenue when it is a purchase (None: it is not)."""
-        return purchase_amount(self.properties) if is_purchase(self.event.event_name) else None
+    def __post_init__(self) -> None:
+        ev = self.event
+        self.state_time = state_time(ev.event_time, self.received_at)
+        self.purchase = purchase_amount(self.properties) if is_purchase(ev.event_name) else None
+        self.dedupe_hash = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key)
+        self.copy_prefix = copy_prefix(self)
+        # Website write keys are public: unless a claim is verified, their events may not merge
+        # known profiles, and under protect may not claim another profile's identifiers. A
+        # website source set to identity_verification = off is treated as a server source
+        # (CONTRACT 6).
+        trusted = self.source_type in TRUSTED_SOURCE_TYPES or (self.source_type == "website" and not self.protect)
+        self.identity = EventIdentity(self.identifiers, self.state_time, trusted, self.verified, self.protect)
 
-    @cached_property
-    def dedupe_hash(self) -> bytes:
-        """SHA-256 of the event's dedupe key in its source's scope (core.dedupe): the key
-        under which ``event_keys`` holds it; its hex is what ``events.dedupe_key`` stores."""
-        return dedupe_digest(dedupe_scope(self.source_type, self.source_id), self.event.dedupe_key)
-
-    @cached_property
-    def copy_prefix(self) -> str:
-        """Its ``events`` COPY row up to the columns the transaction decides
-        (workers/event_rows.py). A copy made with ``dataclasses.replace`` builds its own."""
-        return copy_prefix(self)
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(),
                   identity: SourceIdentity | None = None) -> list[PreparedEvent]:
@@ -191,7 +198,4 @@ def _prepared(batch: QueuedBatch, ev: QueuedEvent, identifiers: list[Identifier]
         verified=frozenset(verified & seen) if verified else frozenset(), protect=identity.protect,
         traits_once=scrub_pii(ev.traits_once, region) if ev.traits_once else {},
     )
-    # Built now, before the batch's transaction holds any lock (and, for a job's next
-    # round, on the preparing thread while the current round's transaction runs).
-    _ = prepared.copy_prefix, prepared.state_time, prepared.purchase
     return prepared
