@@ -168,8 +168,11 @@ class IdentityPlanner:
         if event.protect and not event.trusted:
             return None
         pid = None
+        owner, redirect = self.owner, self.redirect
         for ident in event.identifiers:
-            holder = self.live((ident.type, ident.hash))
+            holder = owner.get((ident.type, ident.hash))  # self.live(), inlined: once per event
+            while holder in redirect:
+                holder = redirect[holder]
             if holder is None or (pid is not None and holder != pid):
                 return None
             pid = holder

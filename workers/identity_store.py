@@ -64,7 +64,7 @@ class ProfileRow:
     @property
     def known(self) -> bool:
         counts = self.counts
-        return any(counts.get(t, 0) > 0 for t in KNOWN_TYPES) if counts else False
+        return bool(counts) and any(counts.get(t, 0) > 0 for t in KNOWN_TYPES)
 
 
 @dataclass

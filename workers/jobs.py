@@ -32,7 +32,7 @@ from rq.timeouts import BaseTimeoutException
 
 from core.event_time import retention_cutoff
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
-from stratum.db.partitions import ensure_partitions, month_start
+from stratum.db.partitions import ensure_partitions
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
 from workers import runtime, stream
@@ -248,7 +248,7 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
     # Past the retention cut-off (queued before a month rolled out): never stored, so no
     # partition is created for it and no profile counts it.
     events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
-    months = {month_start(e.event.event_time) for e in events}
+    months = {e.month for e in events}
     granularity = timedelta(seconds=max(0, rt.settings.identifier_touch_granularity_s))
 
     def attempt() -> BatchOutcome:

@@ -191,7 +191,12 @@ def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tupl
         for ident in e.identifiers:
             key = (ident.type, ident.hash)
             lo_hi = spans.get(key)
-            spans[key] = (min(lo_hi[0], t), max(lo_hi[1], t)) if lo_hi else (t, t)
+            if lo_hi is None:
+                spans[key] = (t, t)
+            elif t < lo_hi[0]:
+                spans[key] = (t, lo_hi[1])
+            elif t > lo_hi[1]:
+                spans[key] = (lo_hi[0], t)
     return spans
 
 
@@ -309,8 +314,11 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
         p.event_count += 1
         if e.purchase is not None:
             p.purchase_count += 1  # revenue: _add_revenue
-        p.first_seen = min(p.first_seen, e.state_time)
-        p.last_seen = max(p.last_seen, e.state_time)
+        t = e.state_time
+        if t < p.first_seen:
+            p.first_seen = t
+        if t > p.last_seen:
+            p.last_seen = t
     for pid in touched:
         p = profiles[pid]
         p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)

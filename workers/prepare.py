@@ -11,7 +11,7 @@ the original stores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from core.dedupe import dedupe_digest, dedupe_scope
@@ -26,6 +26,7 @@ from core.profiles import PurchaseAmount, is_purchase, purchase_amount
 from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import segment_parts
+from stratum.db.partitions import month_start
 from workers.event_rows import copy_prefix
 from workers.runtime import SourceIdentity
 
@@ -65,6 +66,8 @@ class PreparedEvent:
     copy_prefix: str = field(init=False)
     #: what the identity planner reads of it
     identity: EventIdentity = field(init=False)
+    #: the first day of its month: the ``events`` partition it goes to
+    month: date = field(init=False)
 
     def __post_init__(self) -> None:
         ev = self.event
@@ -78,6 +81,7 @@ class PreparedEvent:
         # (CONTRACT 6).
         trusted = self.source_type in TRUSTED_SOURCE_TYPES or (self.source_type == "website" and not self.protect)
         self.identity = EventIdentity(self.identifiers, self.state_time, trusted, self.verified, self.protect)
+        self.month = month_start(ev.event_time)
 
 
 def prepare_batch(batch: QueuedBatch, extra_blocked: frozenset[str] = frozenset(),
