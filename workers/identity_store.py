@@ -7,10 +7,13 @@ Concurrency protocol (any number of workers, READ COMMITTED):
    id order (a merge locks both sides, so it cannot race a link to the absorbed profile);
 3. if a locked profile turns out merged or erased meanwhile (a merge holds the absorbed
    profile's lock), raise ``SnapshotChanged`` and the whole transaction is retried;
-4. read the graph again once the profiles are locked: besides merges, a provisional
-   identifier can move (or be displaced at a type limit) to another profile, under the row
-   lock of the profile it leaves but without the advisory lock of an identifier outside that
-   batch, so a difference means the snapshot is stale: ``SnapshotChanged`` again.
+4. look again, once the profiles are locked, at the batch's identifiers that were
+   provisional when read: besides merges, only a provisional identifier can leave its
+   profile (displaced at a type limit) without the advisory lock of an identifier outside
+   the displacing batch, under the row lock of the profile it leaves; a difference means
+   the snapshot is stale: ``SnapshotChanged`` again. Any other identifier of the batch
+   changes hands only under its advisory lock, which this batch holds (creating it, linking
+   it, confirming or moving it as a claim of an event, unmerging it).
 5. unmerge blocks (``identity_blocks``) are read once the profiles are locked: an unmerge
    writes its block holding the survivor's row lock, so a batch that could join the two
    again sees it.
@@ -90,17 +93,18 @@ class Snapshot:
 # (identifier gone and suppressed) or not at all (identifier on a profile, whose row lock
 # then waits for the erasure and finds it gone: SnapshotChanged, retry).
 _GRAPH_SQL = """
-SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.first_seen, pi.last_seen
+SELECT k.t, k.h, pi.profile_id::text, s.tenant_id IS NOT NULL, pi.first_seen, pi.last_seen,
+       pi.provisional_since IS NOT NULL
 FROM json_to_recordset(%s::json) AS k(t text, h text)
-LEFT JOIN LATERAL (SELECT profile_id, first_seen, last_seen FROM profile_identifiers
+LEFT JOIN LATERAL (SELECT profile_id, first_seen, last_seen, provisional_since FROM profile_identifiers
                    WHERE tenant_id = %s AND type = k.t AND hash = k.h LIMIT 1) pi ON true
 LEFT JOIN LATERAL (SELECT tenant_id FROM suppressed_identifiers
                    WHERE tenant_id = %s AND type = k.t AND hash = k.h LIMIT 1) s ON true
 WHERE pi.profile_id IS NOT NULL OR s.tenant_id IS NOT NULL
 """
 
-# How many of the batch's keys are held, once the profiles are locked, by another profile
-# than the snapshot says (``p``; null: held by none): any means the snapshot is stale.
+# How many of the given keys (the batch's provisional ones) are held, once the profiles are
+# locked, by another profile than the snapshot says (``p``): any means the snapshot is stale.
 _GRAPH_MOVED_SQL = """
 SELECT count(*) FROM json_to_recordset(%s::json) AS k(t text, h text, p uuid)
 LEFT JOIN LATERAL (SELECT profile_id FROM profile_identifiers
@@ -140,17 +144,28 @@ WHERE profile_id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s
 """
 
 
-def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]
-                ) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]],
-                           dict[tuple[str, str], tuple[datetime, datetime]]]:
-    """(which live profile holds each key, which keys are suppressed by an erasure, the
-    stored keys' (first_seen, last_seen))."""
+@dataclass
+class _GraphRead:
+    graph: dict[tuple[str, str], str]  # which live profile holds each key
+    suppressed: set[tuple[str, str]]  # keys an erasure suppressed
+    seen: dict[tuple[str, str], tuple[datetime, datetime]]  # stored keys' (first_seen, last_seen)
+    provisional: set[tuple[str, str]]  # stored keys linked provisionally
+
+
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> _GraphRead:
     if not keys:
-        return {}, set(), {}
+        return _GraphRead({}, set(), {}, set())
     rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
-    graph = {(t, h): pid for t, h, pid, *_ in rows if pid is not None}
-    seen = {(t, h): (fs, ls) for t, h, pid, _, fs, ls in rows if pid is not None}
-    return graph, {(t, h) for t, h, _, suppressed, *_ in rows if suppressed}, seen
+    read = _GraphRead({}, set(), {}, set())
+    for t, h, pid, suppressed, fs, ls, provisional in rows:
+        if suppressed:
+            read.suppressed.add((t, h))
+        if pid is not None:
+            read.graph[t, h] = pid
+            read.seen[t, h] = (fs, ls)
+            if provisional:
+                read.provisional.add((t, h))
+    return read
 
 
 def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
@@ -160,7 +175,8 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     if locks:
         conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
                      (json_value(locks),))
-    graph, suppressed, seen = _read_graph(conn, tenant_id, keys)
+    read = _read_graph(conn, tenant_id, keys)
+    graph = read.graph
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
@@ -175,9 +191,10 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
         # locked with merged_into set (checked above). Erasure deletes the row.
         if len(profiles) != len(profile_ids):
             raise SnapshotChanged("a profile was erased while locking")
-        expected = json_rows([{"t": t, "h": h, "p": graph.get((t, h))} for t, h in keys])
-        if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
-            raise SnapshotChanged("an identifier moved while locking")
+        if read.provisional:
+            expected = json_rows([{"t": t, "h": h, "p": graph[t, h]} for t, h in sorted(read.provisional)])
+            if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
+                raise SnapshotChanged("an identifier moved while locking")
         for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
             profiles[pid].counts[id_type] = n
         for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
@@ -185,7 +202,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
         "profiles": json_value(profile_ids), "tenant_id": tenant_id,
         "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
-    return Snapshot(graph, profiles, suppressed, seen, apart)
+    return Snapshot(graph, profiles, read.suppressed, read.seen, apart)
 
 
 def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,
