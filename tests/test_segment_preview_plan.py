@@ -40,6 +40,52 @@ def test_three_condition_preview_scans_profiles_in_parallel(db, tenant):
     assert not [n for n in nodes if n.get("Subplan Name", "").startswith("SubPlan")]
 
 
+def _plan_nodes(db, tenant, compiled, *settings: str) -> list[dict]:
+    with db.transaction():
+        for setting in settings:
+            db.execute(f"SET LOCAL {setting}")
+        plan = db.execute(
+            "EXPLAIN (FORMAT JSON) SELECT count(*) FROM profiles p WHERE p.tenant_id = %s"
+            f" AND p.merged_into IS NULL AND {compiled.sql}", (tenant.id, *compiled.params)).fetchone()[0]
+    return list(_nodes(plan[0]["Plan"]))
+
+
+def _with_events_of_ten_names(db, tenant) -> dict:
+    """Rules as RULES, over 5,000 events of ten names in 60 days (analyzed, so the planner
+    sees what one name selects)."""
+    db.execute("INSERT INTO events (tenant_id, event_id, event_time, received_at, source_id, profile_id, dedupe_key,"
+               " event_type, event_name, properties, context, identifiers, emq)"
+               " SELECT %s, gen_random_uuid(), now() - (g %% 60) * interval '1 day', now(), %s, gen_random_uuid(),"
+               " 'k' || g, 'track', 'Event ' || g %% 10, '{}', '{}', '[]', 0 FROM generate_series(1, 5000) g",
+               (tenant.id, tenant.source_id))
+    db.execute("ANALYZE events")
+    return {"all": [*RULES["all"][:2], {**RULES["all"][2], "event": "Event 3"}]}
+
+
+# The shapes of the 1M-profile plan, whatever a small table would make cheapest: heap scans
+# ruled out, then the window's events read once and hashed, or identifiers probed per profile.
+_NO_HEAP_SCANS = ("enable_seqscan = off", "enable_bitmapscan = off")
+_HASHED = (*_NO_HEAP_SCANS, "enable_nestloop = off", "enable_mergejoin = off")
+_PROBED = (*_NO_HEAP_SCANS, "enable_hashjoin = off", "enable_mergejoin = off")
+
+
+def test_identifier_probe_is_index_only(db, tenant):
+    """A "has an email" probe reads ``type`` from the index (migration 0015), not the heap:
+    with the old ``(profile_id)`` index each probe filtered on the row."""
+    compiled = compile_for_tenant(db, tenant.id, _with_events_of_ten_names(db, tenant))
+    scans = [n for n in _plan_nodes(db, tenant, compiled, *_PROBED) if n.get("Relation Name") == "profile_identifiers"]
+    assert [(n["Node Type"], n["Index Name"]) for n in scans] == [
+        ("Index Only Scan", "ix_profile_identifiers_profile_id_type")], scans
+
+
+def test_profile_identifiers_keep_one_index_besides_the_key(db):
+    """(profile_id, type) replaced (profile_id): the workers maintain one index there, as before."""
+    indexes = db.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+                         " WHERE indrelid = 'profile_identifiers'::regclass AND NOT indisprimary").fetchall()
+    assert [(name, definition.split(" USING ")[1]) for name, definition in indexes] == [
+        ("ix_profile_identifiers_profile_id_type", "btree (profile_id, type)")]
+
+
 # Values whose text forms collide across JSON types, or differ only in case, spacing,
 # escapes or normalization: string equality read on the text first must match exactly
 # what jsonb equality matches.
