@@ -8,9 +8,11 @@ written like ``rules.all[1].op``, or ``RuleTooComplex`` (400 ``rule_too_complex`
 ``compile_rules`` turns valid rules into a parameterized SQL boolean over the alias ``p``
 (a row of ``profiles``): every user value travels as a ``%s`` parameter, never inside the
 SQL text. The expression reads indexed or per-row data only (profile columns, the
-``consents`` primary key, ``profile_identifiers.profile_id``, the events index on
-``(tenant_id, profile_id, event_time)``), so a segment is answered by the database, not
-evaluated profile by profile in Python. The caller adds the tenant and ``merged_into IS NULL``.
+``consents`` primary key, ``profile_identifiers (profile_id, type)``, the events indexes on
+``(tenant_id, profile_id, event_time)`` for counts per profile and on ``(tenant_id,
+event_name, event_time)`` for the profiles with an event in a window), so a segment is
+answered by the database, not evaluated profile by profile in Python. The caller adds the
+tenant and ``merged_into IS NULL``.
 
 Semantics: comparisons match values of the same JSON type only (a number trait never
 equals the string ``"1"``); ``between`` is inclusive; negative operators (``neq``,

@@ -78,12 +78,38 @@ def test_identifier_probe_is_index_only(db, tenant):
         ("Index Only Scan", "ix_profile_identifiers_profile_id_type")], scans
 
 
+def test_event_window_is_read_from_the_name_index_alone(db, tenant):
+    """The profiles with an event of one name in a window come from an index-only scan of
+    ``(tenant_id, event_name, event_time) INCLUDE (profile_id)`` (migration 0016), in every
+    partition; without it, the window's events of every name are read from the heap."""
+    compiled = compile_for_tenant(db, tenant.id, _with_events_of_ten_names(db, tenant))
+    ours = {r[0] for r in db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = to_regclass('ix_events_tenant_id_event_name_event_time')")}
+    scans = [n for n in _plan_nodes(db, tenant, compiled, *_HASHED) if n.get("Relation Name", "").startswith("events_")]
+    assert scans and all(n["Node Type"] == "Index Only Scan" and n["Index Name"] in ours for n in scans), scans
+
+
 def test_profile_identifiers_keep_one_index_besides_the_key(db):
     """(profile_id, type) replaced (profile_id): the workers maintain one index there, as before."""
     indexes = db.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
                          " WHERE indrelid = 'profile_identifiers'::regclass AND NOT indisprimary").fetchall()
     assert [(name, definition.split(" USING ")[1]) for name, definition in indexes] == [
         ("ix_profile_identifiers_profile_id_type", "btree (profile_id, type)")]
+
+
+def test_event_name_index_covers_every_partition(db):
+    """Valid on the parent (so partitions created later get it too) and present on each one."""
+    row = db.execute("SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
+                     " WHERE indexrelid = to_regclass('ix_events_tenant_id_event_name_event_time')").fetchone()
+    assert row is not None and row[0], row
+    assert row[1].endswith("(tenant_id, event_name, event_time) INCLUDE (profile_id)"), row[1]
+    unindexed = db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_inherits x JOIN pg_index ix ON ix.indexrelid = x.inhrelid"
+        "  WHERE x.inhparent = 'ix_events_tenant_id_event_name_event_time'::regclass AND ix.indrelid = c.oid)").fetchall()
+    assert unindexed == []
 
 
 # Values whose text forms collide across JSON types, or differ only in case, spacing,

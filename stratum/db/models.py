@@ -277,6 +277,9 @@ events = Table(
     Column("merged_from", ARRAY(UUID(as_uuid=True))),
     Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
     Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
+    # Segment conditions on an event name in a window: index-only, profile ids included (0016).
+    Index("ix_events_tenant_id_event_name_event_time", "tenant_id", "event_name", "event_time",
+          postgresql_include=["profile_id"]),
     # event_time: Postgres requires the partition key in every unique key. After event_id,
     # so that timelines' keyset pages keep using the profile index above.
     PrimaryKeyConstraint("tenant_id", "event_id", "event_time"),
