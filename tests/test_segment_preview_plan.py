@@ -86,7 +86,10 @@ def test_event_window_is_read_from_the_name_index_alone(db, tenant):
     ours = {r[0] for r in db.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = to_regclass('ix_events_tenant_id_event_name_event_time')")}
-    scans = [n for n in _plan_nodes(db, tenant, compiled, *_HASHED) if n.get("Relation Name", "").startswith("events_")]
+    # Partitions prepared ahead and still empty cost the same by any index: judged are the
+    # ones holding the events.
+    holding = {r[0] for r in db.execute("SELECT DISTINCT tableoid::regclass::text FROM events")}
+    scans = [n for n in _plan_nodes(db, tenant, compiled, *_HASHED) if n.get("Relation Name") in holding]
     assert scans and all(n["Node Type"] == "Index Only Scan" and n["Index Name"] in ours for n in scans), scans
 
 
