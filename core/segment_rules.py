@@ -8,9 +8,11 @@ written like ``rules.all[1].op``, or ``RuleTooComplex`` (400 ``rule_too_complex`
 ``compile_rules`` turns valid rules into a parameterized SQL boolean over the alias ``p``
 (a row of ``profiles``): every user value travels as a ``%s`` parameter, never inside the
 SQL text. The expression reads indexed or per-row data only (profile columns, the
-``consents`` primary key, ``profile_identifiers.profile_id``, the events index on
-``(tenant_id, profile_id, event_time)``), so a segment is answered by the database, not
-evaluated profile by profile in Python. The caller adds the tenant and ``merged_into IS NULL``.
+``consents`` primary key, ``profile_identifiers (profile_id, type)``, the events indexes on
+``(tenant_id, profile_id, event_time)`` for counts per profile and on ``(tenant_id,
+event_name, event_time)`` for the profiles with an event in a window), so a segment is
+answered by the database, not evaluated profile by profile in Python. The caller adds the
+tenant and ``merged_into IS NULL``.
 
 Semantics: comparisons match values of the same JSON type only (a number trait never
 equals the string ``"1"``); ``between`` is inclusive; negative operators (``neq``,
@@ -439,8 +441,16 @@ def _consent_condition(node: dict) -> tuple[str, list]:
 
 def _json_condition(x: tuple[str, list], xt: tuple[str, list], op: str, value: Any) -> tuple[str, list]:
     """One operator over a jsonb value ``x`` (``xt``: the same as text). Casts sit inside CASE
-    on ``jsonb_typeof`` so a value of another type never raises, it just does not match."""
+    on ``jsonb_typeof`` so a value of another type never raises, it just does not match.
+
+    Equality with strings (``eq``, ``in``, ``not_in``) is tested on the text first: two jsonb
+    strings are equal only if their texts are, so ``xt = 'DE' AND x = '"DE"'`` means what
+    ``x = '"DE"'`` means, and the jsonb comparison (a container walk, several times the cost
+    of a text comparison, on every profile a preview scans) runs only for the rows whose text
+    matched."""
     if op == "eq":
+        if isinstance(value, str):
+            return _fill("({xt} = {t} AND {x} = {v})", xt=xt, t=_param(value, "::text"), x=x, v=_json(value))
         return _fill("{x} = {v}", x=x, v=_json(value))
     if op == "neq":
         return _fill("({x} IS NULL OR {x} <> {v})", x=x, v=_json(value))
@@ -463,6 +473,9 @@ def _json_condition(x: tuple[str, list], xt: tuple[str, list], op: str, value: A
         # SubPlan, which keeps the whole statement (the profile scan and the semi joins of
         # every EXISTS condition beside it) out of a parallel plan.
         sql, params = _fill("{x} = ANY({v})", x=x, v=_param([json.dumps(v) for v in value], "::jsonb[]"))
+        if all(isinstance(v, str) for v in value):
+            sql, params = _fill("({xt} = ANY({t}) AND {rest})", xt=xt, t=_param(list(value), "::text[]"),
+                                rest=(sql, params))
         return (sql if op == "in" else f"NOT coalesce({sql}, false)"), params
     if op in ("contains", "not_contains"):
         if isinstance(value, str):

@@ -144,7 +144,7 @@ profile_identifiers = Table(
     Column("type", Text, primary_key=True),
     # SHA-256 hex of the normalized value; raw values are never stored.
     Column("hash", Text, primary_key=True),
-    Column("profile_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("profile_id", UUID(as_uuid=True), nullable=False),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     # Set while only unverified website claims carried the identifier (when one linked it):
@@ -153,6 +153,8 @@ profile_identifiers = Table(
     CheckConstraint("type IN ('external_id', 'email', 'phone', 'device_id', 'anonymous_id')", name="type"),
     ForeignKeyConstraint(["tenant_id", "profile_id"], ["profiles.tenant_id", "profiles.id"], ondelete="CASCADE",
                          deferrable=True, initially="DEFERRED"),  # checked at commit (0014)
+    # A profile's identifiers; with the type, a segment's "has an email" probe is index-only (0015).
+    Index("ix_profile_identifiers_profile_id_type", "profile_id", "type"),
 )
 
 identity_links = Table(
@@ -275,6 +277,9 @@ events = Table(
     Column("merged_from", ARRAY(UUID(as_uuid=True))),
     Index("ix_events_tenant_id_profile_id_event_time", "tenant_id", "profile_id", text("event_time DESC"), text("event_id DESC")),
     Index("ix_events_tenant_id_event_time", "tenant_id", "event_time"),
+    # Segment conditions on an event name in a window: index-only, profile ids included (0016).
+    Index("ix_events_tenant_id_event_name_event_time", "tenant_id", "event_name", "event_time",
+          postgresql_include=["profile_id"]),
     # event_time: Postgres requires the partition key in every unique key. After event_id,
     # so that timelines' keyset pages keep using the profile index above.
     PrimaryKeyConstraint("tenant_id", "event_id", "event_time"),
