@@ -12,6 +12,7 @@ from rq.registry import FailedJobRegistry
 
 from stratum.queue import events_queue
 from stratum.queue.layout import CLAIM_OWNERS_KEY, job_key
+from stratum.queue.liveness import reap_abandoned_jobs
 from workers import jobs
 from workers.outages import ServiceUnavailable
 
@@ -127,3 +128,44 @@ def test_a_warm_shutdown_starts_no_further_round(ingest_client, tenant, drain, d
     # job 1: its own round, then the one prepared ahead; the three jobs after: one round each
     assert sides == [False, True, False, False, False]
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 180
+
+
+def test_a_stuck_preparation_is_abandoned_and_what_it_claimed_goes_back(
+        ingest_client, tenant, db, redis_conn, settings, small_rounds, monkeypatch):
+    """The round prepared ahead does not come back in time (its side connection hung): the
+    job ends as for an outage, and the jobs the stuck preparation claims afterwards go back
+    to the queue (by the job's next run, or the reaper), so every event is still stored
+    exactly once."""
+    import time as _time
+
+    from workers.worker import build_worker
+
+    monkeypatch.setattr(jobs, "AHEAD_WAIT_S", 0.3)
+    real = jobs._claim_and_prepare
+    calls = {"n": 0}
+
+    def stuck_first(*args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            _time.sleep(1.0)  # claims only after the job gave up on it
+        return real(*args)
+
+    monkeypatch.setattr(jobs, "_claim_and_prepare", stuck_first)
+    ids = _queue_batches(ingest_client, tenant, 8)
+    worker = build_worker(settings, redis_conn)
+    monkeypatch.setattr(worker, "until_database_answers", lambda: None)
+    worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 40, "the first round committed"
+    _time.sleep(1.2)  # the abandoned preparation claims now
+    assert redis_conn.keys("stratum:claimed:*"), "the stuck preparation holds claims"
+
+    # It may have claimed the job itself, requeued at the head: the scheduler's reaper puts
+    # back the claims of a job that is not running, whoever made them.
+    queue = events_queue(redis_conn, settings.queue_name)
+    reap_abandoned_jobs(redis_conn, queue)
+    build_worker(settings, redis_conn).work(burst=True, logging_level="WARNING")
+    assert FailedJobRegistry(queue=events_queue(redis_conn, settings.queue_name)).count == 0
+    stored = [r[0] for r in db.execute("SELECT event_id::text FROM events").fetchall()]
+    assert sorted(stored) == sorted(ids)
+    assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 160
+    assert redis_conn.keys("stratum:claimed:*") == [] and not redis_conn.exists(CLAIM_OWNERS_KEY)

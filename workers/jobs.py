@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -50,6 +51,9 @@ from workers.prepare import PreparedEvent, prepare_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# How long a failing job waits for the round being prepared ahead before it gives back its claims.
+AHEAD_WAIT_S = 30.0
 
 
 @dataclass
@@ -129,20 +133,36 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
             _persist_round(rt, rnd, sink, coalescer, job.id, totals)
             if ahead is None:
                 break
-            rnd, ahead = ahead.result(), None
+            rnd, ahead = _next_round(rt, ahead), None
             if not rnd.job_ids:
                 break
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
         # The claimed batches not yet stored go back untouched, for whichever job runs next.
         if ahead is not None:
+            # Its claims are recorded before they go back. A preparation stuck longer (a
+            # hung side connection) is left behind: whatever it claims later is put back by
+            # this job's next run, or by the reaper once the job no longer runs.
             with contextlib.suppress(BaseException):
-                ahead.result()  # its claims are recorded before they go back
+                ahead.result(timeout=AHEAD_WAIT_S)
         with contextlib.suppress(*REDIS_OUTAGE):
             coalescer.give_back(queue_key, job.id)
         raise
-    coalescer.finish(job.id, [])
+    # Every committed round left the claim (finish_round): anything still in it was claimed
+    # by a preparation left behind (see _next_round) and goes back to the queue.
+    if coalescer.give_back(queue_key, job.id):
+        log.warning("job %s: put back jobs claimed by an abandoned preparation", job.id)
     return totals
+
+
+def _next_round(rt: runtime.WorkerRuntime, ahead: Future[_Round]) -> _Round:
+    """The round prepared ahead. One that takes longer than ``AHEAD_WAIT_S`` (its side
+    connection hung) is abandoned with its thread, and the job ends as for an outage."""
+    try:
+        return ahead.result(timeout=AHEAD_WAIT_S)
+    except FuturesTimeout:
+        rt.abandon_preparer()
+        raise ServiceUnavailable(f"preparing the next round took longer than {AHEAD_WAIT_S:.0f} s") from None
 
 
 def _payloads_of(claimed: list[tuple[str, bytes]]) -> list[bytes | Exception]:

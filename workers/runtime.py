@@ -110,6 +110,14 @@ class WorkerRuntime:
             self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         return self._preparer
 
+    def abandon_preparer(self) -> None:
+        """Leave a stuck preparing thread behind (it cannot be interrupted) and its side
+        connection with it: the next round is prepared on a new thread and connection."""
+        if self._preparer is not None:
+            self._preparer.shutdown(wait=False, cancel_futures=True)
+        self._preparer = None
+        self._side = None
+
     def tenant_config(self, tenant_id: str, source_id: str | None = None, *,
                       side: bool = False) -> TenantConfig:
         """The tenant's identity rules and its sources' identity settings, cached for
