@@ -91,18 +91,14 @@ class WorkerRuntime:
         return conn
 
     def reset_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def reset_side_connection(self) -> None:
-        if self._side is not None:
-            try:
-                self._side.close()
-            finally:
-                self._side = None
+        side, self._side = self._side, None
+        if side is not None:
+            side.close()
 
     def preparer(self) -> ThreadPoolExecutor:
         """The one thread that prepares a job's next round."""
