@@ -95,8 +95,10 @@ def test_too_deep_and_too_many_are_too_complex():
     ({"counter": "events", "op": "in", "value": [1, 2]}, "p.event_count", [["1", "2"]]),
     ({"trait": "plan", "op": "in", "value": ["pro", 1, True]}, "(p.traits -> %s) = ANY(%s::jsonb[])",
      ["plan", ['"pro"', "1", "true"]]),
-    ({"trait": "plan", "op": "not_in", "value": ["a'b"]}, "NOT coalesce((p.traits -> %s) = ANY(%s::jsonb[]), false)",
-     ["plan", ['"a\'b"']]),
+    # all strings: the text is compared first, the jsonb comparison only where it matched
+    ({"trait": "plan", "op": "not_in", "value": ["a'b"]},
+     "NOT coalesce(((p.traits ->> %s) = ANY(%s::text[]) AND (p.traits -> %s) = ANY(%s::jsonb[])), false)",
+     ["plan", ["a'b"], "plan", ['"a\'b"']]),
     ({"consent": "email", "op": "exists"}, "c.tenant_id = p.tenant_id AND c.profile_id = p.id", ["email"]),
     ({"consent": "ads", "op": "neq", "value": True}, "IS DISTINCT FROM %s::boolean", ["ads", True]),
     ({"identifier": "email", "op": "not_exists"}, "NOT EXISTS (SELECT 1 FROM profile_identifiers", ["email"]),
