@@ -83,12 +83,14 @@ def _failure_reasons(env) -> list[str]:
     return sorted({job["reason"] for job in failed_jobs(settings, env.redis())})
 
 
-def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
+def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | None = None) -> dict:
+    """``rounds_per_job``: the workers' ``STRATUM_WORKER_ROUNDS_PER_JOB`` (None: the default)."""
     env = _queue_traffic(n_events, seed)
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
     meter = CostMeter(env.database_url, env.redis())
+    extra = {} if rounds_per_job is None else {"STRATUM_WORKER_ROUNDS_PER_JOB": str(rounds_per_job)}
     start = time.perf_counter()
-    workers = [env.stratum("worker", "--burst") for _ in range(n_workers)]
+    workers = [env.stratum("worker", "--burst", env=env.env(**extra)) for _ in range(n_workers)]
     for w in workers:
         w.returncode, cpu_s = wait_cpu_s(w.pid)
         meter.add_exited("worker_total", cpu_s)
@@ -106,7 +108,7 @@ def run_workers(n_workers: int, n_events: int, seed: int) -> dict:
     from bench.copy_baseline import copy_baseline
 
     copy_s = copy_baseline(env.database_url, stored)
-    return {"workers": n_workers, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
+    return {"workers": n_workers, "rounds_per_job": rounds_per_job, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
             "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
@@ -118,17 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="20,000 events")
     ap.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times")
     ap.add_argument("--profile", metavar="FILE", help="instead: profile one burst worker with py-spy into FILE")
+    ap.add_argument("--rounds-per-job", type=int, nargs="+", metavar="N",
+                    help="run each worker count with each of these STRATUM_WORKER_ROUNDS_PER_JOB values, alternating"
+                         " (e.g. 1 8: rounds off and on)")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else args.events
     if args.profile:
         profile_worker(n, seed=1, out=args.profile)
         return 0
-    runs = [run_workers(w, n, seed=1) for _ in range(args.repeat) for w in (1, 2)]
+    rounds = args.rounds_per_job or [None]
+    runs = [run_workers(w, n, seed=1, rounds_per_job=r) for _ in range(args.repeat) for w in (1, 2) for r in rounds]
     path = write_results("workers", {"events_posted": n, "runs": runs})
     rows = [("workers", "events/s", "COPY events/s, ratio; CPU us/event: worker / postgres / redis")]
     for r in runs:
         us = r["costs"]["us_per_event"]
-        rows.append((str(r["workers"]), f"{r['events_per_s']:.0f}",
+        label = str(r["workers"]) + (f", {r['rounds_per_job']} rounds" if r["rounds_per_job"] is not None else "")
+        rows.append((label, f"{r['events_per_s']:.0f}",
                      f"{r['copy_events_per_s']:.0f}, {r['ratio_vs_copy']:.3f}; {us['worker']:.0f} / "
                      f"{us['postgres']:.0f} / {us['redis']:.0f} (pg background {us['postgres_background']:.0f}, "
                      f"redis idle share {r['costs']['redis_idle_us_per_event']:.0f}, worker start "
