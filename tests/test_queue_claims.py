@@ -129,8 +129,9 @@ def test_claims_of_a_running_job_are_left_alone(settings, redis_conn):
     reap_abandoned_jobs(redis_conn, queue)
     assert queue.job_ids == queued[2:]
     assert redis_conn.scard(claimed_key(owner)) == 2
-    # the worker commits: claimed jobs and the owner's record are gone
-    coalescer.finish(owner, queued[:2])
+    # the worker commits the round, then ends the job: claimed jobs and the owner's record are gone
+    coalescer.finish_round(owner, queued[:2], stored=queued[:2])
+    assert coalescer.give_back(queue.key, owner) == 0
     assert not redis_conn.exists(claimed_key(owner), *(job_key(j) for j in queued[:2]))
     assert not redis_conn.hexists(CLAIM_OWNERS_KEY, owner)
 

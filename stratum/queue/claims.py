@@ -7,9 +7,11 @@ Nothing may be lost if the worker dies meanwhile:
 - claiming is atomic: one Lua call moves the job ids from the queue into
   ``claimed_key(owner)``, a set owned by the running job, and records the owner (with the
   queue the jobs came from) in ``CLAIM_OWNERS_KEY``;
-- claims never expire: only three things end a claim, each atomically with dropping the
-  owner's record: the commit (``finish`` deletes the claimed jobs), a failure
-  (``give_back`` puts them back at the head of the queue), or the reaper;
+- claims never expire: only three things end a claimed job's claim: the commit of its
+  round (``finish_round`` deletes the job and takes it out of the claim, atomically), the
+  end of the owner job (``give_back`` puts whatever is still claimed back at the head of
+  the queue, atomically with dropping the owner's record; after a failure that is every
+  round not committed), or the reaper;
 - the reaper (``stratum/queue/liveness.py``) puts a dead worker's claimed jobs back on the
   queue together with its own job, and ``release_orphaned_claims`` walks every recorded
   owner: claims whose owner is not running on a live worker (its worker died, or the job
@@ -126,15 +128,6 @@ class Coalescer:
                            args=[max_events, owner_job_id, JOB_KEY_PREFIX, EVENT_COUNT_META, unknown_job_events,
                                  "1" if with_owner else "0"])
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
-
-    def finish(self, owner_job_id: str, job_ids: list[str]) -> None:
-        """The claimed jobs are persisted: delete them and the claim."""
-        with self._redis.pipeline(transaction=True) as pipe:
-            for job_id in job_ids:
-                pipe.delete(job_key(job_id))
-            pipe.delete(claimed_key(owner_job_id))
-            pipe.hdel(CLAIM_OWNERS_KEY, owner_job_id)
-            pipe.execute()
 
     def finish_round(self, owner_job_id: str, job_ids: list[str], stored: list[str]) -> None:
         """One round's claimed jobs are done (``stored``: those persisted, deleted; the
