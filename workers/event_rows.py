@@ -56,7 +56,7 @@ def copy_prefix(e: PreparedEvent) -> str:
     ev = e.event
     return "\t".join((
         e.tenant_id, ev.event_id, _timestamp(ev.event_time), _timestamp(e.received_at), e.source_id,
-        e.dedupe_hash.hex(), copy_text(ev.event_type), copy_text(ev.event_name), _json_text(e.properties),
+        e.dedupe_hex, copy_text(ev.event_type), copy_text(ev.event_name), _json_text(e.properties),
         _json_text(e.context), _json_text([[i.type, i.hash] for i in e.identifiers]), str(ev.emq),
     ))
 

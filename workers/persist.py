@@ -52,15 +52,16 @@ class BatchOutcome:
 
 
 def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
-    """Insert the events' scoped dedupe key hashes (``PreparedEvent.dedupe_hash``: the tenant
+    """Insert the events' scoped dedupe key hashes (``PreparedEvent.dedupe_hex``: the tenant
     for server-side sources, the source for website ones); return the events that won them
     (first time seen). Keys themselves are never written."""
-    ordered = sorted(events, key=lambda e: e.dedupe_hash)  # one lock order for concurrent batches
+    # hex sorts as the bytes do: one lock order for concurrent batches
+    ordered = sorted(events, key=lambda e: e.dedupe_hex)
     rows = conn.execute(
         "INSERT INTO event_keys (tenant_id, key_hash, event_id, event_time)"
         " SELECT %s, decode(k, 'hex'), e, t FROM json_to_recordset(%s::json) AS u(k text, e uuid, t timestamptz)"
         " ON CONFLICT DO NOTHING RETURNING event_id::text",
-        (tenant_id, json_rows([{"k": e.dedupe_hash.hex(), "e": e.event.event_id, "t": e.event.event_time}
+        (tenant_id, json_rows([{"k": e.dedupe_hex, "e": e.event.event_id, "t": e.event.event_time}
                                for e in ordered])),
     ).fetchall()
     won = {r[0] for r in rows}
@@ -73,7 +74,7 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
             " SELECT u.e, %s, 'duplicate', k.event_id FROM json_to_recordset(%s::json) AS u(e uuid, k text)"
             " JOIN event_keys k ON k.tenant_id = %s AND k.key_hash = decode(u.k, 'hex') AND k.event_id <> u.e"
             " ON CONFLICT (tenant_id, event_id) DO NOTHING",
-            (tenant_id, json_rows([{"e": e.event.event_id, "k": e.dedupe_hash.hex()} for e in lost]), tenant_id),
+            (tenant_id, json_rows([{"e": e.event.event_id, "k": e.dedupe_hex} for e in lost]), tenant_id),
         )
     return [e for e in events if e.event.event_id in won]
 

@@ -59,9 +59,9 @@ class PreparedEvent:
     state_time: datetime = field(init=False)
     #: what the event adds to its profile's revenue when it is a purchase (None: it is not)
     purchase: PurchaseAmount | None = field(init=False)
-    #: SHA-256 of the event's dedupe key in its source's scope (core.dedupe): the key under
-    #: which ``event_keys`` holds it; its hex is what ``events.dedupe_key`` stores
-    dedupe_hash: bytes = field(init=False)
+    #: hex of the SHA-256 of the event's dedupe key in its source's scope (core.dedupe): what
+    #: ``events.dedupe_key`` stores, and the key ``event_keys`` holds (decoded)
+    dedupe_hex: str = field(init=False)
     #: its ``events`` COPY row up to the columns the transaction decides (workers/event_rows.py)
     copy_prefix: str = field(init=False)
     #: what the identity planner reads of it
@@ -73,7 +73,7 @@ class PreparedEvent:
         ev = self.event
         self.state_time = state_time(ev.event_time, self.received_at)
         self.purchase = purchase_amount(self.properties) if is_purchase(ev.event_name) else None
-        self.dedupe_hash = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key)
+        self.dedupe_hex = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key).hex()
         self.copy_prefix = copy_prefix(self)
         # Website write keys are public: unless a claim is verified, their events may not merge
         # known profiles, and under protect may not claim another profile's identifiers. A
