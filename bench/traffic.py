@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 _EMAIL_FORMS = ("{u}@example.com", " {U}@Example.COM ", "{u}@EXAMPLE.com")
-_PHONE_FORMS = ("(650) 555-{n:04d}", "+1 650 555 {n:04d}", "650.555.{n:04d}", "+16505550{n:03d}")
+# One phone number per person (exchange 200-899, line 0000-9999: 7 million persons).
+_PHONE_FORMS = ("(650) {x}-{n:04d}", "+1 650 {x} {n:04d}", "650.{x}.{n:04d}", "+1650{x}{n:04d}")
 
 
 class TrafficGenerator:
@@ -40,7 +41,7 @@ class TrafficGenerator:
         elif roll < 0.90:
             form = self.rng.random()
             traits = ({"email": self.rng.choice(_EMAIL_FORMS).format(u=f"user{p}", U=f"User{p}")} if form < 0.6
-                      else {"phone": self.rng.choice(_PHONE_FORMS).format(n=p % 1000)})
+                      else {"phone": self.rng.choice(_PHONE_FORMS).format(x=200 + p // 10_000 % 700, n=p % 10_000)})
             name = "Order Completed" if self.rng.random() < 0.2 else "Checkout Started"
             msg = {**base, "type": "track", "userId": None, "event": name, "properties": {"total": 49.0},
                    "context": {**base["context"], "traits": traits}}

@@ -48,11 +48,12 @@ def _stored(env) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
-def _queue_traffic(n_events: int, seed: int):
-    """A fresh bench database and a queue holding ``n_events`` of bench traffic."""
+def _queue_traffic(n_events: int, seed: int, people: int | None = None):
+    """A fresh bench database and a queue holding ``n_events`` of bench traffic from
+    ``people`` persons (default: one per ten events, at least 1,000)."""
     env = prepare()
     _, _, write_key = create_source(env)
-    gen = TrafficGenerator(seed=seed, people=max(1000, n_events // 10))
+    gen = TrafficGenerator(seed=seed, people=people or max(1000, n_events // 10))
     batches = [gen.batch(100) for _ in range(n_events // 100)]
     try:
         env.stratum("ingest-api", "--port", str(INGEST_PORT))
@@ -83,9 +84,10 @@ def _failure_reasons(env) -> list[str]:
     return sorted({job["reason"] for job in failed_jobs(settings, env.redis())})
 
 
-def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | None = None) -> dict:
+def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | None = None,
+                people: int | None = None) -> dict:
     """``rounds_per_job``: the workers' ``STRATUM_WORKER_ROUNDS_PER_JOB`` (None: the default)."""
-    env = _queue_traffic(n_events, seed)
+    env = _queue_traffic(n_events, seed, people)
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
     meter = CostMeter(env.database_url, env.redis())
     extra = {} if rounds_per_job is None else {"STRATUM_WORKER_ROUNDS_PER_JOB": str(rounds_per_job)}
@@ -108,7 +110,7 @@ def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | 
     from bench.copy_baseline import copy_baseline
 
     copy_s = copy_baseline(env.database_url, stored)
-    return {"workers": n_workers, "rounds_per_job": rounds_per_job, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
+    return {"workers": n_workers, "rounds_per_job": rounds_per_job, "people": people, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
             "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
@@ -123,13 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-per-job", type=int, nargs="+", metavar="N",
                     help="run each worker count with each of these STRATUM_WORKER_ROUNDS_PER_JOB values, alternating"
                          " (e.g. 1 8: rounds off and on)")
+    ap.add_argument("--people", type=int, metavar="N",
+                    help="persons the traffic is drawn from (default: one per ten events): more persons, fewer"
+                         " identifiers shared by two workers' batches")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else args.events
     if args.profile:
         profile_worker(n, seed=1, out=args.profile)
         return 0
     rounds = args.rounds_per_job or [None]
-    runs = [run_workers(w, n, seed=1, rounds_per_job=r) for _ in range(args.repeat) for w in (1, 2) for r in rounds]
+    runs = [run_workers(w, n, seed=1, rounds_per_job=r, people=args.people) for _ in range(args.repeat) for w in (1, 2) for r in rounds]
     path = write_results("workers", {"events_posted": n, "runs": runs})
     rows = [("workers", "events/s", "COPY events/s, ratio; CPU us/event: worker / postgres / redis")]
     for r in runs:
