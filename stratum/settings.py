@@ -105,6 +105,9 @@ class Settings:
     # Coalesced rounds one job may run back to back, the next round prepared while the
     # current one's transaction runs (workers/jobs.py); 1: one round, nothing ahead
     worker_rounds_per_job: int = 8
+    # Rounds but a job's last one defer events whose identifiers another worker's
+    # transaction holds, instead of waiting for it (workers/persist.py)
+    worker_defer_conflicts: bool = True
     db_retry_attempts: int = 10
     # A stored identifier's last_seen is rewritten only when it moves by more than this
     identifier_touch_granularity_s: int = 3600
@@ -194,6 +197,7 @@ def settings_from_env() -> Settings:
         failed_job_ttl_s=_int("FAILED_JOB_TTL_S", d.failed_job_ttl_s),
         worker_coalesce_max_events=_int("WORKER_COALESCE_MAX_EVENTS", d.worker_coalesce_max_events),
         worker_rounds_per_job=_int("WORKER_ROUNDS_PER_JOB", d.worker_rounds_per_job),
+        worker_defer_conflicts=_bool("WORKER_DEFER_CONFLICTS", d.worker_defer_conflicts),
         db_retry_attempts=_int("DB_RETRY_ATTEMPTS", d.db_retry_attempts),
         identifier_touch_granularity_s=_int("IDENTIFIER_TOUCH_GRANULARITY_S", d.identifier_touch_granularity_s),
         partitions_ahead_months=_int("PARTITIONS_AHEAD_MONTHS", d.partitions_ahead_months),

@@ -45,9 +45,9 @@ def test_a_job_runs_rounds_and_stores_everything_once(ingest_client, tenant, dra
     rounds: list[int] = []
     real = jobs._persist_round
 
-    def counting(rt, rnd, *args):
+    def counting(rt, rnd, *args, **kw):
         rounds.append(sum(len(items) for items in rnd.by_tenant.values()))
-        return real(rt, rnd, *args)
+        return real(rt, rnd, *args, **kw)
 
     monkeypatch.setattr(jobs, "_persist_round", counting)
     ids = _queue_batches(ingest_client, tenant, 9)  # 180 events: 40 + 40 + 40, then a second job
@@ -83,11 +83,11 @@ def test_an_outage_in_a_later_round_gives_back_only_what_was_not_stored(
     calls = {"n": 0}
     real = jobs._persist_prepared
 
-    def failing_second(rt, rnd, sink):
+    def failing_second(rt, rnd, sink, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise ServiceUnavailable("database unreachable (test)")
-        return real(rt, rnd, sink)
+        return real(rt, rnd, sink, **kw)
 
     monkeypatch.setattr(jobs, "_persist_prepared", failing_second)
     ids = _queue_batches(ingest_client, tenant, 8)
@@ -118,9 +118,9 @@ def test_a_warm_shutdown_starts_no_further_round(ingest_client, tenant, drain, d
     monkeypatch.setattr(jobs, "_prepare_round",
                         lambda *a, side=False, **kw: sides.append(side) or real_prepare(*a, side=side, **kw))
 
-    def stop_during_first(rt, *args):
+    def stop_during_first(rt, *args, **kw):
         rt.stop_requested = True
-        return real_persist(rt, *args)
+        return real_persist(rt, *args, **kw)
 
     monkeypatch.setattr(jobs, "_persist_round", stop_during_first)
     _queue_batches(ingest_client, tenant, 9)

@@ -24,6 +24,7 @@ The read API's unmerge (read_api/unmerge.py) takes the same locks in the same or
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -80,6 +81,9 @@ class Snapshot:
     seen: dict[tuple[str, str], tuple[datetime, datetime]] = field(default_factory=dict)
     # identifiers an unmerge split from a profile of the snapshot, or carried by the batch
     apart: list[Apart] = field(default_factory=list)
+    # identifiers left out because another transaction holds their lock or their profile's
+    # row (load_snapshot with wait=False)
+    unavailable: set[tuple[str, str]] = field(default_factory=set)
 
 
 # Per-batch statements probe the keys they are given and never scan a tenant's rows: the
@@ -118,6 +122,7 @@ SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, re
 FROM profiles WHERE tenant_id = %s AND id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))
 ORDER BY id FOR UPDATE
 """
+_LOCK_PROFILES_SKIP_SQL = _LOCK_PROFILES_SQL.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED")
 
 _PROVISIONAL_SQL = """
 SELECT profile_id::text, type, hash, provisional_since FROM profile_identifiers
@@ -168,20 +173,26 @@ def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, 
     return read
 
 
-def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]]) -> Snapshot:
-    """Lock the batch's identifiers and the profiles holding them; return the graph."""
+def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]],
+                  *, wait: bool = True) -> Snapshot:
+    """Lock the batch's identifiers and the profiles holding them; return the graph.
+
+    ``wait=False`` waits for no lock another transaction holds: an identifier whose advisory
+    lock is taken, or whose profile's row is locked, is left out of the snapshot and listed
+    in ``Snapshot.unavailable`` (the caller defers the events that carry one). Nothing else
+    changes: every identifier in the snapshot is locked as with ``wait=True``."""
     keys = sorted(identifiers)
-    locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
-    if locks:
-        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
-                     (json_value(locks),))
+    unavailable: set[tuple[str, str]] = set()
+    if keys:
+        keys, unavailable = _lock_identifiers(conn, tenant_id, keys, wait)
     read = _read_graph(conn, tenant_id, keys)
     graph = read.graph
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
     if profile_ids:
         ids_param = json_value(profile_ids)
-        for row in conn.execute(_LOCK_PROFILES_SQL, (tenant_id, ids_param)).fetchall():
+        for row in conn.execute(_LOCK_PROFILES_SQL if wait else _LOCK_PROFILES_SKIP_SQL,
+                                (tenant_id, ids_param)).fetchall():
             if row[10] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
@@ -190,19 +201,67 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
         # profile's row lock: a profile read before a concurrent merge committed is now
         # locked with merged_into set (checked above). Erasure deletes the row.
         if len(profiles) != len(profile_ids):
-            raise SnapshotChanged("a profile was erased while locking")
-        if read.provisional:
-            expected = json_rows([{"t": t, "h": h, "p": graph[t, h]} for t, h in sorted(read.provisional)])
-            if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
-                raise SnapshotChanged("an identifier moved while locking")
-        for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
-            profiles[pid].counts[id_type] = n
-        for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
-            profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
+            if wait:
+                raise SnapshotChanged("a profile was erased while locking")
+            # locked by another transaction (or erased): its identifiers wait for a later round
+            keys, profile_ids = _without_profiles(read, keys, profiles.keys(), unavailable)
+            ids_param = json_value(profile_ids)
+        _read_profile_details(conn, tenant_id, read, profiles, ids_param)
     apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
         "profiles": json_value(profile_ids), "tenant_id": tenant_id,
         "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
-    return Snapshot(graph, profiles, read.suppressed, read.seen, apart)
+    return Snapshot(graph, profiles, read.suppressed, read.seen, apart, unavailable)
+
+
+def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]], wait: bool
+                      ) -> tuple[list[tuple[str, str]], set[tuple[str, str]]]:
+    """Take the identifiers' advisory locks in key order: (identifiers locked, identifiers
+    whose lock another transaction holds, with ``wait=False``; none with ``wait=True``)."""
+    by_lock: dict[int, list[tuple[str, str]]] = {}
+    for key in keys:
+        by_lock.setdefault(advisory_key(tenant_id, *key), []).append(key)
+    locks = sorted(by_lock)
+    if wait:
+        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
+                     (json_value(locks),))
+        return keys, set()
+    # In key order too: a try never waits, so it cannot join a cycle of waits either way.
+    taken = conn.execute("SELECT array_agg(k) FILTER (WHERE NOT pg_try_advisory_xact_lock(k))"
+                         " FROM unnest(%s::bigint[]) AS k", (locks,)).fetchone()
+    busy = set(taken[0] or ()) if taken else set()
+    if not busy:
+        return keys, set()
+    unavailable = {key for lock in busy for key in by_lock[lock]}
+    return [k for k in keys if k not in unavailable], unavailable
+
+
+def _without_profiles(read: _GraphRead, keys: list[tuple[str, str]], locked: Iterable[str],
+                      unavailable: set[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Drop from ``read`` the identifiers held by profiles that could not be locked (adding
+    them to ``unavailable``); return the remaining keys and the locked profiles' ids."""
+    locked = set(locked)
+    gone = {key for key, pid in read.graph.items() if pid not in locked}
+    unavailable |= gone
+    for key in gone:
+        del read.graph[key]
+        read.seen.pop(key, None)
+        read.provisional.discard(key)
+    return [k for k in keys if k not in gone], sorted(locked)
+
+
+def _read_profile_details(conn: psycopg.Connection, tenant_id: str, read: _GraphRead,
+                          profiles: dict[str, ProfileRow], ids_param: str) -> None:
+    """Once the profiles are locked: the second look at provisional identifiers, then the
+    profiles' identifier counts and provisional identifiers."""
+    graph = read.graph
+    if read.provisional:
+        expected = json_rows([{"t": t, "h": h, "p": graph[t, h]} for t, h in sorted(read.provisional)])
+        if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
+            raise SnapshotChanged("an identifier moved while locking")
+    for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
+        profiles[pid].counts[id_type] = n
+    for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
+        profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
 
 
 def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,

@@ -58,11 +58,13 @@ AHEAD_WAIT_S = 30.0
 
 @dataclass
 class _Item:
-    """A prepared event and where it was queued (to rebuild it alone if it must be isolated)."""
+    """A prepared event and where it was queued (to rebuild it alone if it must be isolated;
+    ``job_id``: the coalesced job it came from, None for the running job's own payload)."""
 
     prepared: PreparedEvent
     batch: QueuedBatch
     queued: QueuedEvent | QueuedSegmentEvent
+    job_id: str | None = None
 
 
 @dataclass
@@ -77,6 +79,17 @@ class _Round:
     by_tenant: dict[str, list[_Item]] = field(default_factory=lambda: defaultdict(list))
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     isolated: int = 0
+
+    @classmethod
+    def carrying(cls, items: list[_Item], then: _Round) -> _Round:
+        """Events a round deferred, ahead of the next round's (their jobs stay claimed)."""
+        rnd = cls(job_ids=list(dict.fromkeys([*(i.job_id for i in items if i.job_id is not None), *then.job_ids])),
+                  unreadable=then.unreadable, isolated=then.isolated)
+        for item in items:
+            rnd.by_tenant[item.batch.tenant_id].append(item)
+        for tenant_id, tenant_items in then.by_tenant.items():
+            rnd.by_tenant[tenant_id].extend(tenant_items)
+        return rnd
 
     def isolate(self, sink: FailedEventSink | None, batch: QueuedBatch,
                 queued: QueuedEvent | QueuedSegmentEvent, exc: Exception) -> None:
@@ -121,21 +134,28 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     if not claimed:
         return persist_payloads([payload], sink)
     totals = {"stored": 0, "duplicates": 0, "profiles_created": 0, "merges": 0, "isolated": 0, "coalesced_jobs": 0,
-              "rounds": 0}
+              "rounds": 0, "deferred": 0}
     ahead: Future[_Round] | None = None
     try:
         rnd = _prepare_round(rt, [payload, *_payloads_of(claimed)], sink, [None, *(i for i, _ in claimed)])
         deadline = time.monotonic() + rt.settings.job_timeout_s / 4
+        last = False
         while True:
-            if (totals["rounds"] + 1 < rt.settings.worker_rounds_per_job and time.monotonic() < deadline
-                    and not rt.stop_requested):
+            if (not last and totals["rounds"] + 1 < rt.settings.worker_rounds_per_job
+                    and time.monotonic() < deadline and not rt.stop_requested):
                 ahead = rt.preparer().submit(_claim_and_prepare, rt, claim, sink)
-            _persist_round(rt, rnd, sink, coalescer, job.id, totals)
+            # Every round but the last defers events whose identifiers another worker holds
+            # (workers/persist.py); the last one waits for them, so the job ends with all stored.
+            deferred = _persist_round(rt, rnd, sink, coalescer, job.id, totals,
+                                      defer=ahead is not None and rt.settings.worker_defer_conflicts)
             if ahead is None:
                 break
-            rnd, ahead = _next_round(rt, ahead), None
-            if not rnd.job_ids:
-                break
+            nxt, ahead = _next_round(rt, ahead), None
+            if not nxt.job_ids:
+                if not deferred:
+                    break
+                last = True  # the queue is drained: one more round, for the deferred events
+            rnd = _Round.carrying(deferred, nxt)
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
         # The claimed batches not yet stored go back untouched, for whichever job runs next.
@@ -183,19 +203,33 @@ def _claim_and_prepare(rt: runtime.WorkerRuntime, claim: Callable[..., list[tupl
 
 
 def _persist_round(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None, coalescer: Coalescer,
-                   owner_job_id: str, totals: dict[str, int]) -> None:
+                   owner_job_id: str, totals: dict[str, int], *, defer: bool = False) -> list[_Item]:
     """Store a round, then fail its unreadable jobs and delete the others (only now, with
-    everything else stored: a give-back before must find them claimed)."""
-    outcome = _persist_prepared(rt, rnd, sink)
+    everything else stored: a give-back before must find them claimed). Returns the events
+    deferred (``defer``): their jobs stay claimed, for the next round."""
+    outcome = _persist_prepared(rt, rnd, sink, defer=defer)
     for job_id, reason in rnd.unreadable:
         assert sink is not None  # a job runs under RQ here, so it has a sink
         sink.fail_job(job_id, reason)
+    deferred = _items_of(rnd, outcome.deferred)
+    waiting = {i.job_id for i in deferred}
+    done = [j for j in rnd.job_ids if j not in waiting]
     failed = {job_id for job_id, _ in rnd.unreadable}
-    coalescer.finish_round(owner_job_id, rnd.job_ids, [j for j in rnd.job_ids if j not in failed])
+    coalescer.finish_round(owner_job_id, done, [j for j in done if j not in failed])
     for key, n in (("stored", outcome.stored), ("duplicates", outcome.duplicates),
                    ("profiles_created", outcome.profiles_created), ("merges", outcome.merges),
-                   ("isolated", rnd.isolated), ("coalesced_jobs", len(rnd.job_ids)), ("rounds", 1)):
+                   ("isolated", rnd.isolated), ("coalesced_jobs", len(done)), ("rounds", 1),
+                   ("deferred", len(deferred))):
         totals[key] += n
+    return deferred
+
+
+def _items_of(rnd: _Round, events: list[PreparedEvent]) -> list[_Item]:
+    """The round's items holding ``events`` (the same objects), in the round's order."""
+    if not events:
+        return []
+    wanted = {id(e) for e in events}
+    return [i for items in rnd.by_tenant.values() for i in items if id(i.prepared) in wanted]
 
 
 def _failed_event_sink(job: Job | None, rt: runtime.WorkerRuntime) -> FailedEventSink | None:
@@ -245,15 +279,16 @@ def _prepare_round(rt: runtime.WorkerRuntime, payloads: Sequence[bytes | Excepti
                     raise
                 rnd.isolate(sink, batch, queued, exc)
                 continue
-            rnd.by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued))
+            rnd.by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued, job_id))
     return rnd
 
 
-def _persist_prepared(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None) -> BatchOutcome:
+def _persist_prepared(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None, *,
+                      defer: bool = False) -> BatchOutcome:
     total = BatchOutcome()
     for tenant_id, items in rnd.by_tenant.items():
         outcome = persist_isolating(
-            partial(_persist_items, rt, tenant_id), items,
+            partial(_persist_items, rt, tenant_id, defer=defer), items,
             lambda item, exc: rnd.isolate(sink, item.batch, item.queued, exc), _add_outcomes, BatchOutcome())
         total = _add_outcomes(total, outcome)
     return total
@@ -261,10 +296,11 @@ def _persist_prepared(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventS
 
 def _add_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
     return BatchOutcome(a.stored + b.stored, a.duplicates + b.duplicates, a.profiles_created + b.profiles_created,
-                        a.merges + b.merges)
+                        a.merges + b.merges, a.deferred + b.deferred)
 
 
-def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent]) -> BatchOutcome:
+def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[PreparedEvent], *,
+                        defer: bool = False) -> BatchOutcome:
     # Past the retention cut-off (queued before a month rolled out): never stored, so no
     # partition is created for it and no profile counts it.
     events, expired = split_expired(events, retention_cutoff(datetime.now(UTC), rt.settings.retention_months))
@@ -282,15 +318,16 @@ def _persist_with_retry(rt: runtime.WorkerRuntime, tenant_id: str, events: list[
         with conn.transaction():
             record_rejected(conn, tenant_id, expired, "event_too_old")
             outcome = persist_tenant_events(conn, tenant_id, events, config.rules,
-                                            touch_granularity=granularity)
+                                            touch_granularity=granularity, defer=defer)
         stream.publish(tenant_id)  # live stream messages, once committed (workers/stream.py)
         return outcome
 
     return _with_retry(rt, f"batch for tenant {tenant_id}", attempt)
 
 
-def _persist_items(rt: runtime.WorkerRuntime, tenant_id: str, items: Sequence[_Item]) -> BatchOutcome:
-    return _persist_with_retry(rt, tenant_id, [i.prepared for i in items])
+def _persist_items(rt: runtime.WorkerRuntime, tenant_id: str, items: Sequence[_Item], *,
+                   defer: bool = False) -> BatchOutcome:
+    return _persist_with_retry(rt, tenant_id, [i.prepared for i in items], defer=defer)
 
 
 def _with_retry(rt: runtime.WorkerRuntime, what: str, fn: Callable[[], T],

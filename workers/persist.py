@@ -49,6 +49,8 @@ class BatchOutcome:
     duplicates: int = 0
     profiles_created: int = 0
     merges: int = 0
+    # events left for a later transaction (``persist_tenant_events(..., defer=True)``)
+    deferred: list[PreparedEvent] = dataclasses.field(default_factory=list)
 
 
 def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
@@ -109,8 +111,15 @@ def persist_tenant_events(
     rules: IdentityRules,
     new_profile_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     touch_granularity: timedelta = timedelta(0),
+    *,
+    defer: bool = False,
 ) -> BatchOutcome:
     """Store one tenant's events inside the caller's transaction.
+
+    ``defer``: wait for no identifier another transaction holds. Events carrying one (its
+    advisory lock, or its profile's row, is taken) are neither stored nor claimed, and come
+    back in ``BatchOutcome.deferred`` for a later transaction; the others are stored as
+    usual. Without it, every lock is waited for.
 
     ``touch_granularity``: a stored identifier's ``last_seen`` is rewritten only when it
     moves later by more than this (``STRATUM_IDENTIFIER_TOUCH_GRANULARITY_S``); its
@@ -121,12 +130,15 @@ def persist_tenant_events(
     after a rollback sees the same inputs.
     """
     out = BatchOutcome()
+    # Locks first, dedupe keys second, in every transaction: one order, so no cycle of waits.
+    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in events]), wait=not defer)
+    if snapshot.unavailable:
+        events, out.deferred = _split_unavailable(events, snapshot.unavailable)
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
     out.duplicates = len(events) - len(fresh)
     if not fresh:
         return out
 
-    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in fresh]))
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
     profiles: dict[str, ProfileRow] = snapshot.profiles
@@ -182,6 +194,18 @@ def persist_tenant_events(
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
+
+
+def _split_unavailable(events: list[PreparedEvent], unavailable: set[tuple[str, str]]
+                       ) -> tuple[list[PreparedEvent], list[PreparedEvent]]:
+    """(events whose identifiers are all locked, events carrying an unavailable one)."""
+    kept, deferred = [], []
+    for e in events:
+        if any((i.type, i.hash) in unavailable for i in e.identifiers):
+            deferred.append(e)
+        else:
+            kept.append(e)
+    return kept, deferred
 
 
 def _identifier_spans(events: list[PreparedEvent]) -> dict[tuple[str, str], tuple[datetime, datetime]]:
