@@ -198,8 +198,11 @@ def build_worker(settings: Settings, connection: Redis, queues: list[str] | None
 # state). With Python's default thresholds (700, 10, 10) the collector ran about 1,500
 # times per 30,000 events and took about 30% of the worker's CPU, mostly re-scanning
 # objects that never become garbage. Nothing in a batch's data forms reference cycles
-# that must be freed early, so collections can be rarer.
-GC_THRESHOLDS = (50_000, 20, 10)
+# that must be freed early, so collections can be rarer. At 50,000 a collection still ran
+# every few hundred events and scanned the round being prepared ahead, about 10% of the
+# worker's CPU (0.26 s per 40,000 events); at 500,000, 0.03 s, with the same peak memory
+# (docs/PERFORMANCE.md, "Deferring, not waiting").
+GC_THRESHOLDS = (500_000, 20, 10)
 
 
 def tune_garbage_collection() -> None:
