@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import psycopg
 import pytest
 from rq.registry import FailedJobRegistry
 
-from core.schemas import QueuedBatch, QueuedEvent
+from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent
 from stratum.db.connect import connect
 from stratum.queue import events_queue
 from stratum.queue.status import failed_jobs
@@ -136,7 +138,6 @@ def test_the_job_timeout_is_not_swallowed_by_coalescing(ingest_client, tenant, d
     (psycopg.DataError("client-side: cannot dump"), True),
     (ValueError("unexpected value"), True),
     (psycopg.errors.DiskFull(), False),
-    (psycopg.errors.OutOfMemory(), False),
     (psycopg.errors.QueryCanceled(), False),
     (psycopg.errors.InternalError_(), False),
     (psycopg.errors.SerializationFailure(), False),
@@ -162,3 +163,46 @@ def test_only_errors_caused_by_the_data_split_a_batch(exc, split):
         with pytest.raises(type(exc)):
             persist_isolating(store, items, lambda i, e: isolated.append(i), lambda a, b: a + b, 0)
         assert calls == [items] and isolated == []
+
+
+def test_a_full_lock_table_stores_the_batch_in_halves():
+    """Out of shared memory (in practice the lock table: an advisory lock per identifier):
+    the batch is stored in halves that fit, and nothing is isolated; an event that still
+    fails alone fails the job, as any error not caused by the data."""
+    calls: list[list[str]] = []
+
+    def store(items):
+        calls.append(list(items))
+        if len(items) > 2:
+            raise psycopg.errors.OutOfMemory()
+        return len(items)
+
+    isolated: list[str] = []
+    assert persist_isolating(store, list("abcdef"), lambda i, e: isolated.append(i), lambda a, b: a + b, 0) == 6
+    assert isolated == [] and [len(c) for c in calls] == [6, 3, 1, 2, 3, 1, 2]
+
+    def never_fits(items):
+        raise psycopg.errors.OutOfMemory()
+
+    with pytest.raises(psycopg.errors.OutOfMemory):
+        persist_isolating(never_fits, ["a", "b"], lambda i, e: isolated.append(i), lambda a, b: a + b, 0)
+    assert isolated == []
+
+
+def test_a_round_with_more_identifiers_than_the_lock_table_holds_is_stored(worker_runtime, db, tenant):
+    """A transaction takes an advisory lock per identifier; a round holding more distinct
+    identifiers than the server's lock table (about max_locks_per_transaction x
+    max_connections) is stored in smaller transactions instead of failing."""
+    per_tx = int(db.execute("SHOW max_locks_per_transaction").fetchone()[0])
+    conns = int(db.execute("SHOW max_connections").fetchone()[0])
+    n = min(per_tx * conns * 3 // 2, 40_000)  # events, two identifiers each: beyond the table
+    now = datetime.now(UTC)
+    payloads = []
+    for start in range(0, n, 500):
+        events = [QueuedEvent(str(uuid.uuid4()), f"k{i}", "track", "Viewed", now, [("external_id", f"x{i}"),
+                  ("email", f"u{i}@example.com")], {}, {}, {}, None, 0, []) for i in range(start, min(n, start + 500))]
+        payloads.append(msgspec.msgpack.encode(QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id,
+                                                           "server", "US", now, "req", None, None, events)))
+    out = jobs.persist_payloads(payloads)
+    assert out["stored"] == n and out["isolated"] == 0
+    assert db.execute("SELECT count(*) FROM events WHERE tenant_id = %s", (tenant.id,)).fetchone() == (n,)

@@ -5,7 +5,8 @@ error caused by the data (a value the database refuses; not an outage, workers/o
 nor a full disk), it splits the list in halves and stores
 each half the same way, down to the single event that fails. Halves that succeed commit on
 their own: running a half again later stores nothing twice (processing is idempotent), so
-nothing depends on the order of the splits.
+nothing depends on the order of the splits. A batch that fills the server's lock table
+(``needs_smaller_batches``) is stored in halves the same way, without isolating anything.
 
 The isolated event goes to RQ's failed registry as a job of its own (``process_batch`` of a
 one-event batch), with its reason, where ``stratum status``, ``/ops`` and ``stratum
@@ -94,21 +95,33 @@ def caused_by_data(exc: BaseException) -> bool:
     return True
 
 
+def needs_smaller_batches(exc: BaseException) -> bool:
+    """The server ran out of shared memory (SQLSTATE 53200), in practice its lock table: a
+    transaction holds an advisory lock per identifier of its batch, and the table holds
+    about ``max_locks_per_transaction`` x ``max_connections`` locks for all of them at
+    once. The same events in smaller transactions take fewer locks at a time."""
+    return isinstance(exc, psycopg.errors.OutOfMemory)
+
+
 def persist_isolating(store: Callable[[Sequence[T]], R], items: Sequence[T],
                       on_poison: Callable[[T, Exception], None], combine: Callable[[R, R], R], empty: R) -> R:
     """``store(items)``; on an error caused by the data (``caused_by_data``), bisect until
-    each failing item is alone and hand it to ``on_poison``. Any other error propagates
+    each failing item is alone and hand it to ``on_poison``; on a full lock table
+    (``needs_smaller_batches``), bisect until the halves fit. Any other error propagates
     untouched."""
     try:
         return store(items)
     except Exception as exc:
-        if not caused_by_data(exc):
+        if len(items) > 1 and needs_smaller_batches(exc):
+            log.warning("storing %d events failed (%s); storing them in halves", len(items), failure_reason(exc))
+        elif not caused_by_data(exc):
             raise
-        if len(items) == 1:
+        elif len(items) == 1:
             on_poison(items[0], exc)
             return empty
-        log.warning("storing %d events failed (%s); splitting the batch to isolate the bad event",
-                    len(items), failure_reason(exc))
+        else:
+            log.warning("storing %d events failed (%s); splitting the batch to isolate the bad event",
+                        len(items), failure_reason(exc))
     mid = len(items) // 2
     left = persist_isolating(store, items[:mid], on_poison, combine, empty)
     right = persist_isolating(store, items[mid:], on_poison, combine, empty)
