@@ -226,8 +226,8 @@ def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple
                      (json_value(locks),))
         return keys, set()
     # In key order too: a try never waits, so it cannot join a cycle of waits either way.
-    taken = conn.execute("SELECT array_agg(k) FILTER (WHERE NOT pg_try_advisory_xact_lock(k))"
-                         " FROM unnest(%s::bigint[]) AS k", (locks,)).fetchone()
+    taken = conn.execute("SELECT array_agg(k::bigint) FILTER (WHERE NOT pg_try_advisory_xact_lock(k::bigint))"
+                         " FROM json_array_elements_text(%s::json) AS k", (json_value(locks),)).fetchone()
     busy = set(taken[0] or ()) if taken else set()
     if not busy:
         return keys, set()
