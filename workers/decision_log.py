@@ -21,7 +21,7 @@ import psycopg
 
 from core.identifiers import Identifier
 from core.identity_plan import Plan
-from stratum.db.params import json_rows
+from workers.copy_rows import copy_rows
 
 # Per-event decision kinds (core.identity_plan.Decision, workers.prepare, suppression) as
 # logged: (kind, rule). ``None`` in the rule: ``limit:{type}`` of the identifier.
@@ -77,9 +77,5 @@ def record_decisions(conn: psycopg.Connection, tenant_id: str, rows: list[dict])
     """Insert the rows inside the caller's transaction (ids keep their order)."""
     if not rows:
         return
-    conn.execute(
-        "INSERT INTO identity_decisions (tenant_id, profile_id, event_id, kind, identifiers, rule, message)"
-        " SELECT %s, p, e, k, i, r, m FROM ROWS FROM (json_to_recordset(%s::json)"
-        " AS (p uuid, e uuid, k text, i jsonb, r text, m text)) WITH ORDINALITY AS u(p, e, k, i, r, m, n) ORDER BY n",
-        (tenant_id, json_rows(rows)),
-    )
+    copy_rows(conn, "identity_decisions", "tenant_id, profile_id, event_id, kind, identifiers, rule, message",
+              ((tenant_id, r["p"], r["e"], r["k"], r["i"], r["r"], r["m"]) for r in rows))

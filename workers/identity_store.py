@@ -37,6 +37,7 @@ from core.identity import Apart, Plan, ProfileState
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
+from workers.copy_rows import copy_rows
 
 
 class SnapshotChanged(Exception):
@@ -391,27 +392,25 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     (``spans``), so they need no touch afterwards."""
     if not plan.links:
         return
-    # clock_timestamp(): provisional links made later in the batch rank as more recent
-    conn.execute(
-        "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen, provisional_since)"
-        " SELECT %s, t, h, p, fs, ls, CASE WHEN pr THEN clock_timestamp() END"
-        " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, fs timestamptz, ls timestamptz, pr boolean)",
-        (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
-                                "fs": spans[lk.identifier.type, lk.identifier.hash][0],
-                                "ls": spans[lk.identifier.type, lk.identifier.hash][1], "pr": lk.provisional}
-                               for lk in plan.links])),
-    )
-    edges = [(lk, lk.via) for lk in plan.links if lk.via is not None]
-    if edges:
+    firm = [lk for lk in plan.links if not lk.provisional]
+    copy_rows(conn, "profile_identifiers", "tenant_id, type, hash, profile_id, first_seen, last_seen",
+              ((tenant_id, lk.identifier.type, lk.identifier.hash, lk.profile_id,
+                *spans[lk.identifier.type, lk.identifier.hash]) for lk in firm))
+    if len(firm) < len(plan.links):
+        # clock_timestamp(): provisional links made later in the batch rank as more recent
         conn.execute(
-            "INSERT INTO identity_links (tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id)"
-            " SELECT %s, p, ft, fh, tt, th, lt, e FROM json_to_recordset(%s::json)"
-            " AS u(p uuid, ft text, fh text, tt text, th text, lt text, e uuid)",
-            (tenant_id, json_rows([{"p": lk.profile_id, "ft": via.type, "fh": via.hash,
-                                    "tt": lk.identifier.type, "th": lk.identifier.hash,
-                                    "lt": link_types[lk.event_index], "e": event_ids[lk.event_index]}
-                                   for lk, via in edges])),
+            "INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen,"
+            " provisional_since) SELECT %s, t, h, p, fs, ls, clock_timestamp()"
+            " FROM json_to_recordset(%s::json) AS u(t text, h text, p uuid, fs timestamptz, ls timestamptz)",
+            (tenant_id, json_rows([{"t": lk.identifier.type, "h": lk.identifier.hash, "p": lk.profile_id,
+                                    "fs": spans[lk.identifier.type, lk.identifier.hash][0],
+                                    "ls": spans[lk.identifier.type, lk.identifier.hash][1]}
+                                   for lk in plan.links if lk.provisional])),
         )
+    copy_rows(conn, "identity_links",
+              "tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id",
+              ((tenant_id, lk.profile_id, lk.via.type, lk.via.hash, lk.identifier.type, lk.identifier.hash,
+                link_types[lk.event_index], event_ids[lk.event_index]) for lk in plan.links if lk.via is not None))
     for lk in plan.links:
         p = profiles[lk.profile_id]
         p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1

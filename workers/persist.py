@@ -25,6 +25,7 @@ from core.profiles import (
     next_lifecycle,
 )
 from stratum.db.params import json_rows, json_value
+from workers.copy_rows import copy_rows
 from workers.decision_log import decision_rows, record_decisions
 from workers.event_rows import EVENT_COLUMNS, copy_line
 from workers.identity_store import (
@@ -372,13 +373,10 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
 def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
     if not rows:
         return
-    conn.execute(
-        "INSERT INTO profiles (tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
-        " merge_count, first_seen, last_seen, traits, trait_times)"
-        " SELECT %s, u.id, u.lc, u.ec, u.pc, u.rv, u.ic, u.mc, u.fs, u.ls, u.tr, u.tt"
-        f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)",
-        (tenant_id, json_rows([_profile_with_traits(r) for r in rows])),
-    )
+    copy_rows(conn, "profiles", "tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
+              " merge_count, first_seen, last_seen, traits, trait_times",
+              ((tenant_id, r.id, r.lifecycle, r.event_count, r.purchase_count, r.revenue, sum(r.counts.values()),
+                r.merge_count, r.first_seen, r.last_seen, r.traits, r.trait_times) for r in rows))
     for r in rows:
         r.new = False
 
