@@ -125,12 +125,6 @@ ORDER BY id FOR UPDATE
 """
 _LOCK_PROFILES_SKIP_SQL = _LOCK_PROFILES_SQL.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED")
 
-_PROVISIONAL_SQL = """
-SELECT profile_id::text, type, hash, provisional_since FROM profile_identifiers
-WHERE profile_id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))
-      AND provisional_since IS NOT NULL
-"""
-
 # Blocks naming a batch identifier, or a snapshot profile (or one merged into it); an
 # identifier held outside the snapshot cannot join anything in this batch.
 _APART_SQL = """
@@ -144,8 +138,12 @@ WHERE b.tenant_id = %(tenant_id)s AND (b.profile_id IN (SELECT id FROM targets)
       OR (b.type, b.hash) IN (SELECT t, h FROM json_to_recordset(%(keys)s::json) AS k(t text, h text)))
 """
 
+# Each profile's identifiers per type, and which of them are provisional (hashes and
+# since when): one index scan of the profiles' identifiers.
 _COUNTS_SQL = """
-SELECT profile_id::text, type, count(*) FROM profile_identifiers
+SELECT profile_id::text, type, count(*), array_agg(hash) FILTER (WHERE provisional_since IS NOT NULL),
+       array_agg(provisional_since) FILTER (WHERE provisional_since IS NOT NULL)
+FROM profile_identifiers
 WHERE profile_id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json))) GROUP BY 1, 2
 """
 
@@ -259,10 +257,12 @@ def _read_profile_details(conn: psycopg.Connection, tenant_id: str, read: _Graph
         expected = json_rows([{"t": t, "h": h, "p": graph[t, h]} for t, h in sorted(read.provisional)])
         if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
             raise SnapshotChanged("an identifier moved while locking")
-    for pid, id_type, n in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
-        profiles[pid].counts[id_type] = n
-    for pid, id_type, id_hash, since in conn.execute(_PROVISIONAL_SQL, (ids_param,)).fetchall():
-        profiles[pid].provisional[(id_type, id_hash)] = int(since.timestamp() * 1_000_000)
+    for pid, id_type, n, hashes, since in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
+        profile = profiles[pid]
+        profile.counts[id_type] = n
+        if hashes:
+            for id_hash, at in zip(hashes, since, strict=True):
+                profile.provisional[(id_type, id_hash)] = int(at.timestamp() * 1_000_000)
 
 
 def _profile_snapshot(p: ProfileRow, identifiers: list[list[str]] | None = None,
