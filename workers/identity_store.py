@@ -24,7 +24,7 @@ The read API's unmerge (read_api/unmerge.py) takes the same locks in the same or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,12 +32,12 @@ from typing import Any
 
 import psycopg
 
-from core.identifiers import KNOWN_TYPES, Identifier
+from core.identifiers import KNOWN_TYPES
 from core.identity import Apart, Plan, ProfileState
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
-from workers.copy_rows import copy_rows
+from workers.copy_rows import copy_lines, timestamp_text
 
 
 class SnapshotChanged(Exception):
@@ -172,7 +172,7 @@ def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, 
     return read
 
 
-def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tuple[str, str]],
+def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collection[tuple[str, str]],
                   *, wait: bool = True) -> Snapshot:
     """Lock the batch's identifiers and the profiles holding them; return the graph.
 
@@ -180,7 +180,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: set[tup
     lock is taken, or whose profile's row is locked, is left out of the snapshot and listed
     in ``Snapshot.unavailable`` (the caller defers the events that carry one). Nothing else
     changes: every identifier in the snapshot is locked as with ``wait=True``."""
-    keys = sorted(identifiers)
+    keys = list(identifiers)
     unavailable: set[tuple[str, str]] = set()
     if keys:
         keys, unavailable = _lock_identifiers(conn, tenant_id, keys, wait)
@@ -393,9 +393,12 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     if not plan.links:
         return
     firm = [lk for lk in plan.links if not lk.provisional]
-    copy_rows(conn, "profile_identifiers", "tenant_id, type, hash, profile_id, first_seen, last_seen",
-              ((tenant_id, lk.identifier.type, lk.identifier.hash, lk.profile_id,
-                *spans[lk.identifier.type, lk.identifier.hash]) for lk in firm))
+    lines = []
+    for lk in firm:
+        t, h = lk.identifier.type, lk.identifier.hash
+        first, last = spans[t, h]
+        lines.append(f"{tenant_id}\t{t}\t{h}\t{lk.profile_id}\t{timestamp_text(first)}\t{timestamp_text(last)}")
+    copy_lines(conn, "profile_identifiers", "tenant_id, type, hash, profile_id, first_seen, last_seen", lines)
     if len(firm) < len(plan.links):
         # clock_timestamp(): provisional links made later in the batch rank as more recent
         conn.execute(
@@ -407,10 +410,11 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
                                     "ls": spans[lk.identifier.type, lk.identifier.hash][1]}
                                    for lk in plan.links if lk.provisional])),
         )
-    copy_rows(conn, "identity_links",
-              "tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id",
-              ((tenant_id, lk.profile_id, lk.via.type, lk.via.hash, lk.identifier.type, lk.identifier.hash,
-                link_types[lk.event_index], event_ids[lk.event_index]) for lk in plan.links if lk.via is not None))
+    copy_lines(conn, "identity_links",
+               "tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id",
+               [f"{tenant_id}\t{lk.profile_id}\t{lk.via.type}\t{lk.via.hash}\t{lk.identifier.type}"
+                f"\t{lk.identifier.hash}\t{link_types[lk.event_index]}\t{event_ids[lk.event_index]}"
+                for lk in plan.links if lk.via is not None])
     for lk in plan.links:
         p = profiles[lk.profile_id]
         p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1
@@ -461,6 +465,12 @@ def stale_identifiers(spans: dict[tuple[str, str], tuple[datetime, datetime]],
     identifier seen again within the granularity keeps its row untouched, so a busy
     identifier costs one row update per granularity instead of one per batch."""
     out = {}
+    if len(stored) < len(spans):  # mostly new identifiers: walk the stored ones
+        for key, (first, last) in stored.items():
+            span = spans.get(key)
+            if span is not None and (span[0] < first or span[1] > last + granularity):
+                out[key] = span
+        return out
     for key, (lo, hi) in spans.items():
         times = stored.get(key)
         if times is not None and (lo < times[0] or hi > times[1] + granularity):
@@ -486,6 +496,3 @@ def touch_identifiers(conn: psycopg.Connection, tenant_id: str,
     ).fetchall()
     return {r[0] for r in owners}
 
-
-def identifiers_of(events_identifiers: list[list[Identifier]]) -> set[tuple[str, str]]:
-    return {(i.type, i.hash) for ids in events_identifiers for i in ids}

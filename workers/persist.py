@@ -25,14 +25,13 @@ from core.profiles import (
     next_lifecycle,
 )
 from stratum.db.params import json_rows, json_value
-from workers.copy_rows import copy_rows
+from workers.copy_rows import copy_lines, json_text, timestamp_text
 from workers.decision_log import decision_rows, record_decisions
 from workers.event_rows import EVENT_COLUMNS, copy_line
 from workers.identity_store import (
     ProfileRow,
     apply_merges,
     apply_moves,
-    identifiers_of,
     link_identifiers,
     load_snapshot,
     stale_identifiers,
@@ -132,13 +131,16 @@ def persist_tenant_events(
     """
     out = BatchOutcome()
     # Locks first, dedupe keys second, in every transaction: one order, so no cycle of waits.
-    snapshot = load_snapshot(conn, tenant_id, identifiers_of([e.identifiers for e in events]), wait=not defer)
+    spans = _identifier_spans(events)
+    snapshot = load_snapshot(conn, tenant_id, spans.keys(), wait=not defer)
     if snapshot.unavailable:
         events, out.deferred = _split_unavailable(events, snapshot.unavailable)
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
     out.duplicates = len(events) - len(fresh)
     if not fresh:
         return out
+    if out.deferred or out.duplicates:
+        spans = _identifier_spans(fresh)  # the times of the events stored, not of the others
 
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
@@ -161,7 +163,6 @@ def persist_tenant_events(
     link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
     apply_merges(conn, tenant_id, plan, profiles, ids)
     out.merges = len(plan.merges)
-    spans = _identifier_spans(fresh)
     link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
     event_profiles = plan.event_profiles
@@ -373,10 +374,11 @@ def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[Prepa
 def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
     if not rows:
         return
-    copy_rows(conn, "profiles", "tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
-              " merge_count, first_seen, last_seen, traits, trait_times",
-              ((tenant_id, r.id, r.lifecycle, r.event_count, r.purchase_count, r.revenue, sum(r.counts.values()),
-                r.merge_count, r.first_seen, r.last_seen, r.traits, r.trait_times) for r in rows))
+    copy_lines(conn, "profiles", "tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
+               " merge_count, first_seen, last_seen, traits, trait_times",
+               [f"{tenant_id}\t{r.id}\t{r.lifecycle}\t{r.event_count}\t{r.purchase_count}\t{r.revenue}"
+                f"\t{sum(r.counts.values())}\t{r.merge_count}\t{timestamp_text(r.first_seen)}"
+                f"\t{timestamp_text(r.last_seen)}\t{json_text(r.traits)}\t{json_text(r.trait_times)}" for r in rows])
     for r in rows:
         r.new = False
 
