@@ -17,8 +17,12 @@ Concurrency protocol (any number of workers, READ COMMITTED):
 5. unmerge blocks (``identity_blocks``) are read once the profiles are locked: an unmerge
    writes its block holding the survivor's row lock, so a batch that could join the two
    again sees it.
-All locks are taken in one global order (advisory keys, then profile ids), so waits
-cannot form a cycle; Postgres' deadlock detector and the retry loop cover the rest.
+All locks are taken in one global order (advisory keys, then profile ids, then the batch's
+dedupe keys in workers/persist.py), so waits cannot form a cycle; Postgres' deadlock
+detector and the retry loop cover the rest. A batch that may defer (``wait=False``, every
+round of a job but its last) only tries steps 1 and 2 (``pg_try_advisory_xact_lock``,
+``FOR UPDATE SKIP LOCKED``): what it could not lock is left out of its snapshot, and the
+events carrying it wait for a later transaction; what it did lock is held as above.
 The read API's unmerge (read_api/unmerge.py) takes the same locks in the same order.
 """
 
