@@ -172,6 +172,9 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     # by a preparation left behind (see _next_round) and goes back to the queue.
     if coalescer.give_back(queue_key, job.id):
         log.warning("job %s: put back jobs claimed by an abandoned preparation", job.id)
+    if totals["deferred"]:
+        log.info("job %s: %d events stored in %d rounds; %d times an event waited for a later round (its identifier"
+                 " was held by another worker)", job.id, totals["stored"], totals["rounds"], totals["deferred"])
     return totals
 
 
