@@ -22,17 +22,21 @@ class Reader(threading.Thread):
     """Runs ``paths`` in a loop against its own app; logs (started, path, status, body, finished)."""
 
     def __init__(self, settings, api_key: str, paths: list[str]) -> None:
+        from read_api.app import create_app
+
         super().__init__(daemon=True)
-        self.settings, self.api_key, self.paths = settings, api_key, paths
+        # Built here, on the test's thread: apps built on three threads at once imported
+        # Litestar's lazily loaded plugins concurrently, and one thread could find a module
+        # half initialized (ImportError of PydanticDIPlugin, seen once in CI).
+        self.app = create_app(settings)
+        self.api_key, self.paths = api_key, paths
         self.log: list[tuple[float, str, int, dict, float]] = []
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from read_api.app import create_app
-
         try:
-            with TestClient(app=create_app(self.settings)) as client:
+            with TestClient(app=self.app) as client:
                 while not self.stop.is_set():
                     for path in self.paths:
                         started = time.monotonic()
