@@ -169,3 +169,51 @@ def test_one_round_per_job_never_defers(ingest_client, tenant, drain, settings, 
         assert r.status_code == 202
     assert drain() == 0
     assert flags and not any(flags)
+
+
+def test_an_outage_after_a_deferral_gives_the_waiting_job_back(ingest_client, tenant, db, redis_conn, settings,
+                                                               worker_runtime, other, monkeypatch):
+    """Round 1 defers two events of the second job; the round that would store them hits
+    an outage. The second job, still claimed, goes back to the queue with the running job;
+    a later run stores what is missing, and nothing twice."""
+    from rq.registry import FailedJobRegistry
+
+    from workers.outages import ServiceUnavailable
+    from workers.worker import build_worker
+
+    worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=3)
+    ids: list[str] = []
+    for b in range(2):
+        events = [{"event_name": "Viewed", "event_time": datetime.now(UTC).isoformat(),
+                   "identifiers": [{"type": "external_id", "value": f"o{b}-{i % 13}"}]} for i in range(20)]
+        r = ingest_client.post("/api/v1/cdp/events", json={"events": events},
+                               headers={"Authorization": f"Bearer {tenant.write_key}"})
+        assert r.status_code == 202, r.text
+        ids += [x["event_id"] for x in r.json()["results"]]
+    queue = events_queue(redis_conn, settings.queue_name)
+    first_job, second_job = queue.job_ids
+    other.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(tenant.id, *_key("external_id", "o1-0")),))
+
+    calls = {"n": 0}
+    real = jobs._persist_prepared
+
+    def failing_second(rt, rnd, sink, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            other.commit()
+            raise ServiceUnavailable("database unreachable (test)")
+        return real(rt, rnd, sink, **kw)
+
+    monkeypatch.setattr(jobs, "_persist_prepared", failing_second)
+    worker = build_worker(settings, redis_conn)
+    monkeypatch.setattr(worker, "until_database_answers", lambda: None)
+    worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (38,), "round 1 stored all but the deferred"
+    assert sorted(queue.job_ids) == sorted([first_job, second_job]), "both jobs are queued again"
+    assert redis_conn.keys("stratum:claimed:*") == []
+
+    monkeypatch.setattr(jobs, "_persist_prepared", real)
+    build_worker(settings, redis_conn).work(burst=True, logging_level="WARNING")
+    assert FailedJobRegistry(queue=queue).count == 0 and queue.count == 0
+    assert _stored(db, tenant.id) == (sorted(ids),) * 2
+    assert db.execute("SELECT sum(event_count) FROM profiles").fetchone() == (40,), "nothing counted twice"
