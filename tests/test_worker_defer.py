@@ -118,20 +118,27 @@ def test_an_event_whose_profile_row_another_transaction_locked_is_deferred(db, s
     assert db.execute("SELECT event_count FROM profiles WHERE id = %s", (pid,)).fetchone() == (2,)
 
 
+def _two_batches(ingest_client, tenant, prefix: str) -> list[str]:
+    """Two queued batches of 20 events; event i of batch b carries external_id
+    ``{prefix}{b}-{i % 13}``. Returns their event ids."""
+    ids: list[str] = []
+    for b in range(2):
+        events = [{"event_name": "Viewed", "event_time": datetime.now(UTC).isoformat(),
+                   "identifiers": [{"type": "external_id", "value": f"{prefix}{b}-{i % 13}"}]} for i in range(20)]
+        r = ingest_client.post("/api/v1/cdp/events", json={"events": events},
+                               headers={"Authorization": f"Bearer {tenant.write_key}"})
+        assert r.status_code == 202, r.text
+        ids += [x["event_id"] for x in r.json()["results"]]
+    return ids
+
+
 def test_a_job_carries_deferred_events_into_a_last_round_that_waits(ingest_client, tenant, drain, db, redis_conn,
                                                                     settings, worker_runtime, other, monkeypatch):
     """Two batches of 20 make one round; an identifier of the second is locked elsewhere
     until that round ends. The queue is then empty, so the deferred events get one more
     round, which waits for locks; their job is deleted only once they are stored."""
     worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=3)
-    ids: list[str] = []
-    for b in range(2):
-        events = [{"event_name": "Viewed", "event_time": datetime.now(UTC).isoformat(),
-                   "identifiers": [{"type": "external_id", "value": f"b{b}-{i % 13}"}]} for i in range(20)]
-        r = ingest_client.post("/api/v1/cdp/events", json={"events": events},
-                               headers={"Authorization": f"Bearer {tenant.write_key}"})
-        assert r.status_code == 202, r.text
-        ids += [x["event_id"] for x in r.json()["results"]]
+    ids = _two_batches(ingest_client, tenant, "b")
     second_job = events_queue(redis_conn, settings.queue_name).job_ids[1]
     other.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(tenant.id, *_key("external_id", "b1-0")),))
 
@@ -182,14 +189,7 @@ def test_an_outage_after_a_deferral_gives_the_waiting_job_back(ingest_client, te
     from workers.worker import build_worker
 
     worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=3)
-    ids: list[str] = []
-    for b in range(2):
-        events = [{"event_name": "Viewed", "event_time": datetime.now(UTC).isoformat(),
-                   "identifiers": [{"type": "external_id", "value": f"o{b}-{i % 13}"}]} for i in range(20)]
-        r = ingest_client.post("/api/v1/cdp/events", json={"events": events},
-                               headers={"Authorization": f"Bearer {tenant.write_key}"})
-        assert r.status_code == 202, r.text
-        ids += [x["event_id"] for x in r.json()["results"]]
+    ids = _two_batches(ingest_client, tenant, "o")
     queue = events_queue(redis_conn, settings.queue_name)
     first_job, second_job = queue.job_ids
     other.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(tenant.id, *_key("external_id", "o1-0")),))
