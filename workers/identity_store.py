@@ -220,14 +220,15 @@ def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple
                       ) -> tuple[list[tuple[str, str]], set[tuple[str, str]]]:
     """Take the identifiers' advisory locks in key order: (identifiers locked, identifiers
     whose lock another transaction holds, with ``wait=False``; none with ``wait=True``)."""
+    if wait:
+        locks = sorted({advisory_key(tenant_id, t, h) for t, h in keys})
+        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
+                     (json_value(locks),))
+        return keys, set()
     by_lock: dict[int, list[tuple[str, str]]] = {}
     for key in keys:
         by_lock.setdefault(advisory_key(tenant_id, *key), []).append(key)
     locks = sorted(by_lock)
-    if wait:
-        conn.execute("SELECT count(pg_advisory_xact_lock(k::bigint)) FROM json_array_elements_text(%s::json) AS k",
-                     (json_value(locks),))
-        return keys, set()
     # In key order too: a try never waits, so it cannot join a cycle of waits either way.
     taken = conn.execute("SELECT array_agg(k::bigint) FILTER (WHERE NOT pg_try_advisory_xact_lock(k::bigint))"
                          " FROM json_array_elements_text(%s::json) AS k", (json_value(locks),)).fetchone()

@@ -26,6 +26,7 @@ import psycopg
 from core.identity import Merge
 from core.webhooks import TOPICS, event_message_id, event_received_data, message_body
 from workers import stream
+from workers.copy_rows import NULL, copy_lines
 from workers.prepare import PreparedEvent
 
 # PROFILE (CONTRACT 5) of profiles this transaction touched; ``created_at = now()`` holds
@@ -155,17 +156,14 @@ def _profile_messages(conn: psycopg.Connection, tenant_id: str, routes: list[Rou
     return rows
 
 
-_COPY_NULL = "\\N"
-
-
 def _copy_line(tenant_id: str, row: dict) -> str:
     """A row in COPY's text format. Bodies are JSON text, whose only character COPY needs
     escaped is the backslash (JSON has no raw tabs or line breaks); ids, topics and ISO
     times need none."""
     body, event_time = row["b"], row.get("et")
-    return "\t".join((tenant_id, row["d"], row["m"], row["t"], row["p"] or _COPY_NULL,
-                      body.replace("\\", "\\\\") if body is not None else _COPY_NULL,
-                      event_time.isoformat() if event_time is not None else _COPY_NULL))
+    return "\t".join((tenant_id, row["d"], row["m"], row["t"], row["p"] or NULL,
+                      body.replace("\\", "\\\\") if body is not None else NULL,
+                      event_time.isoformat() if event_time is not None else NULL))
 
 
 def write_outbox(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
@@ -194,11 +192,8 @@ def insert_messages(conn: psycopg.Connection, tenant_id: str, rows: list[dict]) 
     how many were written."""
     if not rows:
         return 0
-    lines = [_copy_line(tenant_id, r) for r in rows]
-    lines.append("")
-    with conn.cursor().copy("COPY deliveries (tenant_id, destination_id, message_id, topic, profile_id, body,"
-                            " event_time) FROM STDIN") as copy:
-        copy.write("\n".join(lines).encode())
+    copy_lines(conn, "deliveries", "tenant_id, destination_id, message_id, topic, profile_id, body, event_time",
+               [_copy_line(tenant_id, r) for r in rows])
     return len(rows)
 
 

@@ -282,10 +282,8 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
 def _copy_events(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                  decisions: list[list[dict]]) -> None:
     """COPY the events: each prepared row completed with its profile and decisions."""
-    lines = [copy_line(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)]
-    lines.append("")
-    with conn.cursor().copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
-        copy.write("\n".join(lines).encode())
+    copy_lines(conn, "events", EVENT_COLUMNS,
+               [copy_line(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)])
 
 
 def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],
