@@ -169,3 +169,36 @@ def test_a_stuck_preparation_is_abandoned_and_what_it_claimed_goes_back(
     assert sorted(stored) == sorted(ids)
     assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 160
     assert redis_conn.keys("stratum:claimed:*") == [] and not redis_conn.exists(CLAIM_OWNERS_KEY)
+
+
+
+def test_a_burst_worker_leaves_no_pubsub_thread_behind(settings, redis_conn, monkeypatch):
+    """A worker's exit stops its pubsub thread before leaving the channel, so the thread
+    ends on the reply instead of going back to a 60 s wait that RQ's join gives up on.
+    Telling the thread to stop is slowed down here, as a busy process may be: left in
+    RQ's order (leave, then stop), the reply would already have been read."""
+    import time as _time
+
+    from redis.client import PubSubWorkerThread
+
+    from workers.worker import build_worker
+
+    real_stop = PubSubWorkerThread.stop
+
+    def slow_stop(self):
+        _time.sleep(0.2)
+        real_stop(self)
+
+    monkeypatch.setattr(PubSubWorkerThread, "stop", slow_stop)
+    worker = build_worker(settings, redis_conn)
+    threads: list = []
+    real_unsubscribe = type(worker).unsubscribe
+
+    def unsubscribe():
+        threads.append(worker.pubsub_thread)
+        real_unsubscribe(worker)
+
+    monkeypatch.setattr(worker, "unsubscribe", unsubscribe)
+    worker.work(burst=True, logging_level="WARNING")
+    assert threads and threads[0] is not None, "the worker subscribed"
+    assert not threads[0].is_alive(), "the pubsub thread ended before the worker exited"
