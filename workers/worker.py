@@ -19,11 +19,11 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from redis import Redis
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSubWorkerThread
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -132,11 +132,14 @@ class ResilientWorker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         """Stop the pubsub thread before leaving the channel. RQ leaves first: when the
-        thread reads the reply before it is told to stop, it goes back to a 60 s read,
-        and the worker's exit waits the whole second of RQ's join timeout for it (seen
-        in a burst worker's profile). Told first, the reply ends its loop."""
-        if self.pubsub_thread is not None:
-            self.pubsub_thread.stop()
+        thread reads the reply before it is told to stop, it goes back to waiting up to
+        60 s for a subscription, and the worker's exit waits out the whole second of RQ's
+        join timeout (seen in a burst worker's profile). Told first, the reply ends its
+        loop."""
+        # RQ declares the attribute as None only; subscribe() sets the thread
+        thread = cast("PubSubWorkerThread | None", self.pubsub_thread)
+        if thread is not None:
+            thread.stop()
         super().unsubscribe()
 
     def set_shutdown_requested_date(self) -> None:
