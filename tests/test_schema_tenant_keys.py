@@ -175,3 +175,29 @@ def test_upgrade_keeps_rows_and_builds_the_keys_on_existing_partitions(settings)
                             ).fetchone()[0] == "PRIMARY KEY (profile_id, consent_type)"
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+def test_an_identifier_needs_a_profile_of_its_tenant(settings, db):
+    """Without a key of its own to ``tenants`` (migration 0017), a stored identifier is
+    still tied to its tenant through its profile: one naming a tenant, or a profile, that
+    does not hold it is refused at commit."""
+    from conftest import make_tenant
+
+    tenant, other = make_tenant(db, "one"), make_tenant(db, "two")
+    profile = db.execute("INSERT INTO profiles (tenant_id, id, lifecycle, first_seen, last_seen)"
+                         " VALUES (%s, gen_random_uuid(), 'anonymous', now(), now()) RETURNING id::text",
+                         (tenant.id,)).fetchone()[0]
+    db.commit()
+    insert = ("INSERT INTO profile_identifiers (tenant_id, type, hash, profile_id, first_seen, last_seen)"
+              " VALUES (%s, 'external_id', %s, %s, now(), now())")
+    for tenant_id in (other.id, "00000000-0000-0000-0000-000000000000"):
+        with connect(settings.database_url) as conn:
+            conn.execute(insert, (tenant_id, "a" * 64, profile))
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                conn.commit()
+    db.execute(insert, (tenant.id, "b" * 64, profile))
+    db.commit()
+    db.execute("DELETE FROM tenants WHERE id = %s", (tenant.id,))
+    db.commit()
+    left = db.execute("SELECT count(*) FROM profile_identifiers WHERE profile_id = %s", (profile,)).fetchone()[0]
+    assert left == 0, "deleting a tenant still removes its identifiers, through its profiles"

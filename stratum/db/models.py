@@ -140,7 +140,8 @@ profiles = Table(
 profile_identifiers = Table(
     "profile_identifiers",
     metadata,
-    Column("tenant_id", UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    # Its tenant through its profile's key below only (migration 0017).
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
     Column("type", Text, primary_key=True),
     # SHA-256 hex of the normalized value; raw values are never stored.
     Column("hash", Text, primary_key=True),
