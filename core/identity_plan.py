@@ -15,7 +15,7 @@ MAX_EVENT_DECISIONS = 20  # an event's decision list is summarized past this man
 _WEAKEST = len(PRIORITY)
 
 
-@dataclass
+@dataclass(slots=True)
 class ProfileState:
     """What the planner needs to know of a profile (loaded, or created by this plan)."""
 

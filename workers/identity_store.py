@@ -48,7 +48,7 @@ class SnapshotChanged(Exception):
     """The graph moved between reading and locking; retry the transaction."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ProfileRow:
     id: str
     lifecycle: str

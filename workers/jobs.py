@@ -56,7 +56,7 @@ T = TypeVar("T")
 AHEAD_WAIT_S = 30.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """A prepared event and where it was queued (to rebuild it alone if it must be isolated;
     ``job_id``: the coalesced job it came from, None for the running job's own payload)."""

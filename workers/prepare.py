@@ -31,7 +31,7 @@ from workers.event_rows import copy_prefix
 from workers.runtime import SourceIdentity
 
 
-@dataclass
+@dataclass(slots=True)
 class PreparedEvent:
     """One event ready to persist. ``verified``: (type, hash) of its known identifiers whose
     signature checked out (CONTRACT 6, verified identity); ``protect``: its source runs
