@@ -9,7 +9,7 @@ verified identity, public keys cannot fill a profile, order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, overload
@@ -124,9 +124,10 @@ class IdentityPlanner:
 
     def __init__(self, graph: Mapping[tuple[str, str], str], profiles: Mapping[str, ProfileState],
                  rules: IdentityRules, new_profile_id: Callable[[], str],
-                 apart: Sequence[Apart] = ()) -> None:
+                 apart: Sequence[Apart] = (), settled: Mapping[int, str] | None = None) -> None:
         self.rules = rules
         self.apart = apart
+        self.settled = settled or {}
         self.new_profile_id = new_profile_id
         self.owner: dict[tuple[str, str], str] = dict(graph)
         self.state: dict[str, ProfileState] = {pid: p.copy() for pid, p in profiles.items()}
@@ -152,6 +153,10 @@ class IdentityPlanner:
         return pid
 
     def add_event(self, index: int, event: EventIdentity) -> None:
+        settled = self.settled.get(index)
+        if settled is not None:  # on a profile no event of the batch can change (plan_identities)
+            self.plan.event_profiles.append(settled)
+            return
         known_profile = self._only_holder(event)
         if known_profile is not None:  # the common case, with nothing to decide
             s = self.state[known_profile]
@@ -512,6 +517,7 @@ def plan_identities(
     new_profile_id: Callable[[], str],
     trusted_source: bool = True,
     apart: Sequence[Apart] = (),
+    settled: Mapping[int, str] | None = None,
 ) -> Plan:
     """Plan the identity changes for ``events``, in order.
 
@@ -520,9 +526,12 @@ def plan_identities(
     ``profiles`` holds the state of every profile in ``graph``. Neither is modified. Each
     event ends attributed to one profile (``plan.event_profiles``), or None when nothing of
     it was kept (no identifier, or no home for them). ``apart``: identifiers an unmerge
-    split from a profile, which no event may join to it again.
+    split from a profile, which no event may join to it again. ``settled``: events (by
+    index) attributed to the given profile without planning: each sits wholly on a profile
+    that no event of the batch can change (``settled_holder``, ``profiles_to_plan``), which
+    then need not be in ``profiles``.
     """
-    planner = IdentityPlanner(graph, profiles, rules, new_profile_id, apart)
+    planner = IdentityPlanner(graph, profiles, rules, new_profile_id, apart, settled)
     for index, event in enumerate(events):
         if not isinstance(event, EventIdentity):
             event = EventIdentity(event[0], event[1], trusted_source)
@@ -550,3 +559,39 @@ def _merge_refusal(survivor: ProfileState, absorbed: ProfileState, rules: Identi
     if merging and survivor.merge_count + absorbed.merge_count + 1 > rules.max_merges:
         return ("merge_limit", f"profile has reached {rules.max_merges} merges")
     return None
+
+
+def settled_holder(event: EventIdentity, graph: Mapping[tuple[str, str], str],
+                   provisional: Collection[tuple[str, str]]) -> str | None:
+    """The one profile of ``graph`` holding every identifier of ``event`` when there is
+    nothing to decide for it (no new identifier, none provisional, no protected claim to
+    check: what ``IdentityPlanner._only_holder`` lets through before the batch changes
+    anything), else None. ``provisional``: the keys of ``graph`` linked provisionally."""
+    if event.protect and not event.trusted:
+        return None
+    pid = None
+    for ident in event.identifiers:
+        key = (ident.type, ident.hash)
+        holder = graph.get(key)
+        if holder is None or (pid is not None and holder != pid) or key in provisional:
+            return None
+        pid = holder
+    return pid
+
+
+def profiles_to_plan(events: Iterable[EventIdentity], graph: Mapping[tuple[str, str], str],
+                     provisional: Collection[tuple[str, str]]) -> set[str]:
+    """The profiles of ``graph`` that planning ``events`` may change: every holder of an
+    identifier of an event without a ``settled_holder``. Links, merges, moves and
+    displacements only ever touch the holders of the identifiers of the event being
+    decided (or profiles it creates), so no other profile's identifier counts or
+    provisional identifiers are read by the plan; events settled on those profiles are
+    passed to ``plan_identities`` as ``settled``."""
+    out: set[str] = set()
+    for event in events:
+        if settled_holder(event, graph, provisional) is None:
+            for ident in event.identifiers:
+                pid = graph.get((ident.type, ident.hash))
+                if pid is not None:
+                    out.add(pid)
+    return out

@@ -28,7 +28,7 @@ The read API's unmerge (read_api/unmerge.py) takes the same locks in the same or
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,11 +37,16 @@ from typing import Any
 import psycopg
 
 from core.identifiers import KNOWN_TYPES
-from core.identity import Apart, Plan, ProfileState
+from core.identity import Apart, Plan, ProfileState, profiles_to_plan
+from core.identity_plan import EventIdentity
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
 from workers.copy_rows import copy_lines, timestamp_text
+
+# Lifecycles a profile's identifier counts can no longer move (core.profiles.next_lifecycle:
+# it only moves forward, and only ``churned`` is derived again from what a profile holds).
+_KNOWN_LIFECYCLES = frozenset({"known", "customer"})
 
 
 class SnapshotChanged(Exception):
@@ -64,6 +69,14 @@ class ProfileRow:
     new: bool = False
     # provisional identifiers (type, hash) -> rank (microseconds since the epoch of the link)
     provisional: dict[tuple[str, str], int] = field(default_factory=dict)
+    # ``identifier_count`` as stored; ``counts`` and ``provisional`` were read (False: a
+    # known profile the batch's plan cannot change, see load_snapshot)
+    identifier_count: int = 0
+    detailed: bool = True
+
+    @property
+    def total_identifiers(self) -> int:
+        return sum(self.counts.values()) if self.detailed else self.identifier_count
 
     def planner_state(self) -> ProfileState:
         """The planner's view; it shares this row's dicts, which the planner never changes
@@ -72,6 +85,8 @@ class ProfileRow:
 
     @property
     def known(self) -> bool:
+        if not self.detailed:  # only known profiles and customers go without their counts
+            return self.lifecycle in _KNOWN_LIFECYCLES
         counts = self.counts
         return bool(counts) and any(counts.get(t, 0) > 0 for t in KNOWN_TYPES)
 
@@ -89,6 +104,8 @@ class Snapshot:
     # identifiers left out because another transaction holds their lock or their profile's
     # row (load_snapshot with wait=False)
     unavailable: set[tuple[str, str]] = field(default_factory=set)
+    # stored identifiers of the batch linked provisionally
+    provisional: set[tuple[str, str]] = field(default_factory=set)
 
 
 # Per-batch statements probe the keys they are given and never scan a tenant's rows: the
@@ -123,7 +140,7 @@ WHERE pi.profile_id IS DISTINCT FROM k.p
 
 _LOCK_PROFILES_SQL = """
 SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
-       first_seen, last_seen, merged_into
+       first_seen, last_seen, merged_into, identifier_count
 FROM profiles WHERE tenant_id = %s AND id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))
 ORDER BY id FOR UPDATE
 """
@@ -177,13 +194,19 @@ def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, 
 
 
 def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collection[tuple[str, str]],
-                  *, wait: bool = True) -> Snapshot:
+                  *, wait: bool = True, events: Sequence[EventIdentity] | None = None) -> Snapshot:
     """Lock the batch's identifiers and the profiles holding them; return the graph.
 
     ``wait=False`` waits for no lock another transaction holds: an identifier whose advisory
     lock is taken, or whose profile's row is locked, is left out of the snapshot and listed
     in ``Snapshot.unavailable`` (the caller defers the events that carry one). Nothing else
-    changes: every identifier in the snapshot is locked as with ``wait=True``."""
+    changes: every identifier in the snapshot is locked as with ``wait=True``.
+
+    ``events`` (the batch, or more): a known profile, or a customer, that planning them
+    cannot change (``core.identity.profiles_to_plan``) is loaded without its identifier
+    counts and provisional identifiers (``ProfileRow.detailed`` False): most of a busy
+    tenant's profiles in a batch, whose counts were a grouped scan of all their
+    identifiers."""
     keys = list(identifiers)
     unavailable: set[tuple[str, str]] = set()
     if keys:
@@ -199,7 +222,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
             if row[10] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
             profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                          row[8], row[9])
+                                          row[8], row[9], identifier_count=row[11])
         # Only a merge moves an identifier between profiles, and a merge holds the absorbed
         # profile's row lock: a profile read before a concurrent merge committed is now
         # locked with merged_into set (checked above). Erasure deletes the row.
@@ -208,12 +231,15 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
                 raise SnapshotChanged("a profile was erased while locking")
             # locked by another transaction (or erased): its identifiers wait for a later round
             keys, profile_ids = _without_profiles(read, keys, profiles.keys(), unavailable)
-            ids_param = json_value(profile_ids)
-        _read_profile_details(conn, tenant_id, read, profiles, ids_param)
+        if events is not None and any(p.lifecycle in _KNOWN_LIFECYCLES for p in profiles.values()):
+            planned = profiles_to_plan(events, graph, read.provisional)
+            for pid, profile in profiles.items():
+                profile.detailed = pid in planned or profile.lifecycle not in _KNOWN_LIFECYCLES
+        _read_profile_details(conn, tenant_id, read, profiles, [pid for pid in profile_ids if profiles[pid].detailed])
     apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
         "profiles": json_value(profile_ids), "tenant_id": tenant_id,
         "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
-    return Snapshot(graph, profiles, read.suppressed, read.seen, apart, unavailable)
+    return Snapshot(graph, profiles, read.suppressed, read.seen, apart, unavailable, read.provisional)
 
 
 def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]], wait: bool
@@ -254,15 +280,17 @@ def _without_profiles(read: _GraphRead, keys: list[tuple[str, str]], locked: Ite
 
 
 def _read_profile_details(conn: psycopg.Connection, tenant_id: str, read: _GraphRead,
-                          profiles: dict[str, ProfileRow], ids_param: str) -> None:
+                          profiles: dict[str, ProfileRow], detailed: list[str]) -> None:
     """Once the profiles are locked: the second look at provisional identifiers, then the
-    profiles' identifier counts and provisional identifiers."""
+    identifier counts and provisional identifiers of the ``detailed`` profiles."""
     graph = read.graph
     if read.provisional:
         expected = json_rows([{"t": t, "h": h, "p": graph[t, h]} for t, h in sorted(read.provisional)])
         if conn.execute(_GRAPH_MOVED_SQL, (expected, tenant_id)).fetchone() != (0,):
             raise SnapshotChanged("an identifier moved while locking")
-    for pid, id_type, n, hashes, since in conn.execute(_COUNTS_SQL, (ids_param,)).fetchall():
+    if not detailed:
+        return
+    for pid, id_type, n, hashes, since in conn.execute(_COUNTS_SQL, (json_value(detailed),)).fetchall():
         profile = profiles[pid]
         profile.counts[id_type] = n
         if hashes:

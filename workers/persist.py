@@ -15,6 +15,7 @@ import psycopg
 from core.identity import (
     IdentityRules,
     plan_identities,
+    settled_holder,
 )
 from core.profiles import (
     MAX_TRAIT_KEYS,
@@ -153,7 +154,7 @@ def persist_tenant_events(
     out = BatchOutcome()
     # Locks first, dedupe keys second, in every transaction: one order, so no cycle of waits.
     spans = _identifier_spans(events)
-    snapshot = load_snapshot(conn, tenant_id, spans.keys(), wait=not defer)
+    snapshot = load_snapshot(conn, tenant_id, spans.keys(), wait=not defer, events=[e.identity for e in events])
     if snapshot.unavailable:
         events, out.deferred = _split_unavailable(events, snapshot.unavailable)
     fresh = _claim_dedupe_keys(conn, tenant_id, events)
@@ -168,11 +169,18 @@ def persist_tenant_events(
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Each event's trust is decided when it is prepared (PreparedEvent.identity).
+    # Each event's trust is decided when it is prepared (PreparedEvent.identity). Events on a
+    # profile loaded without its counts (nothing of the batch can change it) need no plan.
+    identities = [e.identity for e in fresh]
+    settled: dict[int, str] = {}
+    if any(not p.detailed for p in profiles.values()):
+        for i, identity in enumerate(identities):
+            pid = settled_holder(identity, snapshot.graph, snapshot.provisional)
+            if pid is not None and not profiles[pid].detailed:
+                settled[i] = pid
     plan = plan_identities(
-        [e.identity for e in fresh],
-        snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items()}, rules,
-        new_profile_id=new_profile_id, apart=snapshot.apart,
+        identities, snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items() if p.detailed}, rules,
+        new_profile_id=new_profile_id, apart=snapshot.apart, settled=settled,
     )
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
@@ -396,7 +404,7 @@ def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[Profil
     copy_lines(conn, "profiles", "tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
                " merge_count, first_seen, last_seen, traits, trait_times",
                [f"{tenant_id}\t{r.id}\t{r.lifecycle}\t{r.event_count}\t{r.purchase_count}\t{r.revenue}"
-                f"\t{sum(r.counts.values())}\t{r.merge_count}\t{timestamp_text(r.first_seen)}"
+                f"\t{r.total_identifiers}\t{r.merge_count}\t{timestamp_text(r.first_seen)}"
                 f"\t{timestamp_text(r.last_seen)}\t{json_text(r.traits)}\t{json_text(r.trait_times)}" for r in rows])
     for r in rows:
         r.new = False
@@ -418,4 +426,4 @@ def _profile_with_traits(r: ProfileRow) -> dict:
 
 def _profile_counters(r: ProfileRow) -> dict:
     return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
-            "ic": sum(r.counts.values()), "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}
+            "ic": r.total_identifiers, "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}

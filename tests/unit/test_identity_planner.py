@@ -808,3 +808,42 @@ def test_grouping_is_order_independent_when_no_limit_applies(seed: int) -> None:
         assert one.decisions == [] and plan_partition(one) == w.partition()
         expected = expected or w.partition()
         assert w.partition() == expected, perm
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_settled_events_plan_as_if_every_profile_were_loaded(seed: int) -> None:
+    """Events sitting wholly on a profile that no other event of the batch can change
+    (``settled_holder``, ``profiles_to_plan``) are attributed without planning, and the
+    planner gets only the other profiles' states (workers/persist.py loads no counts for
+    them): the plan is the one a planner with every profile's state makes."""
+    from core.identity import profiles_to_plan, settled_holder
+    from core.identity_plan import EventIdentity
+
+    rng = random.Random(5000 + seed)
+    w = World(rules=TIGHT)
+    for _ in range(6):  # a stored graph to start from
+        w.run([random_event(rng) for _ in range(3)], trusted=rng.random() < 0.7)
+    known = sorted(w.graph)
+    settled_seen = 0
+    for _ in range(16):
+        events = []
+        for n in range(rng.randint(1, 12)):
+            if known and rng.random() < 0.6:  # mostly identifiers the graph holds
+                raws = rng.sample(known, 1 if rng.random() < 0.7 else min(2, len(known)))
+                idents = [next(i for t, v in POOL if (i := ident(t, v)).type == k[0] and i.hash == k[1])
+                          for k in raws]
+            else:
+                idents = [ident(t, v) for t, v in random_event(rng)]
+            trusted = rng.random() < 0.7
+            events.append(EventIdentity(idents, at(n), trusted, frozenset(), protect=not trusted and rng.random() < 0.5))
+        planned = profiles_to_plan(events, w.graph, set())
+        settled = {i: pid for i, e in enumerate(events)
+                   if (pid := settled_holder(e, w.graph, set())) is not None and pid not in planned}
+        settled_seen += len(settled)
+        full = plan_identities(events, w.graph, w.profiles, TIGHT, new_profile_id=Ids())
+        part = plan_identities(events, w.graph, {pid: st for pid, st in w.profiles.items() if pid in planned}, TIGHT,
+                               new_profile_id=Ids(), settled=settled)
+        assert part == full
+        w._apply(full)
+        known = sorted(w.graph)
+    assert settled_seen > 0, "the traffic had settled events"
