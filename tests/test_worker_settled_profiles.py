@@ -104,3 +104,44 @@ def test_a_profile_settled_for_one_event_and_merged_by_another_has_its_counts_re
     stored = db.execute("SELECT count(*) FROM profile_identifiers WHERE tenant_id = %s AND profile_id = %s",
                         (tenant.id, pid)).fetchone()[0]
     assert stored == 4
+
+
+def _traits(db, tenant, key: tuple[str, str]) -> dict:
+    return db.execute("SELECT p.traits FROM profiles p JOIN profile_identifiers pi ON pi.tenant_id = p.tenant_id"
+                      " AND pi.profile_id = p.id WHERE p.tenant_id = %s AND pi.type = %s AND pi.hash = %s",
+                      (tenant.id, *key)).fetchone()[0]
+
+
+def _with_traits(tenant, n: int, traits: dict, *ids: tuple[str, str]) -> PreparedEvent:
+    eid = str(uuid.uuid4())
+    event = QueuedEvent(eid, eid, "identify", "identify", T0 + timedelta(seconds=n), list(ids), {}, {}, traits, None, 0,
+                        [])
+    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", T0, "req", None, None,
+                        [event])
+    [prepared] = prepare_batch(batch)
+    return prepared
+
+
+def test_traits_are_read_only_where_the_batch_can_change_them(db, server_tenant):
+    """The snapshot reads no traits; the batch reads those of the profiles its
+    trait-carrying events and merges touch, and leaves every other profile's as stored."""
+    tenant = server_tenant
+    ann = _with_traits(tenant, 1, {"plan": "pro"}, ("external_id", "ann"))
+    bob = _with_traits(tenant, 2, {"plan": "free", "city": "Oslo"}, ("external_id", "bob"), ("anonymous_id", "b-1"))
+    cat = _with_traits(tenant, 3, {"team": "blue"}, ("anonymous_id", "c-1"))
+    _store(db, tenant, [ann, bob, cat])
+
+    with db.transaction():
+        snap = load_snapshot(db, tenant.id, _keys(ann), events=[ann.identity])
+        [row] = snap.profiles.values()
+        assert not row.traits_loaded
+        with pytest.raises(RuntimeError):
+            dict(row.traits)
+
+    batch = [_event(tenant, 4, ("external_id", "ann")),  # no traits: Ann's stay as stored
+             _with_traits(tenant, 5, {"city": "Bergen"}, ("external_id", "bob")),
+             _event(tenant, 6, ("anonymous_id", "c-1"), ("external_id", "bob"), event_type="alias")]  # merges Cat
+    out = _store(db, tenant, batch)
+    assert (out.stored, out.merges) == (3, 1)
+    assert _traits(db, tenant, _keys(ann)[0]) == {"plan": "pro"}
+    assert _traits(db, tenant, _keys(bob)[0]) == {"plan": "free", "city": "Bergen", "team": "blue"}

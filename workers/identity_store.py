@@ -44,6 +44,20 @@ from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
 from workers.copy_rows import copy_lines, timestamp_text
 
+
+class _NotLoaded:
+    """In place of a profile's traits until ``load_traits`` reads them: any use fails
+    loudly (a profile written back with traits it never read would lose them)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a profile's traits were used before load_traits read them")
+
+    __getitem__ = __setitem__ = __iter__ = __len__ = __contains__ = get = items = keys = values = _refuse
+
+
+_NOT_LOADED: Any = _NotLoaded()
+
+
 # Lifecycles a profile's identifier counts can no longer move (core.profiles.next_lifecycle:
 # it only moves forward, and only ``churned`` is derived again from what a profile holds).
 _KNOWN_LIFECYCLES = frozenset({"known", "customer"})
@@ -73,6 +87,9 @@ class ProfileRow:
     # known profile the batch's plan cannot change, see load_snapshot)
     identifier_count: int = 0
     detailed: bool = True
+    # ``traits`` and ``trait_times`` hold what is stored (load_snapshot reads neither:
+    # ``load_traits`` does, for the profiles the batch can change them on)
+    traits_loaded: bool = True
 
     @property
     def total_identifiers(self) -> int:
@@ -139,7 +156,7 @@ WHERE pi.profile_id IS DISTINCT FROM k.p
 """
 
 _LOCK_PROFILES_SQL = """
-SELECT id::text, lifecycle, traits, trait_times, event_count, purchase_count, revenue, merge_count,
+SELECT id::text, lifecycle, event_count, purchase_count, revenue, merge_count,
        first_seen, last_seen, merged_into, identifier_count
 FROM profiles WHERE tenant_id = %s AND id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))
 ORDER BY id FOR UPDATE
@@ -219,10 +236,10 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
         ids_param = json_value(profile_ids)
         for row in conn.execute(_LOCK_PROFILES_SQL if wait else _LOCK_PROFILES_SKIP_SQL,
                                 (tenant_id, ids_param)).fetchall():
-            if row[10] is not None:
+            if row[8] is not None:
                 raise SnapshotChanged(f"profile {row[0]} was merged meanwhile")
-            profiles[row[0]] = ProfileRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                          row[8], row[9], identifier_count=row[11])
+            profiles[row[0]] = ProfileRow(row[0], row[1], _NOT_LOADED, _NOT_LOADED, row[2], row[3], row[4], row[5],
+                                          row[6], row[7], identifier_count=row[9], traits_loaded=False)
         # Only a merge moves an identifier between profiles, and a merge holds the absorbed
         # profile's row lock: a profile read before a concurrent merge committed is now
         # locked with merged_into set (checked above). Erasure deletes the row.
@@ -240,6 +257,26 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
         "profiles": json_value(profile_ids), "tenant_id": tenant_id,
         "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
     return Snapshot(graph, profiles, read.suppressed, read.seen, apart, unavailable, read.provisional)
+
+
+_TRAITS_SQL = """
+SELECT id::text, traits, trait_times FROM profiles
+WHERE tenant_id = %s AND id = ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))
+"""
+
+
+def load_traits(conn: psycopg.Connection, tenant_id: str, profiles: dict[str, ProfileRow], ids: Iterable[str]) -> None:
+    """Read the traits and trait times of the loaded profiles ``ids`` (their rows are locked
+    by this transaction since ``load_snapshot``). The snapshot leaves them out: a batch
+    changes the traits of the profiles its trait-carrying events and merges touch, and the
+    others' traits (up to ``core.profiles.MAX_TRAITS_BYTES`` each) were read and decoded
+    for nothing."""
+    missing = sorted(pid for pid in ids if not profiles[pid].traits_loaded)
+    if not missing:
+        return
+    for pid, traits, times in conn.execute(_TRAITS_SQL, (tenant_id, json_value(missing))).fetchall():
+        profile = profiles[pid]
+        profile.traits, profile.trait_times, profile.traits_loaded = traits, times, True
 
 
 def _lock_identifiers(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]], wait: bool

@@ -14,6 +14,7 @@ import psycopg
 
 from core.identity import (
     IdentityRules,
+    Plan,
     plan_identities,
     settled_holder,
 )
@@ -35,6 +36,7 @@ from workers.identity_store import (
     apply_moves,
     link_identifiers,
     load_snapshot,
+    load_traits,
     stale_identifiers,
     touch_identifiers,
 )
@@ -186,6 +188,7 @@ def persist_tenant_events(
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                    new=True)
     out.profiles_created = len(plan.created)
+    load_traits(conn, tenant_id, profiles, _trait_profiles(fresh, plan))
     # New profiles are inserted once, with their final values, by _write_profiles: the
     # foreign keys to them are checked at commit (migration 0014).
     ids = [e.event.event_id for e in fresh]
@@ -225,6 +228,17 @@ def persist_tenant_events(
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
+
+
+def _trait_profiles(events: list[PreparedEvent], plan: Plan) -> set[str]:
+    """The profiles whose traits the batch may change: those of events carrying traits, and
+    both sides of every merge."""
+    out = {pid for e, pid in zip(events, plan.event_profiles, strict=True)
+           if pid is not None and (e.traits or e.traits_once)}
+    for m in plan.merges:
+        out.add(m.survivor)
+        out.add(m.absorbed)
+    return out - plan.created.keys()
 
 
 def _split_unavailable(events: list[PreparedEvent], unavailable: set[tuple[str, str]]
