@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -131,6 +132,27 @@ def make_tenant(conn: psycopg.Connection, name: str = "acme", source_type: str =
         t = create_tenant(conn, f"{name}-{uuid.uuid4().hex[:6]}")
         s = create_source(conn, t.owner_id, "web", source_type, phone_region)
     return Tenant(str(t.owner_id), t.key, str(s.owner_id), s.key, s.identity_secret, source_type)
+
+
+# The time the prepared events of ``prepared_event`` start from (an hour ago: inside retention).
+PREPARED_T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def prepared_event(tenant: Tenant, n: int, *ids: tuple[str, str], key: str | None = None,
+                   event_type: str = "track", traits: dict | None = None):
+    """A server event of ``tenant``, prepared as a worker prepares it (workers/prepare.py),
+    at ``PREPARED_T0`` + ``n`` seconds; ``ids`` are raw (type, value) pairs; ``key``: its
+    dedupe key (default: its own event id)."""
+    from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent
+    from workers.prepare import prepare_batch
+
+    eid = str(uuid.uuid4())
+    event = QueuedEvent(eid, key or eid, event_type, "Viewed" if event_type == "track" else event_type,
+                        PREPARED_T0 + timedelta(seconds=n), list(ids), {}, {}, traits or {}, None, 0, [])
+    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", PREPARED_T0, "req",
+                        None, None, [event])
+    [prepared] = prepare_batch(batch)
+    return prepared
 
 
 @pytest.fixture

@@ -5,28 +5,16 @@ the batch carrying it, and the others are recorded as duplicates of the stored e
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-
 import pytest
-from conftest import make_tenant
+from conftest import make_tenant, prepared_event
 
 from core.identity import IdentityRules
-from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent
 from workers import persist
 from workers.persist import persist_tenant_events
-from workers.prepare import PreparedEvent, prepare_batch
-
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-def _event(tenant, key: str, n: int) -> PreparedEvent:
-    event = QueuedEvent(str(uuid.uuid4()), key, "track", "Viewed", T0 + timedelta(seconds=n),
-                        [("external_id", f"person-{n}")], {}, {}, {}, None, 0, [])
-    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", T0, "req", None, None,
-                        [event])
-    [prepared] = prepare_batch(batch)
-    return prepared
+def _keyed(tenant, key: str, n: int):
+    return prepared_event(tenant, n, ("external_id", f"person-{n}"), key=key)
 
 
 @pytest.fixture
@@ -47,7 +35,7 @@ def _stored(db, tenant_id: str) -> list[str]:
 
 def test_repeats_inside_a_batch_lose_to_its_first_event_without_the_fallback(db, server_tenant, monkeypatch):
     tenant = server_tenant
-    first, again, other = _event(tenant, "k-1", 1), _event(tenant, "k-1", 2), _event(tenant, "k-2", 3)
+    first, again, other = _keyed(tenant, "k-1", 1), _keyed(tenant, "k-1", 2), _keyed(tenant, "k-2", 3)
 
     def no_fallback(*args):
         raise AssertionError("a batch without stored keys needs no fallback")
@@ -62,11 +50,11 @@ def test_repeats_inside_a_batch_lose_to_its_first_event_without_the_fallback(db,
 
 def test_a_batch_holding_a_stored_key_stores_the_rest_once(db, server_tenant):
     tenant = server_tenant
-    stored = _event(tenant, "k-1", 1)
+    stored = _keyed(tenant, "k-1", 1)
     with db.transaction():
         persist_tenant_events(db, tenant.id, [stored], IdentityRules())
 
-    late, fresh, fresh_again = _event(tenant, "k-1", 2), _event(tenant, "k-2", 3), _event(tenant, "k-2", 4)
+    late, fresh, fresh_again = _keyed(tenant, "k-1", 2), _keyed(tenant, "k-2", 3), _keyed(tenant, "k-2", 4)
     with db.transaction():
         out = persist_tenant_events(db, tenant.id, [fresh, late, fresh_again], IdentityRules())
     assert (out.stored, out.duplicates) == (1, 2)
@@ -81,7 +69,7 @@ def test_a_batch_holding_a_stored_key_stores_the_rest_once(db, server_tenant):
 
 def test_the_same_batch_twice_stores_nothing_the_second_time(db, server_tenant):
     tenant = server_tenant
-    events = [_event(tenant, f"k-{n}", n) for n in range(5)]
+    events = [_keyed(tenant, f"k-{n}", n) for n in range(5)]
     with db.transaction():
         first = persist_tenant_events(db, tenant.id, events, IdentityRules())
     with db.transaction():

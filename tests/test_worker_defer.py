@@ -7,39 +7,26 @@ has stored them; its last round waits for the locks, so every event is stored on
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from conftest import make_tenant
+from conftest import make_tenant, prepared_event
 
 from core.identifiers import normalize_identifier
 from core.identity import IdentityRules
-from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent
 from stratum.db.connect import connect
 from stratum.identity_locks import advisory_key
 from stratum.queue import events_queue
 from stratum.queue.layout import CLAIM_OWNERS_KEY
 from workers import jobs
 from workers.persist import persist_tenant_events
-from workers.prepare import PreparedEvent, prepare_batch
-
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+from workers.prepare import PreparedEvent
 
 
 def _key(id_type: str, value: str) -> tuple[str, str]:
     i = normalize_identifier(id_type, value, default_region="US")
     return (i.type, i.hash)
-
-
-def _event(tenant, n: int, *ids: tuple[str, str]) -> PreparedEvent:
-    eid = str(uuid.uuid4())
-    event = QueuedEvent(eid, eid, "track", "Viewed", T0 + timedelta(seconds=n), list(ids), {}, {}, {}, None, 0, [])
-    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", T0, "req", None, None,
-                        [event])
-    [prepared] = prepare_batch(batch)
-    return prepared
 
 
 def _ids(events: list[PreparedEvent]) -> list[str]:
@@ -69,9 +56,9 @@ def _stored(db, tenant_id: str) -> tuple[list[str], list[str]]:
 
 def test_an_event_whose_identifier_another_transaction_locked_is_deferred_unclaimed(db, server_tenant, other):
     tenant = server_tenant
-    e1 = _event(tenant, 1, ("external_id", "a"))
-    e2 = _event(tenant, 2, ("external_id", "b"))
-    e3 = _event(tenant, 3, ("external_id", "c"), ("external_id", "a"))
+    e1 = prepared_event(tenant, 1, ("external_id", "a"))
+    e2 = prepared_event(tenant, 2, ("external_id", "b"))
+    e3 = prepared_event(tenant, 3, ("external_id", "c"), ("external_id", "a"))
     other.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(tenant.id, *_key("external_id", "a")),))
 
     with db.transaction():
@@ -96,12 +83,12 @@ def test_an_event_whose_profile_row_another_transaction_locked_is_deferred(db, s
     in common): its row lock defers the event too, where waiting would block."""
     tenant = server_tenant
     with db.transaction():
-        persist_tenant_events(db, tenant.id, [_event(tenant, 0, ("external_id", "a"), ("email", "z@example.com"))],
+        persist_tenant_events(db, tenant.id, [prepared_event(tenant, 0, ("external_id", "a"), ("email", "z@example.com"))],
                               IdentityRules())
     [(pid,)] = db.execute("SELECT id::text FROM profiles WHERE tenant_id = %s", (tenant.id,)).fetchall()
     other.execute("SELECT 1 FROM profiles WHERE id = %s FOR UPDATE", (pid,))
 
-    e1, e2 = _event(tenant, 1, ("email", "z@example.com")), _event(tenant, 2, ("external_id", "new"))
+    e1, e2 = prepared_event(tenant, 1, ("email", "z@example.com")), prepared_event(tenant, 2, ("external_id", "new"))
     with db.transaction():
         out = persist_tenant_events(db, tenant.id, [e1, e2], IdentityRules(), defer=True)
     assert (out.stored, _ids(out.deferred)) == (1, _ids([e1]))

@@ -6,28 +6,13 @@ was; every profile a batch's plan can touch still has its counts read."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-
 import pytest
-from conftest import make_tenant
+from conftest import make_tenant, prepared_event
 
 from core.identity import IdentityRules
-from core.schemas import QUEUE_FORMAT_VERSION, QueuedBatch, QueuedEvent
 from workers.identity_store import load_snapshot
 from workers.persist import persist_tenant_events
-from workers.prepare import PreparedEvent, prepare_batch
-
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-
-def _event(tenant, n: int, *ids: tuple[str, str], event_type: str = "track") -> PreparedEvent:
-    eid = str(uuid.uuid4())
-    event = QueuedEvent(eid, eid, event_type, "Viewed", T0 + timedelta(seconds=n), list(ids), {}, {}, {}, None, 0, [])
-    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", T0, "req", None, None,
-                        [event])
-    [prepared] = prepare_batch(batch)
-    return prepared
+from workers.prepare import PreparedEvent
 
 
 @pytest.fixture
@@ -53,14 +38,14 @@ def _keys(e: PreparedEvent) -> list[tuple[str, str]]:
 
 def test_only_profiles_a_plan_can_change_have_their_counts_read(db, server_tenant):
     tenant = server_tenant
-    known = _event(tenant, 1, ("email", "ann@example.com"), ("external_id", "ann"), ("anonymous_id", "a-1"))
-    anonymous = _event(tenant, 2, ("anonymous_id", "a-2"))
-    other = _event(tenant, 3, ("email", "bob@example.com"))
+    known = prepared_event(tenant, 1, ("email", "ann@example.com"), ("external_id", "ann"), ("anonymous_id", "a-1"))
+    anonymous = prepared_event(tenant, 2, ("anonymous_id", "a-2"))
+    other = prepared_event(tenant, 3, ("email", "bob@example.com"))
     _store(db, tenant, [known, anonymous, other])
 
-    again = _event(tenant, 4, ("external_id", "ann"))  # wholly on Ann's known profile
-    anon_again = _event(tenant, 5, ("anonymous_id", "a-2"))  # an anonymous profile: counts are read
-    bob_new = _event(tenant, 6, ("email", "bob@example.com"), ("phone", "+16505550101"))  # a new identifier
+    again = prepared_event(tenant, 4, ("external_id", "ann"))  # wholly on Ann's known profile
+    anon_again = prepared_event(tenant, 5, ("anonymous_id", "a-2"))  # an anonymous profile: counts are read
+    bob_new = prepared_event(tenant, 6, ("email", "bob@example.com"), ("phone", "+16505550101"))  # a new identifier
     batch = [again, anon_again, bob_new]
     keys = {k for e in batch for k in _keys(e)}
     with db.transaction():
@@ -75,13 +60,13 @@ def test_only_profiles_a_plan_can_change_have_their_counts_read(db, server_tenan
 
 def test_settled_profiles_keep_their_counts_and_lifecycle(db, server_tenant):
     tenant = server_tenant
-    first = _event(tenant, 1, ("email", "ann@example.com"), ("external_id", "ann"), ("anonymous_id", "a-1"))
+    first = prepared_event(tenant, 1, ("email", "ann@example.com"), ("external_id", "ann"), ("anonymous_id", "a-1"))
     _store(db, tenant, [first])
     email = _keys(first)[0]
     pid, lifecycle, count, events = _profile(db, tenant, *email)
     assert (lifecycle, count, events) == ("known", 3, 1)
 
-    later = [_event(tenant, n, ("anonymous_id", "a-1")) for n in range(2, 6)]
+    later = [prepared_event(tenant, n, ("anonymous_id", "a-1")) for n in range(2, 6)]
     out = _store(db, tenant, later)
     assert (out.stored, out.profiles_created, out.merges) == (4, 0, 0)
     assert _profile(db, tenant, *email) == (pid, "known", 3, 5)
@@ -91,12 +76,12 @@ def test_a_profile_settled_for_one_event_and_merged_by_another_has_its_counts_re
     """Event 1 sits wholly on Ann's profile; event 2 joins Ann's and Bob's: both are read
     with their counts, and the survivor ends with every identifier counted once."""
     tenant = server_tenant
-    ann = _event(tenant, 1, ("external_id", "ann"), ("anonymous_id", "a-1"))
-    anon = _event(tenant, 2, ("anonymous_id", "a-2"), ("email", "x@example.com"))
+    ann = prepared_event(tenant, 1, ("external_id", "ann"), ("anonymous_id", "a-1"))
+    anon = prepared_event(tenant, 2, ("anonymous_id", "a-2"), ("email", "x@example.com"))
     _store(db, tenant, [ann, anon])
 
-    on_ann = _event(tenant, 3, ("anonymous_id", "a-1"))
-    join = _event(tenant, 4, ("external_id", "ann"), ("anonymous_id", "a-2"), event_type="identify")
+    on_ann = prepared_event(tenant, 3, ("anonymous_id", "a-1"))
+    join = prepared_event(tenant, 4, ("external_id", "ann"), ("anonymous_id", "a-2"), event_type="identify")
     out = _store(db, tenant, [on_ann, join])
     assert out.merges == 1
     pid, lifecycle, count, events = _profile(db, tenant, *_keys(ann)[0])
@@ -112,23 +97,14 @@ def _traits(db, tenant, key: tuple[str, str]) -> dict:
                       (tenant.id, *key)).fetchone()[0]
 
 
-def _with_traits(tenant, n: int, traits: dict, *ids: tuple[str, str]) -> PreparedEvent:
-    eid = str(uuid.uuid4())
-    event = QueuedEvent(eid, eid, "identify", "identify", T0 + timedelta(seconds=n), list(ids), {}, {}, traits, None, 0,
-                        [])
-    batch = QueuedBatch(QUEUE_FORMAT_VERSION, tenant.id, tenant.source_id, "server", "US", T0, "req", None, None,
-                        [event])
-    [prepared] = prepare_batch(batch)
-    return prepared
-
-
 def test_traits_are_read_only_where_the_batch_can_change_them(db, server_tenant):
     """The snapshot reads no traits; the batch reads those of the profiles its
     trait-carrying events and merges touch, and leaves every other profile's as stored."""
     tenant = server_tenant
-    ann = _with_traits(tenant, 1, {"plan": "pro"}, ("external_id", "ann"))
-    bob = _with_traits(tenant, 2, {"plan": "free", "city": "Oslo"}, ("external_id", "bob"), ("anonymous_id", "b-1"))
-    cat = _with_traits(tenant, 3, {"team": "blue"}, ("anonymous_id", "c-1"))
+    ann = prepared_event(tenant, 1, ("external_id", "ann"), event_type="identify", traits={"plan": "pro"})
+    bob = prepared_event(tenant, 2, ("external_id", "bob"), ("anonymous_id", "b-1"), event_type="identify",
+                         traits={"plan": "free", "city": "Oslo"})
+    cat = prepared_event(tenant, 3, ("anonymous_id", "c-1"), event_type="identify", traits={"team": "blue"})
     _store(db, tenant, [ann, bob, cat])
 
     with db.transaction():
@@ -138,9 +114,9 @@ def test_traits_are_read_only_where_the_batch_can_change_them(db, server_tenant)
         with pytest.raises(RuntimeError):
             dict(row.traits)
 
-    batch = [_event(tenant, 4, ("external_id", "ann")),  # no traits: Ann's stay as stored
-             _with_traits(tenant, 5, {"city": "Bergen"}, ("external_id", "bob")),
-             _event(tenant, 6, ("anonymous_id", "c-1"), ("external_id", "bob"), event_type="alias")]  # merges Cat
+    batch = [prepared_event(tenant, 4, ("external_id", "ann")),  # no traits: Ann's stay as stored
+             prepared_event(tenant, 5, ("external_id", "bob"), event_type="identify", traits={"city": "Bergen"}),
+             prepared_event(tenant, 6, ("anonymous_id", "c-1"), ("external_id", "bob"), event_type="alias")]  # merges Cat
     out = _store(db, tenant, batch)
     assert (out.stored, out.merges) == (3, 1)
     assert _traits(db, tenant, _keys(ann)[0]) == {"plan": "pro"}

@@ -18,6 +18,7 @@ from core.identity import (
     plan_identities,
     settled_holder,
 )
+from core.identity_plan import EventIdentity
 from core.profiles import (
     MAX_TRAIT_KEYS,
     MAX_TRAITS_BYTES,
@@ -32,6 +33,7 @@ from workers.decision_log import decision_rows, record_decisions
 from workers.event_rows import EVENT_COLUMNS, copy_line
 from workers.identity_store import (
     ProfileRow,
+    Snapshot,
     apply_merges,
     apply_moves,
     link_identifiers,
@@ -171,18 +173,11 @@ def persist_tenant_events(
     profiles: dict[str, ProfileRow] = snapshot.profiles
     decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Each event's trust is decided when it is prepared (PreparedEvent.identity). Events on a
-    # profile loaded without its counts (nothing of the batch can change it) need no plan.
+    # Each event's trust is decided when it is prepared (PreparedEvent.identity).
     identities = [e.identity for e in fresh]
-    settled: dict[int, str] = {}
-    if any(not p.detailed for p in profiles.values()):
-        for i, identity in enumerate(identities):
-            pid = settled_holder(identity, snapshot.graph, snapshot.provisional)
-            if pid is not None and not profiles[pid].detailed:
-                settled[i] = pid
     plan = plan_identities(
         identities, snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items() if p.detailed}, rules,
-        new_profile_id=new_profile_id, apart=snapshot.apart, settled=settled,
+        new_profile_id=new_profile_id, apart=snapshot.apart, settled=_settled(identities, snapshot),
     )
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
@@ -228,6 +223,20 @@ def persist_tenant_events(
     write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
     out.stored = len(fresh)
     return out
+
+
+def _settled(identities: list[EventIdentity], snapshot: Snapshot) -> dict[int, str]:
+    """The events (by index) sitting wholly on a profile loaded without its counts: nothing
+    of the batch can change that profile (load_snapshot), so they need no plan."""
+    profiles = snapshot.profiles
+    if all(p.detailed for p in profiles.values()):
+        return {}
+    settled = {}
+    for i, identity in enumerate(identities):
+        pid = settled_holder(identity, snapshot.graph, snapshot.provisional)
+        if pid is not None and not profiles[pid].detailed:
+            settled[i] = pid
+    return settled
 
 
 def _trait_profiles(events: list[PreparedEvent], plan: Plan) -> set[str]:
