@@ -241,13 +241,13 @@ def _settled(identities: list[EventIdentity], snapshot: Snapshot) -> dict[int, s
 
 def _trait_profiles(events: list[PreparedEvent], plan: Plan) -> set[str]:
     """The profiles whose traits the batch may change: those of events carrying traits, and
-    both sides of every merge."""
+    both sides of every merge (``load_traits`` skips those it holds already, new ones too)."""
     out = {pid for e, pid in zip(events, plan.event_profiles, strict=True)
            if pid is not None and (e.traits or e.traits_once)}
     for m in plan.merges:
         out.add(m.survivor)
         out.add(m.absorbed)
-    return out - plan.created.keys()
+    return out
 
 
 def _split_unavailable(events: list[PreparedEvent], unavailable: set[tuple[str, str]]
