@@ -1,5 +1,5 @@
-"""A job runs rounds back to back (workers/jobs.py): while one round's transaction runs,
-the preparing thread claims and prepares the next. Every event is stored once, each
+"""A job runs rounds back to back (workers/jobs.py): while one round's statements wait for
+Postgres, the job's thread claims and prepares the next in steps (stratum/db/overlap.py). Every event is stored once, each
 round's jobs are deleted once it committed, and a failure gives back only what no round
 committed."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from rq.registry import FailedJobRegistry
 
 from stratum.queue import events_queue
 from stratum.queue.layout import CLAIM_OWNERS_KEY, job_key
-from stratum.queue.liveness import reap_abandoned_jobs
 from workers import jobs
 from workers.outages import ServiceUnavailable
 
@@ -64,8 +64,8 @@ def test_one_round_per_job_prepares_nothing_ahead(ingest_client, tenant, drain, 
                                                   monkeypatch):
     worker_runtime.settings = settings.replace(worker_coalesce_max_events=40, worker_rounds_per_job=1)
     sides: list[bool] = []
-    real = jobs._prepare_round
-    monkeypatch.setattr(jobs, "_prepare_round", lambda *a, side=False, **kw: sides.append(side) or real(*a, side=side, **kw))
+    real = jobs._prepare_steps
+    monkeypatch.setattr(jobs, "_prepare_steps", lambda *a, side=False, **kw: sides.append(side) or real(*a, side=side, **kw))
     _queue_batches(ingest_client, tenant, 5)
     assert drain() == 0
     assert sides == [False, False, False], "three jobs of one round each, all prepared on the job's thread"
@@ -114,8 +114,8 @@ def test_a_warm_shutdown_starts_no_further_round(ingest_client, tenant, drain, d
     """SIGTERM while a round runs (ResilientWorker.request_stop sets the flag): the job
     stores that round and the one already prepared ahead, and claims nothing more."""
     sides: list[bool] = []
-    real_prepare, real_persist = jobs._prepare_round, jobs._persist_round
-    monkeypatch.setattr(jobs, "_prepare_round",
+    real_prepare, real_persist = jobs._prepare_steps, jobs._persist_round
+    monkeypatch.setattr(jobs, "_prepare_steps",
                         lambda *a, side=False, **kw: sides.append(side) or real_prepare(*a, side=side, **kw))
 
     def stop_during_first(rt, *args, **kw):
@@ -130,46 +130,62 @@ def test_a_warm_shutdown_starts_no_further_round(ingest_client, tenant, drain, d
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 180
 
 
-def test_a_stuck_preparation_is_abandoned_and_what_it_claimed_goes_back(
-        ingest_client, tenant, db, redis_conn, settings, small_rounds, monkeypatch):
-    """The round prepared ahead does not come back in time (its side connection hung): the
-    job ends as for an outage, and the jobs the stuck preparation claims afterwards go back
-    to the queue (by the job's next run, or the reaper), so every event is still stored
-    exactly once."""
-    import time as _time
+def test_the_next_round_is_prepared_while_the_statements_wait(ingest_client, tenant, drain, db, small_rounds,
+                                                             monkeypatch):
+    """The round prepared ahead is prepared in steps, and its steps run inside the job
+    connection's waits for Postgres (not only after the round, when ``result`` finishes it)."""
+    from stratum.db import overlap
 
+    in_waits = {"steps": 0}
+    real_step = overlap.Overlap.step
+
+    def counting_step(self):
+        conn = small_rounds._conn  # the job's connection: a statement in flight?
+        if conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+            in_waits["steps"] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(overlap.Overlap, "step", counting_step)
+    _queue_batches(ingest_client, tenant, 6)
+    assert drain() == 0
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 120
+    assert in_waits["steps"] > 0, "no step of a round prepared ahead ran while a statement waited"
+
+
+def test_a_preparation_that_fails_ahead_fails_after_the_round_it_overlapped(
+        ingest_client, tenant, db, redis_conn, settings, small_rounds, monkeypatch):
+    """An outage met while the next round is prepared (here its claim) does not disturb the
+    transaction whose waits it ran in: that round commits, then the job ends as for an
+    outage, giving back what the preparation claimed, and a later run stores every event
+    exactly once."""
     from workers.worker import build_worker
 
-    monkeypatch.setattr(jobs, "AHEAD_WAIT_S", 0.3)
-    real = jobs._claim_and_prepare
     calls = {"n": 0}
+    real = jobs._claim_and_prepare
 
-    def stuck_first(*args):
+    def failing_first(rt, claim, sink):
         calls["n"] += 1
         if calls["n"] == 1:
-            _time.sleep(1.0)  # claims only after the job gave up on it
-        return real(*args)
+            claim(with_owner=False)  # claims, then the database is lost
+            yield
+            raise ServiceUnavailable("database unreachable (test)")
+        return (yield from real(rt, claim, sink))
 
-    monkeypatch.setattr(jobs, "_claim_and_prepare", stuck_first)
+    monkeypatch.setattr(jobs, "_claim_and_prepare", failing_first)
     ids = _queue_batches(ingest_client, tenant, 8)
     worker = build_worker(settings, redis_conn)
     monkeypatch.setattr(worker, "until_database_answers", lambda: None)
     worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert calls["n"] == 1
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 40, "the first round committed"
-    _time.sleep(1.2)  # the abandoned preparation claims now
-    assert redis_conn.keys("stratum:claimed:*"), "the stuck preparation holds claims"
+    assert redis_conn.keys("stratum:claimed:*") == [], "what the failed preparation claimed went back"
 
-    # It may have claimed the job itself, requeued at the head: the scheduler's reaper puts
-    # back the claims of a job that is not running, whoever made them.
-    queue = events_queue(redis_conn, settings.queue_name)
-    reap_abandoned_jobs(redis_conn, queue)
     build_worker(settings, redis_conn).work(burst=True, logging_level="WARNING")
     assert FailedJobRegistry(queue=events_queue(redis_conn, settings.queue_name)).count == 0
     stored = [r[0] for r in db.execute("SELECT event_id::text FROM events").fetchall()]
     assert sorted(stored) == sorted(ids)
     assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 160
-    assert redis_conn.keys("stratum:claimed:*") == [] and not redis_conn.exists(CLAIM_OWNERS_KEY)
-
+    assert not redis_conn.exists(CLAIM_OWNERS_KEY)
 
 
 def test_a_burst_worker_leaves_no_pubsub_thread_behind(settings, redis_conn, monkeypatch):

@@ -19,9 +19,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -33,6 +31,7 @@ from rq.timeouts import BaseTimeoutException
 
 from core.event_time import retention_cutoff
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent, decode_batch
+from stratum.db.overlap import Overlap, run_all, while_waiting
 from stratum.db.partitions import ensure_partitions
 from stratum.queue import layout
 from stratum.queue.claims import Coalescer
@@ -52,8 +51,9 @@ from workers.prepare import PreparedEvent, prepare_event
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# How long a failing job waits for the round being prepared ahead before it gives back its claims.
-AHEAD_WAIT_S = 30.0
+# Events prepared per step of a round prepared ahead: a statement's result that arrives
+# during a step waits for it (about 15-25 us per event; stratum/db/overlap.py).
+STEP_EVENTS = 8
 
 
 @dataclass(slots=True)
@@ -108,18 +108,21 @@ def process_batch(payload: bytes) -> dict[str, int]:
     try:
         return _process_batch(rt, payload)
     except BaseTimeoutException:
-        rt.reset_connection()  # the timeout may have cut a query short: that connection is unusable
+        # The timeout may have cut a query short, on the job's connection or on the side
+        # one of a preparation step: such a connection is unusable.
+        rt.reset_connection()
+        rt.reset_side_connection()
         raise
 
 
 def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
     """The job's own batch and what it coalesces, in rounds of at most
-    ``worker_coalesce_max_events`` events: while one round's transactions run, the
-    preparing thread claims and prepares the next (decoding, mapping, normalizing and
-    hashing are half of the worker's Python), so the worker's Python and its Postgres
-    backend work at the same time. Each round's jobs are deleted once it committed; up to
-    ``worker_rounds_per_job`` rounds run while the queue holds more, none started after a
-    quarter of the job timeout or once a warm shutdown was asked for."""
+    ``worker_coalesce_max_events`` events: while one round's statements wait for Postgres,
+    this thread claims and prepares the next in steps (decoding, mapping, normalizing and
+    hashing are half of the worker's Python; stratum/db/overlap.py), so the worker's Python
+    and its Postgres backend work at the same time. Each round's jobs are deleted once it
+    committed; up to ``worker_rounds_per_job`` rounds run while the queue holds more, none
+    started after a quarter of the job timeout or once a warm shutdown was asked for."""
     job = get_current_job()
     sink = _failed_event_sink(job, rt)
     if job is None or rt.settings.worker_coalesce_max_events <= 0:
@@ -135,7 +138,7 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
         return persist_payloads([payload], sink)
     totals = {"stored": 0, "duplicates": 0, "profiles_created": 0, "merges": 0, "isolated": 0, "coalesced_jobs": 0,
               "rounds": 0, "deferred": 0}
-    ahead: Future[_Round] | None = None
+    ahead: Overlap[_Round] | None = None
     try:
         rnd = _prepare_round(rt, [payload, *_payloads_of(claimed)], sink, [None, *(i for i, _ in claimed)])
         deadline = time.monotonic() + rt.settings.job_timeout_s / 4
@@ -143,14 +146,15 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
         while True:
             if (not last and totals["rounds"] + 1 < rt.settings.worker_rounds_per_job
                     and time.monotonic() < deadline and not rt.stop_requested):
-                ahead = rt.preparer().submit(_claim_and_prepare, rt, claim, sink)
+                ahead = Overlap(_claim_and_prepare(rt, claim, sink))
             # Every round but the last defers events whose identifiers another worker holds
             # (workers/persist.py); the last one waits for them, so the job ends with all stored.
-            deferred = _persist_round(rt, rnd, sink, coalescer, job.id, totals,
-                                      defer=ahead is not None and rt.settings.worker_defer_conflicts)
+            with while_waiting(ahead):
+                deferred = _persist_round(rt, rnd, sink, coalescer, job.id, totals,
+                                          defer=ahead is not None and rt.settings.worker_defer_conflicts)
             if ahead is None:
                 break
-            nxt, ahead = _next_round(rt, ahead), None
+            nxt, ahead = ahead.result(), None  # what the waits left of it is done now
             if not nxt.job_ids:
                 if not deferred:
                     break
@@ -158,34 +162,22 @@ def _process_batch(rt: runtime.WorkerRuntime, payload: bytes) -> dict[str, int]:
             rnd = _Round.carrying(deferred, nxt)
     except BaseException:
         # An outage or the job timeout (a poison event never gets here: it is isolated).
-        # The claimed batches not yet stored go back untouched, for whichever job runs next.
+        # The claimed batches not yet stored go back untouched, for whichever job runs next,
+        # with whatever the round being prepared ahead had claimed (claims are recorded as
+        # they are made).
         if ahead is not None:
-            # Its claims are recorded before they go back. A preparation stuck longer (a
-            # hung side connection) is left behind: whatever it claims later is put back by
-            # this job's next run, or by the reaper once the job no longer runs.
-            with contextlib.suppress(BaseException):
-                ahead.result(timeout=AHEAD_WAIT_S)
+            ahead.close()
         with contextlib.suppress(*REDIS_OUTAGE):
             coalescer.give_back(queue_key, job.id)
         raise
-    # Every committed round left the claim (finish_round): anything still in it was claimed
-    # by a preparation left behind (see _next_round) and goes back to the queue.
+    # Every committed round left the claim (finish_round); this drops the job's owner
+    # record. A job still found in the claim would be a bug: it goes back to the queue.
     if coalescer.give_back(queue_key, job.id):
-        log.warning("job %s: put back jobs claimed by an abandoned preparation", job.id)
+        log.error("job %s: jobs were still claimed after its last round; put back on the queue", job.id)
     if totals["deferred"]:
         log.info("job %s: %d events stored in %d rounds; %d times an event waited for a later round (its identifier"
                  " was held by another worker)", job.id, totals["stored"], totals["rounds"], totals["deferred"])
     return totals
-
-
-def _next_round(rt: runtime.WorkerRuntime, ahead: Future[_Round]) -> _Round:
-    """The round prepared ahead. One that takes longer than ``AHEAD_WAIT_S`` (its side
-    connection hung) is abandoned with its thread, and the job ends as for an outage."""
-    try:
-        return ahead.result(timeout=AHEAD_WAIT_S)
-    except FuturesTimeout:
-        rt.abandon_preparer()
-        raise ServiceUnavailable(f"preparing the next round took longer than {AHEAD_WAIT_S:.0f} s") from None
 
 
 def _payloads_of(claimed: list[tuple[str, bytes]]) -> list[bytes | Exception]:
@@ -199,10 +191,12 @@ def _payloads_of(claimed: list[tuple[str, bytes]]) -> list[bytes | Exception]:
 
 
 def _claim_and_prepare(rt: runtime.WorkerRuntime, claim: Callable[..., list[tuple[str, bytes]]],
-                       sink: FailedEventSink | None) -> _Round:
-    """The next round (the preparing thread): claimed jobs, prepared; empty when none are queued."""
+                       sink: FailedEventSink | None) -> Generator[None, None, _Round]:
+    """The next round, in steps (run while this round's statements wait): claimed jobs,
+    prepared; empty when none are queued."""
     claimed = claim(with_owner=False)
-    return _prepare_round(rt, _payloads_of(claimed), sink, [i for i, _ in claimed], side=True)
+    yield
+    return (yield from _prepare_steps(rt, _payloads_of(claimed), sink, [i for i, _ in claimed], side=True))
 
 
 def _persist_round(rt: runtime.WorkerRuntime, rnd: _Round, sink: FailedEventSink | None, coalescer: Coalescer,
@@ -256,10 +250,17 @@ def persist_payloads(payloads: Sequence[bytes], sink: FailedEventSink | None = N
 
 
 def _prepare_round(rt: runtime.WorkerRuntime, payloads: Sequence[bytes | Exception], sink: FailedEventSink | None,
-                   job_ids: Sequence[str | None], *, side: bool = False) -> _Round:
-    """Decode and prepare ``payloads`` (an Exception: a job whose data could not be read).
-    ``side``: on the preparing thread, which reads tenant settings on its own connection."""
+                   job_ids: Sequence[str | None]) -> _Round:
+    """Decode and prepare ``payloads`` (an Exception: a job whose data could not be read)."""
+    return run_all(_prepare_steps(rt, payloads, sink, job_ids))
+
+
+def _prepare_steps(rt: runtime.WorkerRuntime, payloads: Sequence[bytes | Exception], sink: FailedEventSink | None,
+                   job_ids: Sequence[str | None], *, side: bool = False) -> Generator[None, None, _Round]:
+    """``_prepare_round`` in steps of ``STEP_EVENTS`` events. ``side``: while the job's
+    connection is busy (a round prepared ahead), tenant settings are read on the side one."""
     rnd = _Round(job_ids=[j for j in job_ids if j is not None])
+    n = 0
     for job_id, raw in zip(job_ids, payloads, strict=True):
         try:
             if isinstance(raw, Exception):
@@ -283,6 +284,9 @@ def _prepare_round(rt: runtime.WorkerRuntime, payloads: Sequence[bytes | Excepti
                 rnd.isolate(sink, batch, queued, exc)
                 continue
             rnd.by_tenant[batch.tenant_id].append(_Item(prepared, batch, queued, job_id))
+            n += 1
+            if n % STEP_EVENTS == 0:
+                yield
     return rnd
 
 

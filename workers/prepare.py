@@ -52,8 +52,8 @@ class PreparedEvent:
     traits_once: dict[str, Any] = field(default_factory=dict)  # PostHog $set_once
 
     # Derived once, here (``__post_init__``, which a ``dataclasses.replace`` copy runs again):
-    # before the batch's transaction holds any lock, and for a job's next round on the
-    # preparing thread while the current round's transaction runs.
+    # before the batch's transaction holds any lock, and for a job's next round while the
+    # current round's statements wait (workers/jobs.py).
     #: ``min(event_time, received_at)``: what traits, consents and first/last seen are
     #: ordered by, so a client clock ahead cannot freeze a profile (CONTRACT 6)
     state_time: datetime = field(init=False)

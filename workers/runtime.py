@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -20,6 +19,7 @@ from psycopg.types.json import set_json_loads
 from core.identity import IdentityRules
 from stratum.admin import IDENTITY_SECRET_GRACE_S
 from stratum.db.connect import connect
+from stratum.db.overlap import OverlapConnection
 from stratum.secret_storage import SecretUnreadable, decrypt_secret, identity_secret_context
 from stratum.settings import Settings, global_blocked_values
 
@@ -60,14 +60,14 @@ FROM sources WHERE tenant_id = %s
 
 @dataclass
 class WorkerRuntime:
-    """``connection()`` is the job's own (its transactions); the preparing thread, which
-    prepares a job's next round while the current one's transaction runs
-    (workers/jobs.py), reads tenant settings on ``side_connection()``, opened on first use."""
+    """``connection()`` is the job's own (its transactions); a job's next round, prepared
+    while the current one's statements wait for Postgres (workers/jobs.py), reads tenant
+    settings on ``side_connection()``, opened on first use. Both are ``OverlapConnection``s
+    (stratum/db/overlap.py)."""
 
     settings: Settings
     _conn: psycopg.Connection | None = None
     _side: psycopg.Connection | None = None
-    _preparer: ThreadPoolExecutor | None = None
     known_partitions: set[date] = field(default_factory=set)
     # A warm shutdown was asked for: a running job starts no further round
     stop_requested: bool = False
@@ -85,7 +85,7 @@ class WorkerRuntime:
 
     def _connect(self) -> psycopg.Connection:
         # autocommit: each unit of work opens its own explicit transaction block
-        conn = connect(self.settings.database_url, autocommit=True)
+        conn = connect(self.settings.database_url, OverlapConnection, autocommit=True)
         # jsonb columns (profile traits) decoded by msgspec: several times faster
         set_json_loads(msgspec.json.decode, conn)
         return conn
@@ -100,26 +100,12 @@ class WorkerRuntime:
         if side is not None:
             side.close()
 
-    def preparer(self) -> ThreadPoolExecutor:
-        """The one thread that prepares a job's next round."""
-        if self._preparer is None:
-            self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-        return self._preparer
-
-    def abandon_preparer(self) -> None:
-        """Leave a stuck preparing thread behind (it cannot be interrupted) and its side
-        connection with it: the next round is prepared on a new thread and connection."""
-        if self._preparer is not None:
-            self._preparer.shutdown(wait=False, cancel_futures=True)
-        self._preparer = None
-        self._side = None
-
     def tenant_config(self, tenant_id: str, source_id: str | None = None, *,
                       side: bool = False) -> TenantConfig:
         """The tenant's identity rules and its sources' identity settings, cached for
         ``TENANT_CACHE_TTL_S``. A ``source_id`` the cached copy does not know (a source
         created since) reloads it, so a new source's secret verifies from its first event.
-        ``side``: read on the side connection (the preparing thread)."""
+        ``side``: read on the side connection (a round prepared ahead)."""
         now = time.monotonic()
         hit = self._tenants.get(tenant_id)
         if hit and hit[0] > now and (source_id is None or source_id in hit[1].sources):

@@ -13,8 +13,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from stratum.settings import libpq_url
 
 
-def connect(database_url: str, **kwargs: Any) -> psycopg.Connection:
-    return psycopg.connect(libpq_url(database_url), **kwargs)
+def connect(database_url: str, connection_class: type[psycopg.Connection] = psycopg.Connection,
+            **kwargs: Any) -> psycopg.Connection:
+    return connection_class.connect(libpq_url(database_url), **kwargs)
 
 
 def scalar(conn: psycopg.Connection, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
