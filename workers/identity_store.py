@@ -194,10 +194,15 @@ class _GraphRead:
     provisional: set[tuple[str, str]]  # stored keys linked provisionally
 
 
-def _read_graph(conn: psycopg.Connection, tenant_id: str, keys: list[tuple[str, str]]) -> _GraphRead:
-    if not keys:
+def _keys_param(keys: list[tuple[str, str]]) -> str:
+    return json_rows([{"t": t, "h": h} for t, h in keys])
+
+
+def _read_graph(conn: psycopg.Connection, tenant_id: str, keys_param: str | None) -> _GraphRead:
+    """``keys_param``: the identifiers (``_keys_param``), None when there are none."""
+    if keys_param is None:
         return _GraphRead({}, set(), {}, set())
-    rows = conn.execute(_GRAPH_SQL, (json_rows([{"t": t, "h": h} for t, h in keys]), tenant_id, tenant_id)).fetchall()
+    rows = conn.execute(_GRAPH_SQL, (keys_param, tenant_id, tenant_id)).fetchall()
     read = _GraphRead({}, set(), {}, set())
     for t, h, pid, suppressed, fs, ls, provisional in rows:
         if suppressed:
@@ -228,7 +233,9 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
     unavailable: set[tuple[str, str]] = set()
     if keys:
         keys, unavailable = _lock_identifiers(conn, tenant_id, keys, wait)
-    read = _read_graph(conn, tenant_id, keys)
+    # the same JSON serves the blocks read below, unless keys are left out meanwhile
+    keys_param = _keys_param(keys) if keys else None
+    read = _read_graph(conn, tenant_id, keys_param)
     graph = read.graph
     profile_ids = sorted(set(graph.values()))
     profiles: dict[str, ProfileRow] = {}
@@ -248,14 +255,14 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
                 raise SnapshotChanged("a profile was erased while locking")
             # locked by another transaction (or erased): its identifiers wait for a later round
             keys, profile_ids = _without_profiles(read, keys, profiles.keys(), unavailable)
+            keys_param = _keys_param(keys) if keys else None
         if events is not None and any(p.lifecycle in _KNOWN_LIFECYCLES for p in profiles.values()):
             planned = profiles_to_plan(events, graph, read.provisional)
             for pid, profile in profiles.items():
                 profile.detailed = pid in planned or profile.lifecycle not in _KNOWN_LIFECYCLES
         _read_profile_details(conn, tenant_id, read, profiles, [pid for pid in profile_ids if profiles[pid].detailed])
     apart = [Apart((t, h), holder, other) for t, h, holder, other in conn.execute(_APART_SQL, {
-        "profiles": json_value(profile_ids), "tenant_id": tenant_id,
-        "keys": json_rows([{"t": t, "h": h} for t, h in keys])}).fetchall()] if keys else []
+        "profiles": json_value(profile_ids), "tenant_id": tenant_id, "keys": keys_param}).fetchall()] if keys else []
     return Snapshot(graph, profiles, read.suppressed, read.seen, apart, unavailable, read.provisional)
 
 
