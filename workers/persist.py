@@ -167,14 +167,27 @@ def persist_tenant_events(
         return out
     if out.deferred or out.duplicates:
         spans = _identifier_spans(fresh)  # the times of the events stored, not of the others
-
     if snapshot.suppressed:
         fresh = _drop_suppressed(fresh, snapshot.suppressed)
-    profiles: dict[str, ProfileRow] = snapshot.profiles
-    decisions: list[list[dict]] = [list(e.decisions) for e in fresh]
 
-    # Each event's trust is decided when it is prepared (PreparedEvent.identity).
-    identities = [e.identity for e in fresh]
+    plan = _plan(fresh, snapshot, rules, new_profile_id)
+    out.profiles_created, out.merges = len(plan.created), len(plan.merges)
+    load_traits(conn, tenant_id, snapshot.profiles, _trait_profiles(fresh, plan))
+    decisions = _apply_plan(conn, tenant_id, fresh, plan, snapshot.profiles, spans)
+    owners_touched = _touch_identifiers(conn, tenant_id, spans, snapshot, touch_granularity)
+    _store_events(conn, tenant_id, fresh, plan, snapshot.profiles, decisions, owners_touched)
+    out.stored = len(fresh)
+    return out
+
+
+def _plan(events: list[PreparedEvent], snapshot: Snapshot, rules: IdentityRules,
+          new_profile_id: Callable[[], str]) -> Plan:
+    """The identity plan of ``events`` (each event's trust was decided when it was prepared:
+    ``PreparedEvent.identity``); the profiles it creates join ``snapshot.profiles``. They
+    are inserted once, with their final values, by ``_write_profiles``: the foreign keys
+    to them are checked at commit (migration 0014)."""
+    profiles = snapshot.profiles
+    identities = [e.identity for e in events]
     plan = plan_identities(
         identities, snapshot.graph, {pid: p.planner_state() for pid, p in profiles.items() if p.detailed}, rules,
         new_profile_id=new_profile_id, apart=snapshot.apart, settled=_settled(identities, snapshot),
@@ -182,47 +195,62 @@ def persist_tenant_events(
     for pid, st in plan.created.items():
         profiles[pid] = ProfileRow(pid, "anonymous", {}, {}, 0, 0, Decimal(0), 0, st.first_seen, st.first_seen,
                                    new=True)
-    out.profiles_created = len(plan.created)
-    load_traits(conn, tenant_id, profiles, _trait_profiles(fresh, plan))
-    # New profiles are inserted once, with their final values, by _write_profiles: the
-    # foreign keys to them are checked at commit (migration 0014).
-    ids = [e.event.event_id for e in fresh]
-    link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in fresh]
+    return plan
+
+
+def _apply_plan(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], plan: Plan,
+                profiles: dict[str, ProfileRow], spans: dict[tuple[str, str], tuple[datetime, datetime]]
+                ) -> list[list[dict]]:
+    """Write the plan's merges, links and moves, and its decisions to the decision log
+    (CONTRACT 9: links, merges and refusals, per profile). Returns each event's decisions
+    (its own, then the plan's), for its stored row."""
+    ids = [e.event.event_id for e in events]
+    link_types = [_LINK_TYPES.get(e.event.event_type, "co_occurrence") for e in events]
     apply_merges(conn, tenant_id, plan, profiles, ids)
-    out.merges = len(plan.merges)
     link_identifiers(conn, tenant_id, plan, ids, spans, link_types, profiles)
     apply_moves(conn, tenant_id, plan, ids, link_types, profiles)
-    event_profiles = plan.event_profiles
+    decisions: list[list[dict]] = [list(e.decisions) for e in events]
     for d in plan.decisions:
         decisions[d.event_index].append(d.as_dict())
-    # The decision log (CONTRACT 9): links, merges and refusals, per profile.
-    record_decisions(conn, tenant_id, decision_rows(plan, ids, event_profiles, link_types, decisions))
+    record_decisions(conn, tenant_id, decision_rows(plan, ids, plan.event_profiles, link_types, decisions))
+    return decisions
 
-    owners_touched = touch_identifiers(conn, tenant_id, stale_identifiers(spans, snapshot.seen, touch_granularity))
-    if not owners_touched <= profiles.keys():  # not expected: owners of stored identifiers are all loaded
+
+def _touch_identifiers(conn: psycopg.Connection, tenant_id: str,
+                       spans: dict[tuple[str, str], tuple[datetime, datetime]], snapshot: Snapshot,
+                       granularity: timedelta) -> set[str]:
+    """Move the stored identifiers' seen times (``stale_identifiers``); return the loaded
+    profiles owning one, which the write-back updates (their ``updated_at`` moves)."""
+    profiles = snapshot.profiles
+    owners = touch_identifiers(conn, tenant_id, stale_identifiers(spans, snapshot.seen, granularity))
+    if not owners <= profiles.keys():  # not expected: owners of stored identifiers are all loaded
         conn.execute("UPDATE profiles SET updated_at = now() WHERE tenant_id = %s AND id IN"
                      " (SELECT value::uuid FROM json_array_elements_text(%s::json))",
-                     (tenant_id, json_value(sorted(owners_touched - profiles.keys()))))
-        owners_touched &= profiles.keys()
+                     (tenant_id, json_value(sorted(owners - profiles.keys()))))
+        owners &= profiles.keys()
+    return owners
 
-    _merge_event_traits(fresh, event_profiles, profiles, decisions)
+
+def _store_events(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent], plan: Plan,
+                  profiles: dict[str, ProfileRow], decisions: list[list[dict]], owners_touched: set[str]) -> None:
+    """The events' rows, consents, profile write-back and outbox messages."""
+    event_profiles = plan.event_profiles
+    _merge_event_traits(events, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
-    _add_revenue(fresh, event_profiles, profiles, decisions)
-    _copy_events(conn, fresh, event_profiles, decisions)
-    _record_consents(conn, tenant_id, fresh, event_profiles)
+    _add_revenue(events, event_profiles, profiles, decisions)
+    _copy_events(conn, events, event_profiles, decisions)
+    _record_consents(conn, tenant_id, events, event_profiles)
     # Owners of touched identifiers are written back with the others (their updated_at
     # moves), instead of by a second UPDATE of the same rows.
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
                | {p for mv in plan.moves for p in (mv.from_profile, mv.to_profile)} | owners_touched)
     # Traits change only through events carrying traits and through merges.
-    traits_changed = ({pid for e, pid in zip(fresh, event_profiles, strict=True)
+    traits_changed = ({pid for e, pid in zip(events, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _write_profiles(conn, tenant_id, fresh, event_profiles, profiles, changed | plan.created.keys(), traits_changed)
+    _write_profiles(conn, tenant_id, events, event_profiles, profiles, changed | plan.created.keys(), traits_changed)
     # Messages for destinations, in this transaction (workers/outbox.py).
-    write_outbox(conn, tenant_id, fresh, event_profiles, plan.merges)
-    out.stored = len(fresh)
-    return out
+    write_outbox(conn, tenant_id, events, event_profiles, plan.merges)
 
 
 def _settled(identities: list[EventIdentity], snapshot: Snapshot) -> dict[int, str]:
