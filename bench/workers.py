@@ -110,7 +110,11 @@ def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | 
     from bench.copy_baseline import copy_baseline
 
     copy_s = copy_baseline(env.database_url, stored)
-    return {"workers": n_workers, "rounds_per_job": rounds_per_job, "people": people, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
+    cpu = costs["cpu_s"]
+    # How much of the machine the run kept busy: two workers can give twice one only while
+    # this stays under the cores there are.
+    busy = (cpu["worker_total"] + cpu["postgres"] + cpu["postgres_background"] + cpu["redis"]) / max(elapsed, 1e-9)
+    return {"cores_busy": round(busy, 2), "workers": n_workers, "rounds_per_job": rounds_per_job, "people": people, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
             "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
@@ -136,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds_per_job or [None]
     runs = [run_workers(w, n, seed=1, rounds_per_job=r, people=args.people) for _ in range(args.repeat) for w in (1, 2) for r in rounds]
     path = write_results("workers", {"events_posted": n, "runs": runs})
-    rows = [("workers", "events/s", "COPY events/s, ratio; CPU us/event: worker / postgres / redis")]
+    cores = os.cpu_count() or 1
+    rows = [("workers", "events/s", f"COPY events/s, ratio; CPU us/event: worker / postgres / redis; cores busy"
+                                    f" (of {cores})")]
     for r in runs:
         us = r["costs"]["us_per_event"]
         label = str(r["workers"]) + (f", {r['rounds_per_job']} rounds" if r["rounds_per_job"] is not None else "")
         rows.append((label, f"{r['events_per_s']:.0f}",
                      f"{r['copy_events_per_s']:.0f}, {r['ratio_vs_copy']:.3f}; {us['worker']:.0f} / "
-                     f"{us['postgres']:.0f} / {us['redis']:.0f} (pg background {us['postgres_background']:.0f}, "
+                     f"{us['postgres']:.0f} / {us['redis']:.0f}; {r['cores_busy']:.2f} (pg background {us['postgres_background']:.0f}, "
                      f"redis idle share {r['costs']['redis_idle_us_per_event']:.0f}, worker start "
                      f"{r['costs']['cpu_s']['worker_startup_each']:.2f} s each; stored {r['events_stored']}, "
                      f"failed jobs {r['failed_jobs']})"))
