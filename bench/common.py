@@ -12,6 +12,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psycopg
 from redis import Redis
@@ -35,14 +36,17 @@ class BenchEnv:
                 "STRATUM_QUEUE_NAME": self.queue_name, "STRATUM_DEFAULT_RATE_LIMIT_PER_S": "0",
                 "STRATUM_QUEUE_HIGH_WATER": "0", **extra}
 
-    def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        p = subprocess.Popen(list(args), env=env or self.env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    def start(self, *args: str, env: dict | None = None, log: IO[bytes] | None = None) -> subprocess.Popen:
+        """``log``: where the process's output goes (discarded by default)."""
+        out = log if log is not None else subprocess.DEVNULL
+        p = subprocess.Popen(list(args), env=env or self.env(), cwd=ROOT, stdout=out,
+                             stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+                             start_new_session=True)
         self.procs.append(p)
         return p
 
-    def stratum(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        return self.start(sys.executable, "-m", "stratum.cli", *args, env=env)
+    def stratum(self, *args: str, env: dict | None = None, log: IO[bytes] | None = None) -> subprocess.Popen:
+        return self.start(sys.executable, "-m", "stratum.cli", *args, env=env, log=log)
 
     def stop_all(self) -> None:
         for p in self.procs:

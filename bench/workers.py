@@ -16,9 +16,12 @@ bench/results/workers.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -75,6 +78,16 @@ def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> No
     print(f"wrote {out} ({_stored(env)} events stored)")
 
 
+_DEFERRALS = re.compile(rb"; (\d+) times an event waited for a later round")
+
+
+def _deferrals(log) -> int:
+    """How many times an event of this worker's jobs was deferred to a later round (its
+    identifier held by another worker): the jobs' own log lines."""
+    log.seek(0)
+    return sum(int(m.group(1)) for m in _DEFERRALS.finditer(log.read()))
+
+
 def _failure_reasons(env) -> list[str]:
     """Why jobs failed (the last line of each exception), so a failed run explains itself."""
     from stratum.queue.status import failed_jobs
@@ -91,12 +104,15 @@ def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | 
     jobs = env.redis().llen(f"rq:queue:{env.queue_name}")
     meter = CostMeter(env.database_url, env.redis())
     extra = {} if rounds_per_job is None else {"STRATUM_WORKER_ROUNDS_PER_JOB": str(rounds_per_job)}
-    start = time.perf_counter()
-    workers = [env.stratum("worker", "--burst", env=env.env(**extra)) for _ in range(n_workers)]
-    for w in workers:
-        w.returncode, cpu_s = wait_cpu_s(w.pid)
-        meter.add_exited("worker_total", cpu_s)
-    elapsed = time.perf_counter() - start
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(n_workers)]
+        start = time.perf_counter()
+        workers = [env.stratum("worker", "--burst", env=env.env(**extra), log=log) for log in logs]
+        for w in workers:
+            w.returncode, cpu_s = wait_cpu_s(w.pid)
+            meter.add_exited("worker_total", cpu_s)
+        elapsed = time.perf_counter() - start
+        deferrals = sum(_deferrals(log) for log in logs)
     stored = _stored(env)
     costs = meter.finish(stored)
     # What starting a worker costs (imports, connections), measured on the now empty queue.
@@ -114,7 +130,7 @@ def run_workers(n_workers: int, n_events: int, seed: int, rounds_per_job: int | 
     # How much of the machine the run kept busy: two workers can give twice one only while
     # this stays under the cores there are.
     busy = (cpu["worker_total"] + cpu["postgres"] + cpu["postgres_background"] + cpu["redis"]) / max(elapsed, 1e-9)
-    return {"cores_busy": round(busy, 2), "workers": n_workers, "rounds_per_job": rounds_per_job, "people": people, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
+    return {"cores_busy": round(busy, 2), "deferrals": deferrals, "workers": n_workers, "rounds_per_job": rounds_per_job, "people": people, "jobs": jobs, "events_stored": stored, "seconds": round(elapsed, 2),
             "events_per_s": round(stored / elapsed, 1), "copy_seconds": round(copy_s, 3),
             "copy_events_per_s": round(stored / copy_s, 1), "ratio_vs_copy": round((stored / elapsed) / (stored / copy_s), 3),
             "failed_jobs": failed, "failure_reasons": failures, "costs": costs}
@@ -148,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         label = str(r["workers"]) + (f", {r['rounds_per_job']} rounds" if r["rounds_per_job"] is not None else "")
         rows.append((label, f"{r['events_per_s']:.0f}",
                      f"{r['copy_events_per_s']:.0f}, {r['ratio_vs_copy']:.3f}; {us['worker']:.0f} / "
-                     f"{us['postgres']:.0f} / {us['redis']:.0f}; {r['cores_busy']:.2f} (pg background {us['postgres_background']:.0f}, "
+                     f"{us['postgres']:.0f} / {us['redis']:.0f}; {r['cores_busy']:.2f} (deferrals {r['deferrals']}, pg background {us['postgres_background']:.0f}, "
                      f"redis idle share {r['costs']['redis_idle_us_per_event']:.0f}, worker start "
                      f"{r['costs']['cpu_s']['worker_startup_each']:.2f} s each; stored {r['events_stored']}, "
                      f"failed jobs {r['failed_jobs']})"))
