@@ -188,6 +188,47 @@ def test_a_preparation_that_fails_ahead_fails_after_the_round_it_overlapped(
     assert not redis_conn.exists(CLAIM_OWNERS_KEY)
 
 
+def test_a_job_timeout_met_while_preparing_ahead_loses_nothing(
+        ingest_client, tenant, db, redis_conn, settings, small_rounds, monkeypatch):
+    """RQ's job timeout fires while a step of the next round runs (inside a wait of the
+    current round's statements): it is raised once that round has committed, the job
+    fails as timed out, what the preparation claimed goes back, both connections are
+    dropped (the timeout may have cut a side query short), and a later run stores every
+    event exactly once."""
+    from rq.timeouts import JobTimeoutException
+
+    from workers.worker import build_worker
+
+    calls = {"n": 0}
+    real = jobs._claim_and_prepare
+
+    def timing_out_first(rt, claim, sink):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            rt.side_connection()  # the preparation had opened its side connection
+            claim(with_owner=False)
+            yield
+            raise JobTimeoutException("Task exceeded maximum timeout value (test)")
+        return (yield from real(rt, claim, sink))
+
+    monkeypatch.setattr(jobs, "_claim_and_prepare", timing_out_first)
+    ids = _queue_batches(ingest_client, tenant, 8)
+    queue = events_queue(redis_conn, settings.queue_name)
+    first_job = queue.job_ids[0]
+    build_worker(settings, redis_conn).work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert calls["n"] == 1
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 40, "the round it overlapped committed"
+    assert redis_conn.keys("stratum:claimed:*") == [], "what the preparation claimed went back"
+    assert first_job in FailedJobRegistry(queue=queue).get_job_ids(), "the job failed as timed out"
+    assert small_rounds._conn is None and small_rounds._side is None, "both connections were dropped"
+
+    build_worker(settings, redis_conn).work(burst=True, logging_level="WARNING")
+    stored = [r[0] for r in db.execute("SELECT event_id::text FROM events").fetchall()]
+    assert sorted(stored) == sorted(ids), "every event stored, none twice"
+    assert db.execute("SELECT sum(event_count) FROM profiles").fetchone()[0] == 160
+    assert not redis_conn.exists(CLAIM_OWNERS_KEY)
+
+
 def test_a_burst_worker_leaves_no_pubsub_thread_behind(settings, redis_conn, monkeypatch):
     """A worker's exit stops its pubsub thread before leaving the channel, so the thread
     ends on the reply instead of going back to a 60 s wait that RQ's join gives up on.
