@@ -393,6 +393,23 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     if not plan.merges:
         return
     idents, consents, consent_mark = _sides_before_merge(conn, tenant_id, plan)
+    _move_to_survivors(conn, tenant_id, plan)
+    audit = []
+    for m in plan.merges:
+        s, a = profiles[m.survivor], profiles.pop(m.absorbed)
+        snap = {**_profile_snapshot(a, idents[a.id], consents[a.id]),
+                "survivor": _profile_snapshot(s, idents[s.id], consents[s.id]), "consent_mark": consent_mark,
+                "via": [m.via.type, m.via.hash] if m.via is not None else None}
+        _fold_sides(idents, consents, s.id, a.id)
+        audit.append({"s": s.id, "a": a.id, "tt": m.trigger.type, "th": m.trigger.hash,
+                      "e": event_ids[m.event_index], "snap": snap})
+        _fold_profile(s, a)
+    _record_merges(conn, tenant_id, plan, audit, event_ids)
+
+
+def _move_to_survivors(conn: psycopg.Connection, tenant_id: str, plan: Plan) -> None:
+    """Everything stored of each absorbed profile moves to its survivor, in one statement
+    per table; absorbed profiles point at their survivors."""
     moves = json_rows([{"a": m.absorbed, "s": m.survivor} for m in plan.merges])
     conn.execute("UPDATE profile_identifiers pi SET profile_id = m.s FROM json_to_recordset(%s::json)"
                  " AS m(a uuid, s uuid) WHERE pi.profile_id = m.a", (moves,))
@@ -425,26 +442,27 @@ def apply_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, profiles:
     conn.execute("UPDATE profiles p SET merged_into = m.s, merged_at = now(), updated_at = now()"
                  " FROM json_to_recordset(%s::json) AS m(a uuid, s uuid) WHERE p.tenant_id = %s AND p.id = m.a",
                  (moves, tenant_id))
-    audit = []
-    for m in plan.merges:
-        s, a = profiles[m.survivor], profiles.pop(m.absorbed)
-        snap = {**_profile_snapshot(a, idents[a.id], consents[a.id]),
-                "survivor": _profile_snapshot(s, idents[s.id], consents[s.id]), "consent_mark": consent_mark,
-                "via": [m.via.type, m.via.hash] if m.via is not None else None}
-        _fold_sides(idents, consents, s.id, a.id)
-        audit.append({"s": s.id, "a": a.id, "tt": m.trigger.type, "th": m.trigger.hash,
-                      "e": event_ids[m.event_index], "snap": snap})
-        merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
-        s.event_count += a.event_count
-        s.purchase_count += a.purchase_count
-        s.revenue = clamp_revenue(s.revenue + a.revenue)  # both near the limit: capped, never an error
-        s.merge_count += a.merge_count + 1
-        s.first_seen = min(s.first_seen, a.first_seen)
-        s.last_seen = max(s.last_seen, a.last_seen)
-        for t, n in a.counts.items():
-            s.counts[t] = s.counts.get(t, 0) + n
-        if a.lifecycle == "customer" or (a.lifecycle == "known" and s.lifecycle == "anonymous"):
-            s.lifecycle = a.lifecycle
+
+
+def _fold_profile(s: ProfileRow, a: ProfileRow) -> None:
+    """The survivor's row after absorbing ``a``: traits, counters, times, lifecycle."""
+    merge_trait_sets(s.traits, s.trait_times, a.traits, a.trait_times)
+    s.event_count += a.event_count
+    s.purchase_count += a.purchase_count
+    s.revenue = clamp_revenue(s.revenue + a.revenue)  # both near the limit: capped, never an error
+    s.merge_count += a.merge_count + 1
+    s.first_seen = min(s.first_seen, a.first_seen)
+    s.last_seen = max(s.last_seen, a.last_seen)
+    for t, n in a.counts.items():
+        s.counts[t] = s.counts.get(t, 0) + n
+    if a.lifecycle == "customer" or (a.lifecycle == "known" and s.lifecycle == "anonymous"):
+        s.lifecycle = a.lifecycle
+
+
+def _record_merges(conn: psycopg.Connection, tenant_id: str, plan: Plan, audit: list[dict],
+                   event_ids: list[str]) -> None:
+    """The merges' edges in the identity links, and one ``profile_merges`` row each (with
+    the snapshots an unmerge restores)."""
     edges = [{"p": m.survivor, "ft": m.via.type, "fh": m.via.hash, "tt": m.trigger.type, "th": m.trigger.hash,
               "e": event_ids[m.event_index]} for m in plan.merges if m.via is not None]
     if edges:
