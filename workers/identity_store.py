@@ -194,12 +194,13 @@ class _GraphRead:
     provisional: set[tuple[str, str]]  # stored keys linked provisionally
 
 
-def _keys_param(keys: list[tuple[str, str]]) -> str:
-    return json_rows([{"t": t, "h": h} for t, h in keys])
+def _keys_param(keys: list[tuple[str, str]]) -> str | None:
+    """The identifiers as the statements' JSON parameter; None when there are none."""
+    return json_rows([{"t": t, "h": h} for t, h in keys]) if keys else None
 
 
 def _read_graph(conn: psycopg.Connection, tenant_id: str, keys_param: str | None) -> _GraphRead:
-    """``keys_param``: the identifiers (``_keys_param``), None when there are none."""
+    """``keys_param``: the identifiers (``_keys_param``)."""
     if keys_param is None:
         return _GraphRead({}, set(), {}, set())
     rows = conn.execute(_GRAPH_SQL, (keys_param, tenant_id, tenant_id)).fetchall()
@@ -234,7 +235,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
     if keys:
         keys, unavailable = _lock_identifiers(conn, tenant_id, keys, wait)
     # the same JSON serves the blocks read below, unless keys are left out meanwhile
-    keys_param = _keys_param(keys) if keys else None
+    keys_param = _keys_param(keys)
     read = _read_graph(conn, tenant_id, keys_param)
     graph = read.graph
     profile_ids = sorted(set(graph.values()))
@@ -255,7 +256,7 @@ def load_snapshot(conn: psycopg.Connection, tenant_id: str, identifiers: Collect
                 raise SnapshotChanged("a profile was erased while locking")
             # locked by another transaction (or erased): its identifiers wait for a later round
             keys, profile_ids = _without_profiles(read, keys, profiles.keys(), unavailable)
-            keys_param = _keys_param(keys) if keys else None
+            keys_param = _keys_param(keys)
         if events is not None and any(p.lifecycle in _KNOWN_LIFECYCLES for p in profiles.values()):
             planned = profiles_to_plan(events, graph, read.provisional)
             for pid, profile in profiles.items():
