@@ -72,7 +72,7 @@ def profile_worker(n_events: int, seed: int, out: str, rate_hz: int = 200) -> No
     for flamegraph.pl or a per-function sum). No timing is reported: sampling costs CPU."""
     env = _queue_traffic(n_events, seed)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    p = env.start(py_spy, "record", "-r", str(rate_hz), "-f", "raw", "-o", out, "--", sys.executable, "-m",
+    p = env.start(py_spy, "record", "--idle", "--threads", "-r", str(rate_hz), "-f", "raw", "-o", out, "--", sys.executable, "-m",
                   "stratum.cli", "worker", "--burst")
     p.wait(3600)
     print(f"wrote {out} ({_stored(env)} events stored)")

@@ -28,9 +28,10 @@ from core.profiles import (
     next_lifecycle,
 )
 from stratum.db.params import json_rows, json_value
+from workers.copy_binary import copy_rows
 from workers.copy_rows import copy_lines, json_text, timestamp_text
 from workers.decision_log import decision_rows, record_decisions
-from workers.event_rows import EVENT_COLUMNS, copy_line
+from workers.event_rows import EVENT_COLUMNS, KEY_COLUMNS, copy_row
 from workers.identity_store import (
     ProfileRow,
     Snapshot,
@@ -74,9 +75,7 @@ def _claim_dedupe_keys(conn: psycopg.Connection, tenant_id: str, events: list[Pr
     firsts = [e for i, e in enumerate(ordered) if i == 0 or e.dedupe_hex != ordered[i - 1].dedupe_hex]
     try:
         with conn.transaction():
-            copy_lines(conn, "event_keys", "tenant_id, key_hash, event_id, event_time",
-                       [f"{tenant_id}\t\\\\x{e.dedupe_hex}\t{e.event.event_id}\t{timestamp_text(e.event.event_time)}"
-                        for e in firsts])
+            copy_rows(conn, "event_keys", KEY_COLUMNS, [e.key_row for e in firsts])
         won = {e.event.event_id for e in firsts}
     except psycopg.errors.UniqueViolation:
         won = _insert_dedupe_keys(conn, tenant_id, ordered)
@@ -362,8 +361,8 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
 def _copy_events(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                  decisions: list[list[dict]]) -> None:
     """COPY the events: each prepared row completed with its profile and decisions."""
-    copy_lines(conn, "events", EVENT_COLUMNS,
-               [copy_line(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)])
+    copy_rows(conn, "events", EVENT_COLUMNS,
+              [copy_row(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)])
 
 
 def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],

@@ -27,7 +27,7 @@ from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import segment_parts
 from stratum.db.partitions import month_start
-from workers.event_rows import copy_prefix
+from workers.event_rows import copy_prefix, key_row
 from workers.runtime import SourceIdentity
 
 
@@ -63,7 +63,9 @@ class PreparedEvent:
     #: ``events.dedupe_key`` stores, and the key ``event_keys`` holds (decoded)
     dedupe_hex: str = field(init=False)
     #: its ``events`` COPY row up to the columns the transaction decides (workers/event_rows.py)
-    copy_prefix: str = field(init=False)
+    copy_prefix: bytes = field(init=False)
+    #: its ``event_keys`` COPY row (workers/event_rows.py)
+    key_row: bytes = field(init=False)
     #: what the identity planner reads of it
     identity: EventIdentity = field(init=False)
     #: the first day of its month: the ``events`` partition it goes to
@@ -75,6 +77,7 @@ class PreparedEvent:
         self.purchase = purchase_amount(self.properties) if is_purchase(ev.event_name) else None
         self.dedupe_hex = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key).hex()
         self.copy_prefix = copy_prefix(self)
+        self.key_row = key_row(self)
         # Website write keys are public: unless a claim is verified, their events may not merge
         # known profiles, and under protect may not claim another profile's identifiers. A
         # website source set to identity_verification = off is treated as a server source
