@@ -57,10 +57,11 @@ def queued_payloads(n_events: int, seed: int = 7, per_batch: int = 100) -> list[
             screened = screen_segment_event(raw, path_type=None, batch_sent_at=body["sentAt"],
                                             received_at=received_at, max_event_bytes=32_768,
                                             max_future_s=86_400, phone_region="US")
-            event_id = f"{len(payloads):06d}-{i:03d}"
+            event_id = f"0190b0c4-0000-7000-{len(payloads) % 65536:04x}-{i:012x}"
             blobs.append(encode_event(QueuedSegmentEvent(event_id, screened.dedupe_key or event_id,
                                                          screened.event_type, screened.event_time, raw)))
-        header = encode_batch_header(QueuedBatch(QUEUE_FORMAT_VERSION, "t1", "s1", "server", "US", received_at,
+        header = encode_batch_header(QueuedBatch(QUEUE_FORMAT_VERSION, "7e1a0000-0000-4000-8000-000000000001",
+                                                 "5c0e0000-0000-4000-8000-000000000001", "server", "US", received_at,
                                                  "r1", None, None, []))
         payloads.append(assemble_batch(header, blobs))
     return payloads

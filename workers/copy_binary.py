@@ -1,4 +1,4 @@
-"""Rows in COPY's binary format, for the hottest bulk inserts (``events``, ``event_keys``).
+"""Rows in COPY's binary format, for the workers' bulk inserts of plain rows.
 
 A binary row is a field count, then each field as its length and its bytes in the type's
 wire format (https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format"). The
@@ -69,6 +69,11 @@ def jsonb_field(value: object) -> bytes:
     """``value`` as JSON, in jsonb's binary form (version 1, then the text)."""
     raw = _encode(value)
     return length(len(raw) + 1) + b"\x01" + raw
+
+
+def row(*fields: bytes) -> bytes:
+    """A binary row of ``fields`` (each built by the functions above)."""
+    return struct.pack("!h", len(fields)) + b"".join(fields)
 
 
 def copy_rows(conn: psycopg.Connection, table: str, columns: str, rows: list[bytes]) -> None:

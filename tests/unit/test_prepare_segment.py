@@ -22,6 +22,7 @@ from workers.runtime import SourceIdentity
 
 _NOW = datetime.now(UTC).replace(microsecond=0)
 _SECRET = "s3cret-identity-key"
+_TENANT, _SOURCE = "7e1a0000-0000-4000-8000-000000000001", "5c0e0000-0000-4000-8000-000000000001"
 
 
 def _batch(raws: list[bytes], region: str | None = "US", context: dict | None = None,
@@ -32,10 +33,10 @@ def _batch(raws: list[bytes], region: str | None = "US", context: dict | None = 
                                         max_event_bytes=65_536, max_future_s=86_400, phone_region=region)
         if hasattr(screened, "code"):  # rejected at the door: never queued
             continue
-        event_id = f"0190-{i:04d}"
+        event_id = f"0190b0c4-0000-7000-8000-{i:012d}"
         events.append(QueuedSegmentEvent(event_id, screened.dedupe_key or event_id, screened.event_type,
                                          screened.event_time, raw))
-    return QueuedBatch(QUEUE_FORMAT_VERSION, "t1", "s1", source_type, region, _NOW, "r1", context, integrations,
+    return QueuedBatch(QUEUE_FORMAT_VERSION, _TENANT, _SOURCE, source_type, region, _NOW, "r1", context, integrations,
                        events)
 
 

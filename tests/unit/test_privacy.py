@@ -213,7 +213,8 @@ class TestScrubQueuedEvent:
 
 
 def _batch(events: list) -> QueuedBatch:
-    return QueuedBatch(QUEUE_FORMAT_VERSION, "t1", "s1", "server", "US", T0, "r1", None, None, events)
+    return QueuedBatch(QUEUE_FORMAT_VERSION, "7e1a0000-0000-4000-8000-000000000001",
+                       "5c0e0000-0000-4000-8000-000000000001", "server", "US", T0, "r1", None, None, events)
 
 
 def _prepared_batch(batch: QueuedBatch, blocked: frozenset[str] = frozenset()) -> list[tuple]:
