@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import pickle
 import re
 import shutil
@@ -74,7 +75,8 @@ def _instructions(mode: str, saved: Path, valgrind: str) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         p = subprocess.run([valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out", sys.executable,
                             "-m", "bench.instructions", "--replay", mode, str(saved)],
-                           cwd=ROOT, capture_output=True, text=True, check=True)
+                           cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "0"})  # str hashes steer dicts and sets
     collected = re.search(r"Collected : (\d+)", p.stderr)
     done = re.search(r"^done (\d+)$", p.stdout, re.M)
     if collected is None or done is None:

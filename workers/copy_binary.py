@@ -1,4 +1,5 @@
-"""Rows in COPY's binary format, for the workers' bulk inserts of plain rows.
+"""Rows in COPY's binary format, for the two bulk inserts of every event (``events``,
+``event_keys``).
 
 A binary row is a field count, then each field as its length and its bytes in the type's
 wire format (https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format"). The
@@ -20,6 +21,7 @@ from uuid import UUID
 
 import msgspec
 import psycopg
+from psycopg.adapt import PyFormat
 
 _encode = msgspec.json.Encoder().encode
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # the server's timestamp origin
@@ -56,6 +58,18 @@ def micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+# psycopg's own (compiled) binary dumper: about half the instructions of ``micros``
+_dump_timestamptz = psycopg.adapters.get_dumper(datetime, PyFormat.BINARY)(datetime).dump
+
+
+def timestamp_bytes(value: datetime) -> bytes | bytearray:
+    """A timestamptz's 8 bytes (``micros``, big-endian); a naive time is read as UTC."""
+    try:
+        return _dump_timestamptz(value)
+    except TypeError:  # naive
+        return _dump_timestamptz(value.replace(tzinfo=UTC))
+
+
 def timestamp_field(value: datetime) -> bytes:
     return TIMESTAMP_FIELD.pack(8, micros(value))
 
@@ -69,11 +83,6 @@ def jsonb_field(value: object) -> bytes:
     """``value`` as JSON, in jsonb's binary form (version 1, then the text)."""
     raw = _encode(value)
     return length(len(raw) + 1) + b"\x01" + raw
-
-
-def row(*fields: bytes) -> bytes:
-    """A binary row of ``fields`` (each built by the functions above)."""
-    return struct.pack("!h", len(fields)) + b"".join(fields)
 
 
 def copy_rows(conn: psycopg.Connection, table: str, columns: str, rows: list[bytes]) -> None:

@@ -21,7 +21,7 @@ import psycopg
 
 from core.identifiers import Identifier
 from core.identity_plan import Plan
-from workers.copy_binary import copy_rows, jsonb_field, row, text_field, uuid_field
+from workers.copy_rows import NULL, copy_lines, copy_text, json_text
 
 # Per-event decision kinds (core.identity_plan.Decision, workers.prepare, suppression) as
 # logged: (kind, rule). ``None`` in the rule: ``limit:{type}`` of the identifier.
@@ -77,7 +77,6 @@ def record_decisions(conn: psycopg.Connection, tenant_id: str, rows: list[dict])
     """Insert the rows inside the caller's transaction (ids keep their order)."""
     if not rows:
         return
-    tenant = uuid_field(tenant_id)
-    copy_rows(conn, "identity_decisions", "tenant_id, profile_id, event_id, kind, identifiers, rule, message",
-              [row(tenant, uuid_field(r["p"]), uuid_field(r["e"]), text_field(r["k"]), jsonb_field(r["i"]),
-                   text_field(r["r"]), text_field(r["m"])) for r in rows])
+    copy_lines(conn, "identity_decisions", "tenant_id, profile_id, event_id, kind, identifiers, rule, message",
+               [f"{tenant_id}\t{r['p'] or NULL}\t{r['e']}\t{r['k']}\t{json_text(r['i'])}\t{copy_text(r['r'])}"
+                f"\t{copy_text(r['m'])}" for r in rows])

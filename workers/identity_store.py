@@ -42,7 +42,7 @@ from core.identity_plan import EventIdentity
 from core.profiles import clamp_revenue, merge_trait_sets
 from stratum.db.params import json_rows, json_value
 from stratum.identity_locks import advisory_key
-from workers.copy_binary import copy_rows, row, text_field, timestamp_field, uuid_field
+from workers.copy_rows import copy_lines, timestamp_text
 
 
 class _NotLoaded:
@@ -489,14 +489,12 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
     if not plan.links:
         return
     firm = [lk for lk in plan.links if not lk.provisional]
-    tenant = uuid_field(tenant_id)
-    rows = []
+    lines = []
     for lk in firm:
         t, h = lk.identifier.type, lk.identifier.hash
         first, last = spans[t, h]
-        rows.append(row(tenant, text_field(t), text_field(h), uuid_field(lk.profile_id), timestamp_field(first),
-                        timestamp_field(last)))
-    copy_rows(conn, "profile_identifiers", "tenant_id, type, hash, profile_id, first_seen, last_seen", rows)
+        lines.append(f"{tenant_id}\t{t}\t{h}\t{lk.profile_id}\t{timestamp_text(first)}\t{timestamp_text(last)}")
+    copy_lines(conn, "profile_identifiers", "tenant_id, type, hash, profile_id, first_seen, last_seen", lines)
     if len(firm) < len(plan.links):
         # clock_timestamp(): provisional links made later in the batch rank as more recent
         conn.execute(
@@ -508,12 +506,11 @@ def link_identifiers(conn: psycopg.Connection, tenant_id: str, plan: Plan, event
                                     "ls": spans[lk.identifier.type, lk.identifier.hash][1]}
                                    for lk in plan.links if lk.provisional])),
         )
-    copy_rows(conn, "identity_links",
-              "tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id",
-              [row(tenant, uuid_field(lk.profile_id), text_field(lk.via.type), text_field(lk.via.hash),
-                   text_field(lk.identifier.type), text_field(lk.identifier.hash),
-                   text_field(link_types[lk.event_index]), uuid_field(event_ids[lk.event_index]))
-               for lk in plan.links if lk.via is not None])
+    copy_lines(conn, "identity_links",
+               "tenant_id, profile_id, from_type, from_hash, to_type, to_hash, link_type, event_id",
+               [f"{tenant_id}\t{lk.profile_id}\t{lk.via.type}\t{lk.via.hash}\t{lk.identifier.type}"
+                f"\t{lk.identifier.hash}\t{link_types[lk.event_index]}\t{event_ids[lk.event_index]}"
+                for lk in plan.links if lk.via is not None])
     for lk in plan.links:
         p = profiles[lk.profile_id]
         p.counts[lk.identifier.type] = p.counts.get(lk.identifier.type, 0) + 1

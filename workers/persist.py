@@ -28,7 +28,7 @@ from core.profiles import (
     next_lifecycle,
 )
 from stratum.db.params import json_rows, json_value
-from workers.copy_binary import copy_rows
+from workers.copy_binary import copy_rows, uuid_field
 from workers.copy_rows import copy_lines, json_text, timestamp_text
 from workers.decision_log import decision_rows, record_decisions
 from workers.event_rows import EVENT_COLUMNS, KEY_COLUMNS, copy_row
@@ -361,8 +361,14 @@ def _record_consents(conn: psycopg.Connection, tenant_id: str, events: list[Prep
 def _copy_events(conn: psycopg.Connection, events: list[PreparedEvent], profile_ids: list[str | None],
                  decisions: list[list[dict]]) -> None:
     """COPY the events: each prepared row completed with its profile and decisions."""
-    copy_rows(conn, "events", EVENT_COLUMNS,
-              [copy_row(e, pid, dec) for e, pid, dec in zip(events, profile_ids, decisions, strict=True)])
+    fields: dict[str | None, bytes] = {}  # each profile's field, built once
+    rows = []
+    for e, pid, dec in zip(events, profile_ids, decisions, strict=True):
+        field = fields.get(pid)
+        if field is None:
+            field = fields[pid] = uuid_field(pid)
+        rows.append(copy_row(e, field, dec))
+    copy_rows(conn, "events", EVENT_COLUMNS, rows)
 
 
 def _merge_event_traits(events: list[PreparedEvent], profile_ids: list[str | None],

@@ -27,7 +27,7 @@ from core.resting_identifiers import candidate_outcome, outcome_memo
 from core.schemas import QueuedBatch, QueuedEvent, QueuedSegmentEvent
 from core.segment import segment_parts
 from stratum.db.partitions import month_start
-from workers.event_rows import copy_prefix, key_row
+from workers.event_rows import event_rows
 from workers.runtime import SourceIdentity
 
 
@@ -75,9 +75,9 @@ class PreparedEvent:
         ev = self.event
         self.state_time = state_time(ev.event_time, self.received_at)
         self.purchase = purchase_amount(self.properties) if is_purchase(ev.event_name) else None
-        self.dedupe_hex = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key).hex()
-        self.copy_prefix = copy_prefix(self)
-        self.key_row = key_row(self)
+        digest = dedupe_digest(dedupe_scope(self.source_type, self.source_id), ev.dedupe_key)
+        self.dedupe_hex = digest.hex()
+        self.copy_prefix, self.key_row = event_rows(self, digest)
         # Website write keys are public: unless a claim is verified, their events may not merge
         # known profiles, and under protect may not claim another profile's identifiers. A
         # website source set to identity_verification = off is treated as a server source

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from workers.copy_binary import micros, text_field, uuid_bytes, uuid_field
+from workers.copy_binary import micros, text_field, timestamp_bytes, uuid_bytes, uuid_field
 
 
 @pytest.mark.parametrize("text", [
@@ -42,3 +42,13 @@ def test_micros_count_from_the_servers_epoch_in_utc():
 
 def test_text_is_its_utf8_bytes_with_their_length():
     assert text_field("ünï\t") == b"\x00\x00\x00\x06" + "ünï\t".encode()
+
+
+@pytest.mark.parametrize("value", [
+    datetime(2000, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(2026, 12, 1, 18, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    datetime(2026, 12, 1, 18, 0, 0, 123_456),
+])
+def test_timestamp_bytes_are_the_micros_big_endian(value):
+    assert bytes(timestamp_bytes(value)) == micros(value).to_bytes(8, "big", signed=True)
