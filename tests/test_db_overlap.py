@@ -10,7 +10,14 @@ import psycopg
 import pytest
 
 from stratum.db.connect import connect
-from stratum.db.overlap import Overlap, OverlapConnection, run_all, while_waiting
+from stratum.db.overlap import (
+    FirstThen,
+    Overlap,
+    OverlapConnection,
+    current_work,
+    run_all,
+    while_waiting,
+)
 
 
 @pytest.fixture
@@ -134,3 +141,53 @@ def test_run_all_and_close():
 def test_a_plain_connection_is_not_an_overlap_connection(settings):
     with connect(settings.database_url, autocommit=True) as plain:
         assert type(plain) is psycopg.Connection
+
+
+def _logging(log: list[str], name: str, n: int):
+    for i in range(n):
+        log.append(f"{name}{i}")
+        yield
+    return name
+
+
+def test_first_then_runs_the_first_work_before_what_was_waiting(conn):
+    """A round's own work (workers/profile_writeback.py) goes ahead of the next round's
+    preparation in a statement's wait, which then goes on with the preparation."""
+    log: list[str] = []
+    ahead = Overlap(_logging(log, "ahead", 10**6))
+    with while_waiting(ahead):
+        assert current_work() is ahead
+        own = Overlap(_logging(log, "own", 3))
+        with while_waiting(FirstThen(own, current_work())):
+            conn.execute("SELECT pg_sleep(0.1)")
+        assert current_work() is ahead
+        assert own.result() == "own"
+    assert log[:4] == ["own0", "own1", "own2", "ahead0"], log[:6]
+    assert len(log) > 10, "the wait went on with the work that was waiting"
+    assert current_work() is None
+    ahead.close()
+
+
+def test_first_then_without_anything_waiting_and_while_a_step_runs():
+    own = Overlap(_logging([], "own", 2))
+    chain = FirstThen(own, None)
+    assert chain.pending and not chain.running
+    chain.step()
+    chain.step()
+    chain.step()  # the generator's return
+    assert not chain.pending
+    assert own.result() == "own"
+
+    log: list[str] = []
+
+    def reentrant():
+        # while this step runs, neither work may be started again from inside it
+        assert not chain2.pending and chain2.running
+        log.append("step")
+        yield
+    first = Overlap(reentrant())
+    then = Overlap(_logging(log, "then", 1))
+    chain2 = FirstThen(first, then)
+    chain2.step()
+    assert log == ["step"]
+    assert chain2.pending and not chain2.running

@@ -16,7 +16,9 @@ formatter would need Python ``UUID`` objects and typed wrappers for every value.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from uuid import UUID
 
 import msgspec
@@ -59,10 +61,12 @@ def micros(value: datetime) -> int:
 
 
 # psycopg's own (compiled) binary dumper: about half the instructions of ``micros``
-_dump_timestamptz = psycopg.adapters.get_dumper(datetime, PyFormat.BINARY)(datetime).dump
+# (typed for what it returns for a datetime, never None)
+_dump_timestamptz = cast(Callable[[datetime], bytes],
+                         psycopg.adapters.get_dumper(datetime, PyFormat.BINARY)(datetime).dump)
 
 
-def timestamp_bytes(value: datetime) -> bytes | bytearray:
+def timestamp_bytes(value: datetime) -> bytes:
     """A timestamptz's 8 bytes (``micros``, big-endian); a naive time is read as UTC."""
     try:
         return _dump_timestamptz(value)

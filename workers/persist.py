@@ -25,11 +25,10 @@ from core.profiles import (
     add_revenue,
     merge_traits,
     merge_traits_once,
-    next_lifecycle,
 )
+from stratum.db.overlap import FirstThen, Overlap, current_work, while_waiting
 from stratum.db.params import json_rows, json_value
 from workers.copy_binary import copy_rows, uuid_field
-from workers.copy_rows import copy_lines, json_text, timestamp_text
 from workers.decision_log import decision_rows, record_decisions
 from workers.event_rows import EVENT_COLUMNS, KEY_COLUMNS, copy_row
 from workers.identity_store import (
@@ -45,6 +44,7 @@ from workers.identity_store import (
 )
 from workers.outbox import write_outbox
 from workers.prepare import PreparedEvent
+from workers.profile_writeback import write_profiles, writeback_steps
 
 _LINK_TYPES = {"alias": "alias", "identify": "identify"}
 
@@ -183,7 +183,7 @@ def _plan(events: list[PreparedEvent], snapshot: Snapshot, rules: IdentityRules,
           new_profile_id: Callable[[], str]) -> Plan:
     """The identity plan of ``events`` (each event's trust was decided when it was prepared:
     ``PreparedEvent.identity``); the profiles it creates join ``snapshot.profiles``. They
-    are inserted once, with their final values, by ``_write_profiles``: the foreign keys
+    are inserted once, with their final values, by ``write_profiles`` (workers/profile_writeback.py): the foreign keys
     to them are checked at commit (migration 0014)."""
     profiles = snapshot.profiles
     identities = [e.identity for e in events]
@@ -237,8 +237,6 @@ def _store_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepare
     _merge_event_traits(events, event_profiles, profiles, decisions)
     # Before the COPY: an amount left out of the counter is recorded as a warning on its event.
     _add_revenue(events, event_profiles, profiles, decisions)
-    _copy_events(conn, events, event_profiles, decisions)
-    _record_consents(conn, tenant_id, events, event_profiles)
     # Owners of touched identifiers are written back with the others (their updated_at
     # moves), instead of by a second UPDATE of the same rows.
     changed = ({lk.profile_id for lk in plan.links} | {m.survivor for m in plan.merges}
@@ -247,7 +245,14 @@ def _store_events(conn: psycopg.Connection, tenant_id: str, events: list[Prepare
     traits_changed = ({pid for e, pid in zip(events, event_profiles, strict=True)
                        if pid is not None and (e.traits or e.traits_once)}
                       | {m.survivor for m in plan.merges})
-    _write_profiles(conn, tenant_id, events, event_profiles, profiles, changed | plan.created.keys(), traits_changed)
+    # The write-back's Python runs while the events' COPY waits, ahead of the next round's
+    # preparation (what the waits ran so far).
+    writeback = Overlap(writeback_steps(tenant_id, events, event_profiles, profiles,
+                                        changed | plan.created.keys(), traits_changed))
+    with while_waiting(FirstThen(writeback, current_work())):
+        _copy_events(conn, events, event_profiles, decisions)
+        _record_consents(conn, tenant_id, events, event_profiles)
+    write_profiles(conn, tenant_id, writeback.result())
     # Messages for destinations, in this transaction (workers/outbox.py).
     write_outbox(conn, tenant_id, events, event_profiles, plan.merges)
 
@@ -407,79 +412,3 @@ def _add_revenue(events: list[PreparedEvent], profile_ids: list[str | None], pro
         else:
             p.revenue = total
 
-
-def _write_profiles(conn: psycopg.Connection, tenant_id: str, events: list[PreparedEvent],
-                    profile_ids: list[str | None], profiles: dict[str, ProfileRow], changed: set[str],
-                    traits_changed: set[str]) -> None:
-    """Insert the plan's new profiles and write back every stored profile whose events,
-    identifiers or merges changed it (``changed`` holds both); ``traits`` and
-    ``trait_times`` only for the profiles in ``traits_changed`` (a superset of those whose
-    traits changed), so the others skip encoding and re-parsing their trait jsonb."""
-    touched: set[str] = set(changed)
-    for e, pid in zip(events, profile_ids, strict=True):
-        if pid is None:
-            continue
-        p = profiles[pid]
-        touched.add(pid)
-        p.event_count += 1
-        if e.purchase is not None:
-            p.purchase_count += 1  # revenue: _add_revenue
-        t = e.state_time
-        if t < p.first_seen:
-            p.first_seen = t
-        if t > p.last_seen:
-            p.last_seen = t
-    for pid in touched:
-        p = profiles[pid]
-        p.lifecycle = next_lifecycle(p.lifecycle, known=p.known, purchases=p.purchase_count)
-    rows = [profiles[pid] for pid in sorted(touched)]
-    stored = [r for r in rows if not r.new]
-    _insert_profiles(conn, tenant_id, [r for r in rows if r.new])
-    with_traits = [r for r in stored if r.id in traits_changed]
-    counters = [r for r in stored if r.id not in traits_changed]
-    if with_traits:
-        conn.execute(
-            f"UPDATE profiles p SET traits = u.tr, trait_times = u.tt, {_PROFILE_COUNTERS_SET}"
-            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS}, tr jsonb, tt jsonb)"
-            f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
-            (json_rows([_profile_with_traits(r) for r in with_traits]), tenant_id,
-             json_value([r.id for r in with_traits])),
-        )
-    if counters:
-        conn.execute(
-            f"UPDATE profiles p SET {_PROFILE_COUNTERS_SET}"
-            f" FROM json_to_recordset(%s::json) AS u({_PROFILE_COUNTERS_COLUMNS})"
-            f" WHERE p.tenant_id = %s AND p.id = u.id AND p.id = {_IDS}",
-            (json_rows([_profile_counters(r) for r in counters]), tenant_id, json_value([r.id for r in counters])),
-        )
-
-
-def _insert_profiles(conn: psycopg.Connection, tenant_id: str, rows: list[ProfileRow]) -> None:
-    if not rows:
-        return
-    copy_lines(conn, "profiles", "tenant_id, id, lifecycle, event_count, purchase_count, revenue, identifier_count,"
-               " merge_count, first_seen, last_seen, traits, trait_times",
-               [f"{tenant_id}\t{r.id}\t{r.lifecycle}\t{r.event_count}\t{r.purchase_count}\t{r.revenue}"
-                f"\t{r.total_identifiers}\t{r.merge_count}\t{timestamp_text(r.first_seen)}"
-                f"\t{timestamp_text(r.last_seen)}\t{json_text(r.traits)}\t{json_text(r.trait_times)}" for r in rows])
-    for r in rows:
-        r.new = False
-
-
-# The rows to write, as an index condition: never a scan of the tenant's profiles
-# (workers/identity_store.py, above _GRAPH_SQL).
-_IDS = "ANY(ARRAY(SELECT value::uuid FROM json_array_elements_text(%s::json)))"
-_PROFILE_COUNTERS_SET = ("lifecycle = u.lc, event_count = u.ec, purchase_count = u.pc, revenue = u.rv,"
-                         " identifier_count = u.ic, merge_count = u.mc, first_seen = u.fs, last_seen = u.ls,"
-                         " updated_at = now()")
-_PROFILE_COUNTERS_COLUMNS = ("id uuid, lc text, ec bigint, pc bigint, rv numeric, ic int, mc int, fs timestamptz,"
-                             " ls timestamptz")
-
-
-def _profile_with_traits(r: ProfileRow) -> dict:
-    return {**_profile_counters(r), "tr": r.traits, "tt": r.trait_times}
-
-
-def _profile_counters(r: ProfileRow) -> dict:
-    return {"id": r.id, "lc": r.lifecycle, "ec": r.event_count, "pc": r.purchase_count, "rv": r.revenue,
-            "ic": r.total_identifiers, "mc": r.merge_count, "fs": r.first_seen, "ls": r.last_seen}

@@ -50,6 +50,10 @@ class Overlap(Generic[T]):
         """Steps remain, and none is running (a step's own database waits run no other)."""
         return not self._done and not self._running
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
     def step(self) -> None:
         self._running = True
         try:
@@ -78,13 +82,43 @@ class Overlap(Generic[T]):
         self._steps.close()
 
 
+class FirstThen:
+    """``first``'s steps, then ``then``'s: work a statement's own round needs after it (run
+    in its wait ahead of what was already waiting there, the next round's preparation)."""
+
+    def __init__(self, first: Overlap[Any], then: Overlap[Any] | FirstThen | None) -> None:
+        self._first = first
+        self._then = then
+
+    @property
+    def pending(self) -> bool:
+        if self._first.pending:
+            return True
+        return not self._first.running and self._then is not None and self._then.pending
+
+    @property
+    def running(self) -> bool:
+        return self._first.running or (self._then is not None and self._then.running)
+
+    def step(self) -> None:
+        if self._first.pending:
+            self._first.step()
+        elif self._then is not None:
+            self._then.step()
+
+
+def current_work() -> Overlap[Any] | FirstThen | None:
+    """What this thread's waits run now (``while_waiting``), or None."""
+    return getattr(_local, "work", None)
+
+
 def run_all(steps: Generator[None, None, T]) -> T:
     """The steps' result, run here and now."""
     return Overlap(steps).result()
 
 
 @contextlib.contextmanager
-def while_waiting(work: Overlap[Any] | None) -> Iterator[None]:
+def while_waiting(work: Overlap[Any] | FirstThen | None) -> Iterator[None]:
     """Run steps of ``work`` whenever an ``OverlapConnection`` of this thread waits (None:
     nothing to run)."""
     previous = getattr(_local, "work", None)
@@ -99,13 +133,14 @@ class OverlapConnection(psycopg.Connection):  # type: ignore[type-arg]
     """A connection whose waits run this thread's current ``Overlap`` (``while_waiting``)."""
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        work: Overlap[Any] | None = getattr(_local, "work", None)
+        work: Overlap[Any] | FirstThen | None = getattr(_local, "work", None)
         if work is None or not work.pending:
             return super().wait(gen, interval, timeout)
         return super().wait(_interleaved(gen, self.pgconn.socket, work), interval, timeout)
 
 
-def _interleaved(gen: Generator[Any, Any, RV], fileno: int, work: Overlap[Any]) -> Generator[Any, Any, RV]:
+def _interleaved(gen: Generator[Any, Any, RV], fileno: int, work: Overlap[Any] | FirstThen
+                 ) -> Generator[Any, Any, RV]:
     """``gen`` (psycopg's protocol: it yields what it waits for, is sent what is ready),
     with steps of ``work`` run before each wait for as long as the socket is not ready.
     psycopg's own wait function still does the waiting (and its cancel on interrupt)."""
