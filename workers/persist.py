@@ -183,8 +183,9 @@ def _plan(events: list[PreparedEvent], snapshot: Snapshot, rules: IdentityRules,
           new_profile_id: Callable[[], str]) -> Plan:
     """The identity plan of ``events`` (each event's trust was decided when it was prepared:
     ``PreparedEvent.identity``); the profiles it creates join ``snapshot.profiles``. They
-    are inserted once, with their final values, by ``write_profiles`` (workers/profile_writeback.py): the foreign keys
-    to them are checked at commit (migration 0014)."""
+    are inserted once, with their final values, by the write-back
+    (workers/profile_writeback.py): the foreign keys to them are checked at commit
+    (migration 0014)."""
     profiles = snapshot.profiles
     identities = [e.identity for e in events]
     plan = plan_identities(

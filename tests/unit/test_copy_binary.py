@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from workers.copy_binary import micros, text_field, timestamp_bytes, uuid_bytes, uuid_field
+from workers.copy_binary import jsonb_field, timestamp_bytes, uuid_bytes, uuid_field
 
 
 @pytest.mark.parametrize("text", [
@@ -29,19 +29,27 @@ def test_a_missing_uuid_is_null():
     assert uuid_field(str(uuid.UUID(int=1))) == b"\x00\x00\x00\x10" + uuid.UUID(int=1).bytes
 
 
-def test_micros_count_from_the_servers_epoch_in_utc():
-    assert micros(datetime(2000, 1, 1, tzinfo=UTC)) == 0
-    assert micros(datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)) == -1
-    assert micros(datetime(2026, 12, 1, 18, 0, 0, 123_456, tzinfo=UTC)) == (
-        (datetime(2026, 12, 1, 18, tzinfo=UTC) - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-        + 123_456)
-    plus_two = timezone(timedelta(hours=2))
-    assert micros(datetime(2000, 1, 1, 2, tzinfo=plus_two)) == 0  # an offset is honoured
-    assert micros(datetime(2000, 1, 1, 0, 0, 1)) == 1_000_000  # naive: read as UTC
+def _micros(value: datetime) -> int:
+    """Microseconds since 2000-01-01 UTC, by arithmetic (a naive time read as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-def test_text_is_its_utf8_bytes_with_their_length():
-    assert text_field("ünï\t") == b"\x00\x00\x00\x06" + "ünï\t".encode()
+def test_timestamps_count_from_the_servers_epoch_in_utc():
+    def count(value: datetime) -> int:
+        return int.from_bytes(timestamp_bytes(value), "big", signed=True)
+
+    assert count(datetime(2000, 1, 1, tzinfo=UTC)) == 0
+    assert count(datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)) == -1
+    assert count(datetime(2000, 1, 1, 2, tzinfo=timezone(timedelta(hours=2)))) == 0  # an offset is honoured
+    assert count(datetime(2000, 1, 1, 0, 0, 1)) == 1_000_000  # naive: read as UTC
+
+
+def test_jsonb_is_a_version_byte_then_the_json_with_their_length():
+    text = '{"k":"ünï"}'.encode()
+    assert len(text) == 13
+    assert jsonb_field({"k": "ünï"}) == b"\x00\x00\x00\x0e" + b"\x01" + text
 
 
 @pytest.mark.parametrize("value", [
@@ -50,5 +58,5 @@ def test_text_is_its_utf8_bytes_with_their_length():
     datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
     datetime(2026, 12, 1, 18, 0, 0, 123_456),
 ])
-def test_timestamp_bytes_are_the_micros_big_endian(value):
-    assert bytes(timestamp_bytes(value)) == micros(value).to_bytes(8, "big", signed=True)
+def test_timestamp_bytes_are_the_microseconds_big_endian(value):
+    assert bytes(timestamp_bytes(value)) == _micros(value).to_bytes(8, "big", signed=True)
