@@ -61,10 +61,7 @@ def event_rows(e: PreparedEvent, digest: bytes) -> tuple[bytes, bytes]:
     whose hex is ``dedupe_hex``), its id and its time. Built together: they share the id,
     the time and the tenant."""
     ev = e.event
-    event_id = ev.event_id
-    raw_id = bytes.fromhex(event_id.replace("-", ""))
-    if len(raw_id) != 16:
-        raw_id = uuid_bytes(event_id)
+    raw_id = uuid_bytes(ev.event_id)
     tenant = _known_uuid(e.tenant_id)
     at = timestamp_bytes(ev.event_time)
     event_type = ev.event_type.encode()
